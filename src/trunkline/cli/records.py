@@ -1,0 +1,139 @@
+"""`trunkline calls`, `show`, `costs` and `migrate`: reading the record store."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trunkline.cli.render import format_cost, format_ms
+from trunkline.config import load_settings
+from trunkline.store.database import open_store
+from trunkline.store.queries import cost_summary, get_call, list_calls
+
+console = Console()
+
+
+def _store():  # noqa: ANN202
+    return open_store(load_settings().database_url())
+
+
+def calls_command(
+    run: Annotated[str | None, typer.Option("--run", help="Only the calls of this run id.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Maximum number of calls listed.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object a line.")] = False,
+) -> None:
+    """List recorded calls, newest first."""
+    rows = list_calls(_store(), run_id=run, limit=limit)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, default=str))
+        return
+    table = Table("call", "started", "model", "outcome", "tokens in/out", "cost", "latency", "attempts")
+    for row in rows:
+        outcome = row["outcome"] if row["outcome"] == "ok" else f"{row['outcome']}: {row['error_kind']}"
+        table.add_row(
+            row["call_id"][:12],
+            str(row["started_at"])[:19],
+            row["model_served"] or row["model_requested"],
+            outcome,
+            f"{row['input_tokens']}/{row['output_tokens']}",
+            format_cost(row["cost_usd"], 1 if row["price_missing"] else 0),
+            format_ms(row["latency_ms"]),
+            str(row["attempt_count"]),
+        )
+    console.print(table)
+
+
+def show_command(
+    call_id: Annotated[str, typer.Argument(help="A call id, or a unique prefix of one.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
+) -> None:
+    """Print one call record in full: messages, output, usage, cost and attempts."""
+    record = get_call(_store(), call_id)
+    if as_json:
+        typer.echo(record.model_dump_json(indent=2))
+        return
+    console.rule(f"call {record.call_id}")
+    console.print(f"trace {record.trace_id}  span {record.span_id}  run {record.run_id or '-'}")
+    console.print(
+        f"route {record.route}  provider {record.provider}  model {record.model_requested} "
+        f"-> {record.model_served or '-'} ({record.model_version or 'no version reported'})"
+    )
+    console.print(f"started {record.started_at.isoformat()}  latency {format_ms(record.latency_ms)}")
+    console.rule("messages")
+    for message in record.messages:
+        console.print(f"[bold]{message.role}[/]: {message.content}", markup=True, highlight=False)
+    console.rule("output")
+    console.print(record.output_text or "", markup=False, highlight=False)
+    if record.outcome != "ok":
+        console.print(f"[red]error {record.error_kind}: {record.error_message}[/]", highlight=False)
+    console.rule("usage and cost")
+    usage = record.usage
+    console.print(
+        f"input {usage.input_tokens} (cached {usage.cache_read_tokens}, cache write "
+        f"{usage.cache_write_tokens})  output {usage.output_tokens} (reasoning "
+        f"{usage.reasoning_tokens}){'  estimated' if usage.estimated else ''}"
+    )
+    console.print(
+        f"cost {format_cost(record.cost.total_usd, 1 if record.cost.price_missing else 0)}"
+        f"  source {record.cost.source or '-'}"
+    )
+    _print_attempts(record)
+
+
+def _print_attempts(record) -> None:  # noqa: ANN001
+    table = Table("#", "deployment", "model", "outcome", "status", "latency", "wait", title="attempts")
+    for attempt in record.attempts:
+        outcome = attempt.outcome if attempt.outcome == "ok" else f"error: {attempt.error_kind}"
+        wait = "-" if attempt.wait_s is None else f"{attempt.wait_s:.2f}s ({attempt.wait_reason})"
+        table.add_row(
+            str(attempt.attempt_number),
+            attempt.deployment,
+            attempt.model,
+            outcome,
+            str(attempt.status_code or "-"),
+            format_ms(attempt.latency_ms),
+            wait,
+        )
+    console.print(table)
+    for hop in record.fallbacks:
+        console.print(f"left {hop.deployment}: {hop.reason}")
+
+
+def costs_command(
+    by: Annotated[
+        Literal["model", "day", "run"], typer.Option("--by", help="Group by model, day or run.")
+    ] = "model",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object a line.")] = False,
+) -> None:
+    """Sum calls, tokens and cost by model, day or run; unpriced calls are counted apart."""
+    rows = cost_summary(_store(), by)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, default=str))
+        return
+    table = Table(by, "calls", "errors", "input tokens", "output tokens", "cached", "cost", "unpriced calls")
+    for row in rows:
+        priced = row["calls"] - row["unpriced_calls"]
+        cost = format_cost(row["cost_usd"] if priced else None, row["unpriced_calls"])
+        table.add_row(
+            str(row["key"]),
+            str(row["calls"]),
+            str(row["errors"]),
+            f"{row['input_tokens']:,}",
+            f"{row['output_tokens']:,}",
+            f"{row['cache_read_tokens']:,}",
+            cost,
+            str(row["unpriced_calls"]),
+        )
+    console.print(table)
+
+
+def migrate_command() -> None:
+    """Create the store or upgrade it to the latest schema revision."""
+    store = _store()
+    typer.echo(f"store {store.safe_url()} is at revision {store.current_revision()}")

@@ -1,0 +1,109 @@
+"""`trunkline run`: the main job, a workflow over a dataset."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from trunkline.cli.render import summary_table
+from trunkline.config import load_settings
+from trunkline.errors import ConfigError
+from trunkline.recording import recording
+from trunkline.routing.router import Router
+from trunkline.workflows.datasets import load_dataset
+from trunkline.workflows.runner import BatchRunner
+from trunkline.workflows.spec import load_workflow
+from trunkline.workflows.summary import RunSummary
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    """Split KEY=VALUE pairs; a pair with no '=' is rejected."""
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f"--param expects KEY=VALUE, got {pair!r}")
+        params[key.strip()] = value
+    return params
+
+
+def run_command(
+    workflow: Annotated[Path, typer.Argument(help="A workflow file, or a folder holding workflow.toml.")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Input rows, .csv or .jsonl; default: the workflow's sample.")
+    ] = None,
+    param: Annotated[
+        list[str], typer.Option("--param", help="Override a workflow parameter, KEY=VALUE; repeatable.")
+    ] = [],  # noqa: B006 (typer reads the default, it is never mutated)
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Run only the first N rows.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Rows in flight at once.")] = 4,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Continue run RUN_ID, skipping the rows it finished.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
+) -> None:
+    """Run every row of a dataset through a workflow, record every call, and summarise."""
+    spec = load_workflow(workflow)
+    dataset = load_dataset(data if data is not None else spec.default_data())
+    params = spec.parameters(parse_params(param))
+    settings = load_settings()
+    stderr = Console(stderr=True)
+    rows = min(len(dataset.rows), limit) if limit else len(dataset.rows)
+    with recording(settings) as recorder:
+        router = Router(settings)
+        runner = BatchRunner(
+            spec,
+            router=router,
+            store=recorder.store,
+            writer=recorder.writer,
+            params=params,
+            concurrency=concurrency,
+        )
+        summary = _run_with_progress(runner, dataset, rows, limit, resume, stderr)
+    if as_json:
+        typer.echo(json.dumps(summary.public()))
+    else:
+        Console().print(summary_table(spec.name, summary))
+
+
+def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console) -> RunSummary:  # noqa: ANN001
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=False,
+    )
+    counts = {"ok": 0, "error": 0}
+
+    def on_row(result: dict) -> None:
+        counts["ok" if result["status"] == "ok" else "error"] += 1
+        progress.update(task, advance=1, status=f"ok {counts['ok']}  errors {counts['error']}")
+
+    def on_start(pending: int, resumed: int) -> None:
+        progress.update(task, total=pending + resumed, completed=resumed)
+
+    with progress:
+        task = progress.add_task(runner.workflow.name, total=rows, status="")
+        try:
+            summary = asyncio.run(
+                runner.run(
+                    dataset, limit=limit, resume_run_id=resume, on_row=on_row, on_start=on_start
+                )
+            )
+        except KeyboardInterrupt:
+            if runner.run_id:
+                stderr.print(
+                    f"stopped; finished rows are stored. Continue with: --resume {runner.run_id}"
+                )
+            raise
+    return summary

@@ -1,0 +1,221 @@
+"""The `trunkline.toml` configuration: deployments, routes, prices and the store.
+
+The file is found in the working folder or named by ``TRUNKLINE_CONFIG``.
+With no file, the built-in default declares the local model, so every
+command works out of the box. Secrets are referred to by the name of the
+environment variable that holds them and are never stored here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trunkline.errors import ConfigError
+
+CONFIG_FILE = "trunkline.toml"
+DEFAULT_DATABASE_URL = "sqlite:///.trunkline/trunkline.db"
+LOCAL_MODEL = "smollm2-135m-instruct"
+
+ProviderName = Literal["local", "openai", "azure", "anthropic", "fake"]
+
+
+class Price(BaseModel):
+    """A price override in US dollars per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cache_read_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
+
+
+class Deployment(BaseModel):
+    """One model at one provider, with the credentials to reach it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: ProviderName
+    model: str
+    base_url: str | None = None
+    #: Name of the environment variable that holds the API key, never the key itself.
+    api_key_env: str | None = None
+    #: Azure OpenAI only: the API version the deployment speaks.
+    api_version: str | None = None
+    context_window: int | None = Field(default=None, gt=0)
+    #: Provider-specific settings, such as ``n_threads`` for the local model.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def api_key(self) -> str | None:
+        """Read the API key from the environment variable the deployment names."""
+        if self.api_key_env is None:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"environment variable {self.api_key_env} is not set; the deployment of "
+                f"model {self.model!r} reads its API key from it, so export it first"
+            )
+        return key
+
+
+class Route(BaseModel):
+    """An ordered list of deployments with the policy for trying them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deployments: list[str] = Field(min_length=1)
+    #: Attempts per deployment, the first included.
+    max_attempts: int = Field(default=3, ge=1)
+    #: Seconds one attempt may take before it counts as timed out.
+    timeout_s: float = Field(default=120.0, gt=0)
+    #: Base and cap of the exponential backoff between attempts, in seconds.
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=30.0, ge=0)
+    #: A `Retry-After` longer than this ends the retries at that deployment, in seconds.
+    retry_after_max_s: float = Field(default=60.0, ge=0)
+    #: How many times an output that fails its schema is sent back for repair.
+    max_repairs: int = Field(default=1, ge=0)
+
+
+class StoreSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    #: Records written per transaction by the background writer.
+    batch_size: int = Field(default=200, ge=1)
+    #: Seconds the writer waits to fill a batch before it commits what it has.
+    flush_interval_s: float = Field(default=0.5, gt=0)
+
+
+class Settings(BaseModel):
+    """The whole configuration, after defaults are merged in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deployments: dict[str, Deployment] = Field(default_factory=dict)
+    routes: dict[str, Route] = Field(default_factory=dict)
+    #: Price overrides keyed by model name; they win over genai-prices.
+    prices: dict[str, Price] = Field(default_factory=dict)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    default_route: str = "local"
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        for route_name, route in self.routes.items():
+            for name in route.deployments:
+                if name not in self.deployments:
+                    known = ", ".join(sorted(self.deployments)) or "none"
+                    raise ValueError(
+                        f"route {route_name!r} names deployment {name!r}, which is not "
+                        f"declared; declared deployments: {known}"
+                    )
+        return self
+
+    def database_url(self) -> str:
+        """Return the store URL: ``TRUNKLINE_DATABASE_URL``, then the file, then the default."""
+        return os.environ.get("TRUNKLINE_DATABASE_URL") or self.store.url or DEFAULT_DATABASE_URL
+
+    def route(self, name: str) -> Route:
+        """Return the route `name`; a bare deployment name acts as a one-deployment route."""
+        if name in self.routes:
+            return self.routes[name]
+        if name in self.deployments:
+            return Route(deployments=[name])
+        choices = ", ".join(sorted({*self.routes, *self.deployments}))
+        raise ConfigError(
+            f"unknown route or deployment {name!r}; configured: {choices}. "
+            f"Declare it under [routes.{name}] or [deployments.{name}] in {CONFIG_FILE}"
+        )
+
+
+def builtin_defaults() -> dict[str, Any]:
+    """Return the configuration that applies before any file: the local model, free."""
+    return {
+        "deployments": {
+            "local": {"provider": "local", "model": LOCAL_MODEL, "context_window": 2048},
+        },
+        "routes": {"local": {"deployments": ["local"], "max_attempts": 2}},
+        "prices": {LOCAL_MODEL: {"input_per_mtok": 0.0, "output_per_mtok": 0.0}},
+    }
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if key in ("deployments", "routes", "prices") and isinstance(value, dict):
+            merged[key] = {**base.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """Return the file named by ``TRUNKLINE_CONFIG``, or ``trunkline.toml`` in the working folder."""
+    named = os.environ.get("TRUNKLINE_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(
+                f"TRUNKLINE_CONFIG names {named!r}, which is not a file; "
+                "point it at a trunkline.toml or unset it"
+            )
+        return path
+    candidate = (start or Path.cwd()) / CONFIG_FILE
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Load and validate the configuration, merged over the built-in defaults.
+
+    Raises:
+        ConfigError: the file is not valid TOML or a value is invalid; the
+            message names the key and, where it can be found, the line.
+    """
+    file = Path(path) if path is not None else find_config_file()
+    data = builtin_defaults()
+    text = ""
+    if file is not None:
+        text = file.read_text(encoding="utf-8")
+        try:
+            data = _merge(data, tomllib.loads(text))
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{file} is not valid TOML: {error}") from error
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, file, text)) from error
+
+
+def _describe(error: ValidationError, file: Path | None, text: str) -> str:
+    where = str(file) if file else "the built-in configuration"
+    lines = [f"invalid configuration in {where}:"]
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"])
+        line = _line_of(text, problem["loc"])
+        at = f" (line {line})" if line else ""
+        lines.append(f"  {key}{at}: {problem['msg']}")
+    return "\n".join(lines)
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Find the line that sets the last named key of `loc` below its table header."""
+    keys = [str(part) for part in loc if isinstance(part, str)]
+    if not text or not keys:
+        return None
+    lines = text.splitlines()
+    start = 0
+    if len(keys) >= 2:
+        header = re.compile(rf"^\s*\[\s*{re.escape(keys[0])}\s*\.\s*\"?{re.escape(keys[1])}\"?")
+        start = next((i for i, line in enumerate(lines) if header.match(line)), 0)
+    setter = re.compile(rf"^\s*\"?{re.escape(keys[-1])}\"?\s*=")
+    for number in range(start, len(lines)):
+        if setter.match(lines[number]):
+            return number + 1
+    return start + 1 if start else None

@@ -1,0 +1,102 @@
+"""The cost of a call's usage, from configuration overrides or genai-prices.
+
+Prices come from the data bundled with the installed ``genai-prices``
+package. Its background updater (`genai_prices.UpdatePrices`) is never
+started, so pricing never touches the network. A model with no known price
+gets `Cost.missing()`, never a silent zero.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from functools import lru_cache
+
+from trunkline.config import Price
+from trunkline.types.usage import Cost, Usage
+
+logger = logging.getLogger(__name__)
+
+_PER_MTOK = 1_000_000
+
+
+def price_usage(
+    usage: Usage,
+    model: str,
+    *,
+    provider: str | None,
+    at: datetime,
+    overrides: dict[str, Price],
+) -> Cost:
+    """Return the cost of `usage` on `model` at time `at`.
+
+    An override keyed by the model name wins. Otherwise genai-prices is
+    asked, with the provider when it is one genai-prices knows.
+    """
+    override = overrides.get(model)
+    if override is not None:
+        return _cost_from_override(usage, override)
+    return _cost_from_genai_prices(usage, model, provider, at)
+
+
+def _cost_from_override(usage: Usage, price: Price) -> Cost:
+    cache_read_rate = (
+        price.input_per_mtok if price.cache_read_per_mtok is None else price.cache_read_per_mtok
+    )
+    cache_write_rate = (
+        price.input_per_mtok if price.cache_write_per_mtok is None else price.cache_write_per_mtok
+    )
+    uncached = usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens
+    input_usd = (
+        max(uncached, 0) * price.input_per_mtok
+        + usage.cache_read_tokens * cache_read_rate
+        + usage.cache_write_tokens * cache_write_rate
+    ) / _PER_MTOK
+    output_usd = usage.output_tokens * price.output_per_mtok / _PER_MTOK
+    return Cost(
+        input_usd=input_usd,
+        output_usd=output_usd,
+        total_usd=input_usd + output_usd,
+        source="config",
+    )
+
+
+# genai-prices names providers by its own ids; ours map onto them.
+_GENAI_PROVIDER_IDS = {"openai": "openai", "azure": "azure", "anthropic": "anthropic"}
+
+
+def _cost_from_genai_prices(usage: Usage, model: str, provider: str | None, at: datetime) -> Cost:
+    import genai_prices
+
+    provider_id = _GENAI_PROVIDER_IDS.get(provider or "")
+    priced = genai_prices.Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+    )
+    try:
+        result = genai_prices.calc_price(
+            priced, model, provider_id=provider_id, genai_request_timestamp=at
+        )
+    except LookupError:
+        _warn_missing(model, provider)
+        return Cost.missing()
+    return Cost(
+        input_usd=float(result.input_price),
+        output_usd=float(result.output_price),
+        total_usd=float(result.total_price),
+        source=f"genai-prices {genai_prices.__version__}",
+    )
+
+
+@lru_cache(maxsize=256)
+def _warn_missing(model: str, provider: str | None) -> None:
+    """Warn once per model that its calls are recorded with no cost."""
+    logger.warning(
+        "no price known for model %r (provider %s); its calls are recorded with cost null. "
+        "Add [prices.%s] to trunkline.toml to set one",
+        model,
+        provider,
+        model,
+    )

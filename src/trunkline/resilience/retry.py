@@ -1,0 +1,61 @@
+"""When to send an attempt again, and how long to wait first."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from trunkline.errors import CallError, ProviderError
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    """What to do after a failed attempt.
+
+    `wait_s` is None when the call must stop retrying at this deployment;
+    `reason` then says why, and otherwise says how the wait was chosen.
+    """
+
+    wait_s: float | None
+    reason: str
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped, honouring `Retry-After`.
+
+    Attributes:
+        max_attempts: attempts per deployment, the first included.
+        base_s: the backoff before the second attempt is drawn from [0, base_s].
+        max_s: no backoff exceeds this many seconds.
+        retry_after_max_s: a `Retry-After` longer than this stops the retries
+            instead of being slept through.
+    """
+
+    max_attempts: int = 3
+    base_s: float = 0.5
+    max_s: float = 30.0
+    retry_after_max_s: float = 60.0
+    rng: random.Random | None = None
+
+    def backoff_s(self, attempt_number: int) -> float:
+        """Draw the wait after attempt `attempt_number` (from 1) with full jitter."""
+        ceiling = min(self.max_s, self.base_s * (2 ** (attempt_number - 1)))
+        return (self.rng or random).uniform(0.0, ceiling)
+
+    def decide(self, error: CallError, attempt_number: int) -> RetryDecision:
+        """Return whether and how long to wait before attempt `attempt_number + 1`."""
+        if not error.kind.retryable:
+            return RetryDecision(None, f"{error.kind.value} is not retryable")
+        if attempt_number >= self.max_attempts:
+            return RetryDecision(None, f"attempts spent ({self.max_attempts})")
+        retry_after = error.retry_after_s if isinstance(error, ProviderError) else None
+        if retry_after is not None:
+            if retry_after > self.retry_after_max_s:
+                return RetryDecision(
+                    None,
+                    f"Retry-After {retry_after:.1f}s exceeds the cap of "
+                    f"{self.retry_after_max_s:.1f}s",
+                )
+            return RetryDecision(retry_after, "retry-after")
+        return RetryDecision(self.backoff_s(attempt_number), "backoff")

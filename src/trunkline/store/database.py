@@ -1,0 +1,103 @@
+"""Opening the store: the engine, SQLite settings and Alembic migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from trunkline.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _enable_sqlite_wal(dbapi_connection, _record) -> None:  # noqa: ANN001
+    cursor = dbapi_connection.cursor()
+    # WAL lets the CLI read while a run writes; NORMAL sync is safe with WAL
+    # (a crash can lose the last commits but never corrupts the file).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    """A database holding call records, spans and runs, migrated to the latest revision."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = self._create_engine(url)
+
+    @staticmethod
+    def _create_engine(url: str) -> Engine:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database
+            if database and database != ":memory:":
+                folder = Path(database).parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as error:
+                    raise StoreError(
+                        f"cannot create the folder {folder} for the SQLite store: {error}; "
+                        "set TRUNKLINE_DATABASE_URL to a writable place"
+                    ) from error
+            engine = create_engine(url, connect_args={"check_same_thread": False})
+            event.listen(engine, "connect", _enable_sqlite_wal)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    @staticmethod
+    def head_revision() -> str | None:
+        return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+    def upgrade(self) -> None:
+        """Apply every Alembic revision the database has not seen yet."""
+        try:
+            if self.current_revision() == self.head_revision():
+                return
+            config = _alembic_config()
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except SQLAlchemyError as error:
+            raise StoreError(
+                f"cannot open or migrate the store at {self.safe_url()}: {error}. "
+                "Check TRUNKLINE_DATABASE_URL or [store] url in trunkline.toml"
+            ) from error
+        logger.info("store at %s migrated to revision %s", self.safe_url(), self.head_revision())
+
+    def safe_url(self) -> str:
+        """Return the URL with any password hidden, for messages and logs."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open the store at `url`, migrating it to the latest revision unless told not to."""
+    store = Store(url)
+    if migrate:
+        store.upgrade()
+    return store

@@ -1,0 +1,94 @@
+"""Reading call records back: lists, one record in full, and cost sums."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlalchemy import Text, case, func, select
+
+from trunkline.errors import StoreError
+from trunkline.store.database import Store
+from trunkline.store.tables import calls
+from trunkline.types.calls import CallRecord
+
+CostGrouping = Literal["model", "day", "run"]
+
+_LIST_COLUMNS = (
+    calls.c.call_id,
+    calls.c.started_at,
+    calls.c.run_id,
+    calls.c.route,
+    calls.c.provider,
+    calls.c.model_served,
+    calls.c.model_requested,
+    calls.c.outcome,
+    calls.c.error_kind,
+    calls.c.input_tokens,
+    calls.c.output_tokens,
+    calls.c.cost_usd,
+    calls.c.price_missing,
+    calls.c.latency_ms,
+    calls.c.attempt_count,
+)
+
+
+def list_calls(store: Store, *, run_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Return the newest calls first, optionally only those of one run."""
+    query = select(*_LIST_COLUMNS).order_by(calls.c.started_at.desc()).limit(limit)
+    if run_id is not None:
+        query = query.where(calls.c.run_id == run_id)
+    with store.engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def get_call(store: Store, call_id: str) -> CallRecord:
+    """Return one record by its id or a unique prefix of it.
+
+    Raises:
+        StoreError: no call matches, or the prefix matches several.
+    """
+    if not call_id:
+        raise StoreError("a call id is required; list ids with `trunkline calls`")
+    query = select(calls.c.call_id, calls.c.record).where(calls.c.call_id.startswith(call_id, autoescape=True)).limit(2)
+    with store.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    if not rows:
+        raise StoreError(
+            f"no call with id {call_id!r} in {store.safe_url()}; list ids with `trunkline calls`"
+        )
+    if len(rows) > 1:
+        raise StoreError(f"call id prefix {call_id!r} matches several calls; give more characters")
+    return CallRecord.model_validate_json(rows[0].record)
+
+
+def cost_summary(store: Store, by: CostGrouping) -> list[dict[str, Any]]:
+    """Sum calls, tokens and cost per model, per day or per run.
+
+    `cost_usd` sums only priced calls; `unpriced_calls` counts the calls
+    whose model had no known price, so a report never shows them as free.
+    """
+    if by == "model":
+        key = func.coalesce(calls.c.model_served, calls.c.model_requested)
+    elif by == "day":
+        key = func.substr(func.cast(calls.c.started_at, Text()), 1, 10)
+    elif by == "run":
+        key = func.coalesce(calls.c.run_id, "(none)")
+    else:
+        raise StoreError(f"cannot group costs by {by!r}; expected model, day or run")
+    query = (
+        select(
+            key.label("key"),
+            func.count().label("calls"),
+            func.sum(case((calls.c.outcome == "error", 1), else_=0)).label("errors"),
+            func.sum(calls.c.input_tokens).label("input_tokens"),
+            func.sum(calls.c.output_tokens).label("output_tokens"),
+            func.sum(calls.c.cache_read_tokens).label("cache_read_tokens"),
+            func.sum(calls.c.reasoning_tokens).label("reasoning_tokens"),
+            func.sum(calls.c.cost_usd).label("cost_usd"),
+            func.sum(case((calls.c.price_missing, 1), else_=0)).label("unpriced_calls"),
+        )
+        .group_by(key)
+        .order_by(key)
+    )
+    with store.engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]

@@ -1,0 +1,73 @@
+"""Batch runs and their per-row results, which make a run resumable."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from trunkline.errors import StoreError
+from trunkline.store.database import Store
+from trunkline.store.tables import run_rows, runs
+
+
+def create_run(
+    store: Store,
+    *,
+    run_id: str,
+    workflow: str,
+    workflow_path: str | None,
+    data_path: str | None,
+    data_hash: str | None,
+    params: dict[str, Any],
+    row_count: int,
+) -> None:
+    with store.engine.begin() as connection:
+        connection.execute(
+            runs.insert().values(
+                run_id=run_id,
+                workflow=workflow,
+                workflow_path=workflow_path,
+                data_path=data_path,
+                data_hash=data_hash,
+                params=params,
+                status="running",
+                started_at=datetime.now(UTC),
+                row_count=row_count,
+            )
+        )
+
+
+def get_run(store: Store, run_id: str) -> dict[str, Any]:
+    """Return one run's row.
+
+    Raises:
+        StoreError: no run has that id.
+    """
+    with store.engine.connect() as connection:
+        row = connection.execute(select(runs).where(runs.c.run_id == run_id)).first()
+    if row is None:
+        raise StoreError(f"no run with id {run_id!r} in {store.safe_url()}")
+    return dict(row._mapping)
+
+
+def mark_run(store: Store, run_id: str, *, status: str, summary: dict[str, Any] | None = None) -> None:
+    values: dict[str, Any] = {"status": status, "ended_at": datetime.now(UTC)}
+    if summary is not None:
+        values["summary"] = summary
+    with store.engine.begin() as connection:
+        connection.execute(update(runs).where(runs.c.run_id == run_id).values(**values))
+
+
+def finished_rows(store: Store, run_id: str) -> dict[int, dict[str, Any]]:
+    """Return the stored results of a run's rows that ended ok, by row index."""
+    query = select(run_rows).where(run_rows.c.run_id == run_id, run_rows.c.status == "ok")
+    with store.engine.connect() as connection:
+        return {row.row_index: dict(row._mapping) for row in connection.execute(query)}
+
+
+def all_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
+    query = select(run_rows).where(run_rows.c.run_id == run_id).order_by(run_rows.c.row_index)
+    with store.engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]

@@ -1,0 +1,117 @@
+"""Table definitions; every change here needs an Alembic revision under migrations/."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("call_id", String(32), primary_key=True),
+    Column("schema_version", Integer, nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("span_id", String(16), nullable=False),
+    Column("parent_span_id", String(16)),
+    Column("run_id", String(64)),
+    Column("session_id", String(128)),
+    Column("route", String(200), nullable=False),
+    Column("provider", String(32)),
+    Column("deployment", String(200)),
+    Column("model_requested", String(200), nullable=False),
+    Column("model_served", String(200)),
+    Column("prompt_name", String(200)),
+    Column("prompt_version", String(64)),
+    Column("outcome", String(16), nullable=False),
+    Column("error_kind", String(32)),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cache_read_tokens", Integer, nullable=False),
+    Column("cache_write_tokens", Integer, nullable=False),
+    Column("reasoning_tokens", Integer, nullable=False),
+    Column("usage_estimated", Boolean, nullable=False),
+    # NULL, never 0, when no price was known; price_missing says so explicitly.
+    Column("cost_usd", Float),
+    Column("price_missing", Boolean, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("attempt_count", Integer, nullable=False),
+    Column("retry_count", Integer, nullable=False),
+    Column("fallback_count", Integer, nullable=False),
+    # The whole CallRecord as JSON; the columns above are copies for querying.
+    Column("record", Text, nullable=False),
+    Index("ix_calls_run_id", "run_id"),
+    Index("ix_calls_trace_id", "trace_id"),
+    Index("ix_calls_started_at", "started_at"),
+)
+
+spans = Table(
+    "spans",
+    metadata,
+    Column("span_id", String(16), primary_key=True),
+    Column("trace_id", String(32), nullable=False),
+    Column("parent_span_id", String(16)),
+    Column("run_id", String(64)),
+    Column("session_id", String(128)),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("attributes", JSON, nullable=False),
+    Index("ix_spans_trace_id", "trace_id"),
+    Index("ix_spans_run_id", "run_id"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("workflow_path", Text),
+    Column("data_path", Text),
+    Column("data_hash", String(64)),
+    Column("params", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("row_count", Integer),
+    Column("summary", JSON),
+)
+
+run_rows = Table(
+    "run_rows",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("row_index", Integer, primary_key=True),
+    # Hash of the row's inputs: a resumed run skips a row only if it is unchanged.
+    Column("row_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("output", JSON),
+    Column("expected", Text),
+    Column("score", Float),
+    Column("error", Text),
+    Column("latency_ms", Float, nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cost_usd", Float),
+    Column("price_missing", Boolean, nullable=False),
+    Column("retries", Integer, nullable=False),
+    Column("fallbacks", Integer, nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,220 @@
+"""The background writer: records leave the call path and are committed in batches.
+
+`StoreWriter` is a tracing exporter. `export_call` and `export_span` only put
+the record on a queue; one daemon thread commits what has queued, up to
+`batch_size` rows per transaction or whatever arrived within
+`flush_interval_s`. A crash loses at most the batch in flight; `close()`,
+which also runs at interpreter exit, commits everything still queued.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from trunkline.store.database import Store
+from trunkline.store.tables import calls, run_rows, spans
+from trunkline.types.calls import CallRecord
+from trunkline.types.spans import SpanRecord
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Row:
+    table: Table
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _FlushMarker:
+    done: threading.Event
+
+
+_STOP = object()
+
+
+def call_row(record: CallRecord) -> dict[str, Any]:
+    """Return the `calls` table row for a record."""
+    usage = record.usage
+    return {
+        "call_id": record.call_id,
+        "schema_version": record.schema_version,
+        "trace_id": record.trace_id,
+        "span_id": record.span_id,
+        "parent_span_id": record.parent_span_id,
+        "run_id": record.run_id,
+        "session_id": record.session_id,
+        "route": record.route,
+        "provider": record.provider,
+        "deployment": record.deployment,
+        "model_requested": record.model_requested,
+        "model_served": record.model_served,
+        "prompt_name": record.prompt_name,
+        "prompt_version": record.prompt_version,
+        "outcome": record.outcome,
+        "error_kind": record.error_kind.value if record.error_kind else None,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "usage_estimated": usage.estimated,
+        "cost_usd": record.cost.total_usd,
+        "price_missing": record.cost.price_missing,
+        "started_at": record.started_at,
+        "ended_at": record.ended_at,
+        "latency_ms": record.latency_ms,
+        "attempt_count": len(record.attempts),
+        "retry_count": record.retries,
+        "fallback_count": len(record.fallbacks),
+        "record": record.model_dump_json(),
+    }
+
+
+def span_row(record: SpanRecord) -> dict[str, Any]:
+    return record.model_dump(mode="python")
+
+
+class StoreWriter:
+    """Commits call records, spans and run rows to a `Store` from a background thread."""
+
+    def __init__(self, store: Store, *, batch_size: int = 200, flush_interval_s: float = 0.5) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="trunkline-store-writer", daemon=True)
+        self._closed = False
+        #: Rows that could not be committed, counted for reports and tests.
+        self.failed_rows = 0
+        self._thread.start()
+        atexit.register(self.close)
+
+    def export_call(self, record: CallRecord) -> None:
+        self._put(_Row(calls, call_row(record)))
+
+    def export_span(self, record: SpanRecord) -> None:
+        self._put(_Row(spans, span_row(record)))
+
+    def put_run_row(self, values: dict[str, Any]) -> None:
+        """Queue a row result of a batch run; a later result for the same row replaces it."""
+        self._put(_Row(run_rows, values))
+
+    def _put(self, item: _Row) -> None:
+        if self._closed:
+            logger.warning("store writer is closed; dropping a %s row", item.table.name)
+            self.failed_rows += 1
+            return
+        self._queue.put(item)
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Block until everything queued so far is committed; False on timeout."""
+        if not self._thread.is_alive():
+            return self._queue.empty()
+        marker = _FlushMarker(threading.Event())
+        self._queue.put(marker)
+        return marker.done.wait(timeout_s)
+
+    def close(self) -> None:
+        """Commit what is queued and stop the thread; calling it twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+        atexit.unregister(self.close)
+
+    def _loop(self) -> None:
+        stop = False
+        while not stop:
+            batch, markers, stop = self._collect()
+            self._commit(batch)
+            for marker in markers:
+                marker.done.set()
+        self._drain()
+
+    def _collect(self) -> tuple[list[_Row], list[_FlushMarker], bool]:
+        """Wait for one item, then gather more until the batch is full or the interval ends."""
+        item = self._queue.get()
+        deadline = time.monotonic() + self.flush_interval_s
+        batch: list[_Row] = []
+        while True:
+            if item is _STOP:
+                return batch, [], True
+            if isinstance(item, _FlushMarker):
+                return batch, [item], False
+            batch.append(item)
+            remaining = deadline - time.monotonic()
+            if len(batch) >= self.batch_size or remaining <= 0:
+                return batch, [], False
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return batch, [], False
+
+    def _drain(self) -> None:
+        rest: list[_Row] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Row):
+                rest.append(item)
+            elif isinstance(item, _FlushMarker):
+                item.done.set()
+        self._commit(rest)
+
+    def _commit(self, batch: list[_Row]) -> None:
+        if not batch:
+            return
+        try:
+            with self.store.engine.begin() as connection:
+                for table, rows in _group(batch).items():
+                    connection.execute(self._statement(table), rows)
+        except SQLAlchemyError:
+            logger.exception("committing %d records failed; retrying them one by one", len(batch))
+            self._commit_one_by_one(batch)
+
+    def _commit_one_by_one(self, batch: list[_Row]) -> None:
+        for row in batch:
+            try:
+                with self.store.engine.begin() as connection:
+                    connection.execute(self._statement(row.table), [row.values])
+            except SQLAlchemyError as error:
+                self.failed_rows += 1
+                logger.error("dropping one %s row that cannot be stored: %s", row.table.name, error)
+
+    def _statement(self, table: Table):  # noqa: ANN205
+        dialect = self.store.engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            return table.insert()
+        module = sqlite if dialect == "sqlite" else postgresql
+        statement = module.insert(table)
+        keys = [column.name for column in table.primary_key.columns]
+        if table is run_rows:
+            updates = {
+                column.name: statement.excluded[column.name]
+                for column in table.columns
+                if column.name not in keys
+            }
+            return statement.on_conflict_do_update(index_elements=keys, set_=updates)
+        # A record exported twice (a re-sent run, a retried batch) is kept once.
+        return statement.on_conflict_do_nothing(index_elements=keys)
+
+
+def _group(batch: list[_Row]) -> dict[Table, list[dict[str, Any]]]:
+    grouped: dict[Table, list[dict[str, Any]]] = {}
+    for row in batch:
+        grouped.setdefault(row.table, []).append(row.values)
+    return grouped

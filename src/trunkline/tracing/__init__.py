@@ -1,0 +1,37 @@
+"""Trace, run and session context over asyncio, spans, and where records go."""
+
+from trunkline.tracing.context import (
+    LiveSpan,
+    TraceContext,
+    current_context,
+    new_span_id,
+    new_trace_id,
+    session,
+    span,
+    start_run,
+)
+from trunkline.tracing.exporters import (
+    Exporter,
+    add_exporter,
+    export_call,
+    export_span,
+    exporters,
+    remove_exporter,
+)
+
+__all__ = [
+    "Exporter",
+    "LiveSpan",
+    "TraceContext",
+    "add_exporter",
+    "current_context",
+    "export_call",
+    "export_span",
+    "exporters",
+    "new_span_id",
+    "new_trace_id",
+    "remove_exporter",
+    "session",
+    "span",
+    "start_run",
+]

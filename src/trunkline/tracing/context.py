@@ -1,0 +1,155 @@
+"""Trace context carried in `contextvars`, so that it follows asyncio tasks.
+
+A task created inside a span copies the context at creation, so spans opened
+by concurrent rows of one run each keep their own parent. Code that hands
+work to a thread must copy the context itself (`contextvars.copy_context`);
+`asyncio.to_thread` already does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from trunkline.tracing.exporters import export_span
+from trunkline.types.spans import SpanKind, SpanRecord
+
+
+def new_trace_id() -> str:
+    """Return a random 128-bit trace id as 32 hex digits, as OpenTelemetry uses."""
+    return secrets.token_hex(16)
+
+
+def new_span_id() -> str:
+    """Return a random 64-bit span id as 16 hex digits."""
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """Ids that every span and call record opened inside it inherits."""
+
+    trace_id: str
+    span_id: str | None = None
+    run_id: str | None = None
+    session_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+_context: ContextVar[TraceContext | None] = ContextVar("trunkline_trace_context", default=None)
+
+
+def current_context() -> TraceContext:
+    """Return the active context, or a fresh trace when none is open."""
+    context = _context.get()
+    if context is None:
+        return TraceContext(trace_id=new_trace_id())
+    return context
+
+
+@dataclass
+class LiveSpan:
+    """A span that is still open; set `attributes` or `status` before it ends."""
+
+    name: str
+    kind: SpanKind
+    context: TraceContext
+    parent_span_id: str | None
+    started_at: datetime
+    attributes: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
+    error: str | None = None
+
+    @property
+    def span_id(self) -> str:
+        return self.context.span_id or ""
+
+    def fail(self, error: BaseException | str) -> None:
+        self.status = "error"
+        self.error = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
+
+    def finish(self) -> SpanRecord:
+        return SpanRecord(
+            span_id=self.span_id,
+            trace_id=self.context.trace_id,
+            parent_span_id=self.parent_span_id,
+            run_id=self.context.run_id,
+            session_id=self.context.session_id,
+            name=self.name,
+            kind=self.kind,
+            started_at=self.started_at,
+            ended_at=datetime.now(UTC),
+            status="error" if self.status == "error" else "ok",
+            error=self.error,
+            attributes=self.attributes,
+        )
+
+
+@contextmanager
+def span(name: str, kind: SpanKind, **attributes: Any) -> Iterator[LiveSpan]:
+    """Open a child span of the current context and export it when the block ends.
+
+    An exception leaving the block marks the span as failed and propagates.
+    """
+    parent = current_context()
+    context = replace(parent, span_id=new_span_id())
+    live = LiveSpan(
+        name=name,
+        kind=kind,
+        context=context,
+        parent_span_id=parent.span_id,
+        started_at=datetime.now(UTC),
+        attributes=dict(attributes),
+    )
+    token = _context.set(context)
+    try:
+        yield live
+    except BaseException as error:
+        live.fail(error)
+        raise
+    finally:
+        _context.reset(token)
+        export_span(live.finish())
+
+
+@contextmanager
+def start_run(
+    name: str,
+    *,
+    run_id: str,
+    session_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    **attributes: Any,
+) -> Iterator[LiveSpan]:
+    """Open a new trace for a run; every span and call inside it carries `run_id`."""
+    outer = _context.get()
+    context = TraceContext(
+        trace_id=new_trace_id(),
+        run_id=run_id,
+        session_id=session_id or (outer.session_id if outer else None),
+        tags={**(outer.tags if outer else {}), **(tags or {})},
+    )
+    token = _context.set(context)
+    try:
+        with span(name, "run", **attributes) as live:
+            yield live
+    finally:
+        _context.reset(token)
+
+
+@contextmanager
+def session(session_id: str, **tags: str) -> Iterator[TraceContext]:
+    """Group the calls made inside the block under `session_id` and `tags`."""
+    outer = _context.get()
+    base = outer or TraceContext(trace_id=new_trace_id())
+    context = replace(base, session_id=session_id, tags={**base.tags, **tags})
+    token = _context.set(context)
+    try:
+        yield context
+    finally:
+        _context.reset(token)

@@ -1,0 +1,276 @@
+"""Batch runs: every row of a dataset through a workflow, recorded and resumable.
+
+Each row runs in its own span under the run's trace, with at most
+`concurrency` rows in flight. A row's result goes to the store as soon as it
+ends, so a run stopped by a crash or Ctrl-C resumes with `resume_run_id` and
+pays for none of the rows that had finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from trunkline.errors import CallError, ConfigError, TrunklineError, WorkflowError
+from trunkline.routing.router import Router
+from trunkline.store.database import Store
+from trunkline.store.runs import all_rows, create_run, finished_rows, get_run, mark_run
+from trunkline.store.writer import StoreWriter
+from trunkline.tracing import span, start_run
+from trunkline.types.calls import CallRecord
+from trunkline.workflows.datasets import Dataset
+from trunkline.workflows.spec import WorkflowSpec
+from trunkline.workflows.steps import Step, build_steps
+from trunkline.workflows.summary import RunSummary, summarise
+
+logger = logging.getLogger(__name__)
+
+RowCallback = Callable[[dict[str, Any]], None]
+
+
+def new_run_id() -> str:
+    return "run_" + uuid.uuid4().hex[:16]
+
+
+def row_hash(values: dict[str, Any]) -> str:
+    """Hash a row's inputs, so a resumed run can tell an unchanged row from an edited one."""
+    encoded = json.dumps(values, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def normalise(value: Any) -> str:
+    """Return the form outputs and expected values are compared in: trimmed and case-folded."""
+    if isinstance(value, dict) and len(value) == 1:
+        value = next(iter(value.values()))
+    return str(value).strip().casefold()
+
+
+class BatchRunner:
+    """Runs a workflow over a dataset and records every row and call.
+
+    Args:
+        workflow: the validated workflow file.
+        router: sends the model steps' calls.
+        store: holds the run and its rows.
+        writer: the store's background writer, already registered as an exporter.
+        params: parameter values, defaults included (`WorkflowSpec.parameters`).
+        concurrency: rows in flight at once.
+    """
+
+    def __init__(
+        self,
+        workflow: WorkflowSpec,
+        *,
+        router: Router,
+        store: Store,
+        writer: StoreWriter,
+        params: dict[str, Any],
+        concurrency: int = 4,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+        self.workflow = workflow
+        self.router = router
+        self.store = store
+        self.writer = writer
+        self.params = params
+        self.concurrency = concurrency
+        self.steps: list[Step] = build_steps(workflow)
+        #: The id of the run in progress or last run.
+        self.run_id: str | None = None
+
+    def row_inputs(self, row: dict[str, Any]) -> dict[str, Any]:
+        if not self.workflow.inputs:
+            return dict(row)
+        return {name: row[column] for name, column in self.workflow.inputs.items()}
+
+    def check_columns(self, dataset: Dataset) -> None:
+        needed = set(self.workflow.inputs.values())
+        if self.workflow.expected:
+            needed.add(self.workflow.expected)
+        missing = sorted(needed - set(dataset.columns))
+        if missing:
+            raise WorkflowError(
+                f"dataset {dataset.path} lacks column(s) {', '.join(missing)} that workflow "
+                f"{self.workflow.name!r} maps; its columns are: {', '.join(dataset.columns)}"
+            )
+
+    async def run(
+        self,
+        dataset: Dataset,
+        *,
+        limit: int | None = None,
+        resume_run_id: str | None = None,
+        on_row: RowCallback | None = None,
+        on_start: Callable[[int, int], None] | None = None,
+    ) -> RunSummary:
+        """Run every row (the first `limit` only, if set) and return the summary.
+
+        `on_start` receives the counts of rows to run and rows resumed;
+        `on_row` receives each row's stored result as it ends.
+
+        Raises:
+            WorkflowError: the dataset lacks a mapped column, or the resumed
+                run was over other data or parameters.
+        """
+        self.check_columns(dataset)
+        rows = dataset.rows[:limit] if limit is not None else dataset.rows
+        run_id, done = self._open_run(dataset, len(rows), resume_run_id)
+        self.run_id = run_id
+        pending = [
+            (index, row)
+            for index, row in enumerate(rows)
+            if done.get(index, {}).get("row_hash") != row_hash(self.row_inputs(row))
+        ]
+        resumed = len(rows) - len(pending)
+        if resumed:
+            logger.info("run %s: %d rows already done, %d to go", run_id, resumed, len(pending))
+        if on_start is not None:
+            on_start(len(pending), resumed)
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def guarded(index: int, row: dict[str, Any]) -> None:
+            async with semaphore:
+                result = await self._run_row(index, row)
+            self.writer.put_run_row(result)
+            if on_row is not None:
+                on_row(result)
+
+        with start_run(self.workflow.name, run_id=run_id, workflow=self.workflow.name) as live:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for index, row in pending:
+                        group.create_task(guarded(index, row))
+            except BaseException as error:
+                self.writer.flush()
+                stopped = isinstance(error, (asyncio.CancelledError, KeyboardInterrupt))
+                status = "interrupted" if stopped else "failed"
+                mark_run(self.store, run_id, status=status)
+                cause = _first_trunkline_error(error)
+                if cause is not None and cause is not error:
+                    raise cause from error
+                raise
+            self.writer.flush()
+            stored = [row for row in all_rows(self.store, run_id) if row["row_index"] < len(rows)]
+            summary = summarise(run_id, stored, resumed=resumed)
+            live.attributes.update(summary.public())
+        mark_run(self.store, run_id, status="done", summary=summary.public())
+        return summary
+
+    def _open_run(
+        self, dataset: Dataset, row_count: int, resume_run_id: str | None
+    ) -> tuple[str, dict[int, dict[str, Any]]]:
+        if resume_run_id is None:
+            run_id = new_run_id()
+            create_run(
+                self.store,
+                run_id=run_id,
+                workflow=self.workflow.name,
+                workflow_path=str(self.workflow.file) if self.workflow.file else None,
+                data_path=str(dataset.path.resolve()),
+                data_hash=dataset.content_hash,
+                params=self.params,
+                row_count=row_count,
+            )
+            return run_id, {}
+        previous = get_run(self.store, resume_run_id)
+        if previous["workflow"] != self.workflow.name:
+            raise WorkflowError(
+                f"run {resume_run_id} ran workflow {previous['workflow']!r}, not "
+                f"{self.workflow.name!r}; resume it with the same workflow"
+            )
+        if previous["data_hash"] != dataset.content_hash:
+            raise WorkflowError(
+                f"run {resume_run_id} ran over {previous['data_path']}, whose content differs "
+                f"from {dataset.path}; resume with the same data or start a new run"
+            )
+        if previous["params"] != self.params:
+            raise WorkflowError(
+                f"run {resume_run_id} used parameters {previous['params']}, not {self.params}; "
+                "resume with the same --param values or start a new run"
+            )
+        mark_run(self.store, resume_run_id, status="running")
+        return resume_run_id, finished_rows(self.store, resume_run_id)
+
+    async def _run_row(self, index: int, row: dict[str, Any]) -> dict[str, Any]:
+        inputs = self.row_inputs(row)
+        values: dict[str, Any] = {**self.params, **inputs}
+        records: list[CallRecord] = []
+        clock = time.perf_counter()
+        error: str | None = None
+        with span(f"row {index}", "row", row_index=index) as live:
+            for step in self.steps:
+                try:
+                    with span(step.name, "step", step_kind=step.spec.kind):
+                        result = await step.run(values, self.router)
+                except (WorkflowError, ConfigError):
+                    raise
+                except CallError as failure:
+                    record = getattr(failure, "record", None)
+                    if record is not None:
+                        records.append(record)
+                    error = f"step {step.name}: {failure.kind.value}: {failure}"
+                    break
+                except Exception as failure:  # a user's tool function failed on this row
+                    logger.warning("row %d, step %s failed: %r", index, step.name, failure)
+                    error = f"step {step.name}: {type(failure).__name__}: {failure}"
+                    break
+                values.update(result.values)
+                records.extend(result.calls)
+            if error is not None:
+                live.fail(error)
+        return self._row_result(index, inputs, row, values, records, error, clock)
+
+    def _row_result(
+        self,
+        index: int,
+        inputs: dict[str, Any],
+        row: dict[str, Any],
+        values: dict[str, Any],
+        records: list[CallRecord],
+        error: str | None,
+        clock: float,
+    ) -> dict[str, Any]:
+        expected = row.get(self.workflow.expected) if self.workflow.expected else None
+        output = values.get(self.workflow.output) if error is None else None
+        score = None
+        if expected not in (None, ""):
+            score = 1.0 if error is None and normalise(output) == normalise(expected) else 0.0
+        unpriced = any(record.cost.price_missing for record in records)
+        return {
+            "run_id": self.run_id,
+            "row_index": index,
+            "row_hash": row_hash(inputs),
+            "status": "ok" if error is None else "error",
+            "output": output,
+            "expected": None if expected is None else str(expected),
+            "score": score,
+            "error": error,
+            "latency_ms": (time.perf_counter() - clock) * 1000.0,
+            "input_tokens": sum(record.usage.input_tokens for record in records),
+            "output_tokens": sum(record.usage.output_tokens for record in records),
+            "cost_usd": None if unpriced else sum(record.cost.total_usd or 0.0 for record in records),
+            "price_missing": unpriced,
+            "retries": sum(record.retries for record in records),
+            "fallbacks": sum(len(record.fallbacks) for record in records),
+            "finished_at": datetime.now(UTC),
+        }
+
+
+def _first_trunkline_error(error: BaseException) -> TrunklineError | None:
+    """Unwrap the task group's exception group to the error that stopped the run."""
+    if isinstance(error, TrunklineError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _first_trunkline_error(inner)
+            if found is not None:
+                return found
+    return None

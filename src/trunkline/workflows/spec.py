@@ -1,0 +1,244 @@
+"""Workflow files: TOML or YAML declaring inputs, parameters and steps.
+
+A minimal file::
+
+    name = "intent-triage"
+    data = "sample.csv"          # default dataset, relative to this file
+    output = "intent"            # the value compared with the expected column
+    expected = "category"
+
+    [inputs]                     # variable = dataset column
+    message = "text"
+
+    [params]                     # overridable with --param KEY=VALUE
+    memory = { default = "memory.csv", type = "path" }
+    neighbours = 8
+
+    [[steps]]
+    name = "retrieve"
+    kind = "tool"
+    function = "tools:retrieve"  # module beside this file, or an importable module
+
+    [[steps]]
+    name = "choose"
+    kind = "model"
+    prompt = "prompt.jinja"
+    output_schema = "schema.json"
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trunkline.errors import WorkflowError
+
+WORKFLOW_FILES = ("workflow.toml", "workflow.yaml", "workflow.yml")
+
+ParamType = Literal["str", "int", "float", "bool", "path", "json"]
+
+
+class Param(BaseModel):
+    """A workflow parameter; a ``path`` default is relative to the workflow file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: Any = None
+    type: ParamType = "str"
+    description: str = ""
+
+
+class StepSpec(BaseModel):
+    """One step: a tool, a model call, or a post-process function."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["tool", "model", "post"]
+    #: ``module:function`` for tool and post steps.
+    function: str | None = None
+    #: Jinja2 template files for model steps, relative to the workflow file.
+    prompt: str | None = None
+    system: str | None = None
+    #: A JSON Schema file (itself a Jinja2 template), or ``module:Model`` for a Pydantic model.
+    output_schema: str | None = None
+    route: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    #: Name under which the step's result is stored; defaults to the step name.
+    output: str | None = None
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> StepSpec:
+        if self.kind in ("tool", "post") and not self.function:
+            raise ValueError(f"{self.kind} step {self.name!r} needs function = \"module:name\"")
+        if self.kind == "model" and not self.prompt:
+            raise ValueError(f"model step {self.name!r} needs prompt = \"<template file>\"")
+        return self
+
+
+class WorkflowSpec(BaseModel):
+    """A whole workflow file after validation; `folder` is where it was found."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    data: str | None = None
+    inputs: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, Param] = Field(default_factory=dict)
+    steps: list[StepSpec] = Field(min_length=1)
+    output: str
+    expected: str | None = None
+    route: str | None = None
+    folder: Path = Path(".")
+    file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_params(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("params"), dict):
+            data["params"] = {
+                key: value if isinstance(value, dict) else {"default": value, "type": _type_of(value)}
+                for key, value in data["params"].items()
+            }
+        return data
+
+    def resolve(self, relative: str) -> Path:
+        return (self.folder / relative).resolve()
+
+    def default_data(self) -> Path:
+        if self.data is None:
+            raise WorkflowError(
+                f"workflow {self.name!r} names no default dataset; pass --data FILE.csv|.jsonl"
+            )
+        return self.resolve(self.data)
+
+    def parameters(self, overrides: dict[str, str] | None = None) -> dict[str, Any]:
+        """Return every parameter's value, with `overrides` (as typed on a command line) applied.
+
+        Raises:
+            WorkflowError: an override names an undeclared parameter or has the wrong type.
+        """
+        values: dict[str, Any] = {}
+        for name, param in self.params.items():
+            default = param.default
+            if param.type == "path" and default is not None:
+                default = str(self.resolve(str(default)))
+            values[name] = default
+        for name, raw in (overrides or {}).items():
+            if name not in self.params:
+                declared = ", ".join(sorted(self.params)) or "none"
+                raise WorkflowError(
+                    f"workflow {self.name!r} has no parameter {name!r}; declared: {declared}"
+                )
+            values[name] = _coerce(name, raw, self.params[name].type)
+        return values
+
+
+def _type_of(value: Any) -> str:
+    if isinstance(value, (list, dict)):
+        return "json"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return "str"
+
+
+def _coerce(name: str, raw: str, kind: ParamType) -> Any:
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return lowered in ("true", "1", "yes")
+        if kind == "json":
+            return json.loads(raw)
+        if kind == "path":
+            path = Path(raw).expanduser().resolve()
+            if not path.exists():
+                raise WorkflowError(f"parameter {name}: {path} does not exist")
+            return str(path)
+    except ValueError as error:
+        raise WorkflowError(f"parameter {name} expects a {kind}, got {raw!r}") from error
+    return raw
+
+
+def find_workflow_file(path: Path | str) -> Path:
+    """Return the workflow file itself, or the one inside a folder."""
+    target = Path(path)
+    if target.is_dir():
+        for name in WORKFLOW_FILES:
+            if (target / name).is_file():
+                return target / name
+        raise WorkflowError(f"no workflow file in {target}; expected one of {', '.join(WORKFLOW_FILES)}")
+    if not target.is_file():
+        raise WorkflowError(f"workflow {target} not found; pass a workflow file or a folder holding one")
+    return target
+
+
+def load_workflow(path: Path | str) -> WorkflowSpec:
+    """Read and validate a workflow file (TOML or YAML), or the one inside a folder.
+
+    Raises:
+        WorkflowError: the file is missing or invalid; the message names the field.
+    """
+    file = find_workflow_file(path)
+    text = file.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if file.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
+        raise WorkflowError(f"{file} cannot be parsed: {error}") from error
+    if not isinstance(data, dict):
+        raise WorkflowError(f"{file} must hold a table of settings at the top level")
+    data["folder"] = file.parent.resolve()
+    data["file"] = file.resolve()
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise WorkflowError(f"invalid workflow {file}: {problems}") from error
+    _check_files(spec)
+    return spec
+
+
+def _check_files(spec: WorkflowSpec) -> None:
+    for step in spec.steps:
+        for relative in (step.prompt, step.system):
+            if relative and not spec.resolve(relative).is_file():
+                raise WorkflowError(
+                    f"step {step.name!r} of workflow {spec.name!r} names {relative}, "
+                    f"which is not a file in {spec.folder}"
+                )
+        schema = step.output_schema
+        if schema and ":" not in schema and not spec.resolve(schema).is_file():
+            raise WorkflowError(
+                f"step {step.name!r} names output schema {schema}, which is not a file in "
+                f"{spec.folder}; give a JSON Schema file or module:Model"
+            )
+
+
+def render_schema_text(text: str) -> dict[str, Any]:
+    """Decode a rendered JSON Schema template."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise WorkflowError(f"the rendered output schema is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise WorkflowError("the output schema must be a JSON object")
+    return value

@@ -1,0 +1,162 @@
+"""Workflow steps: tool and post-process functions, and model calls.
+
+Steps share one dict of values per row: the row's mapped inputs, the
+workflow parameters, and what each earlier step returned. A function step
+receives the values its parameters name; a model step renders its templates
+with all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+from pydantic import BaseModel
+
+from trunkline.errors import WorkflowError
+from trunkline.routing.router import Router
+from trunkline.types.calls import CallRecord
+from trunkline.types.messages import Message
+from trunkline.workflows.loading import load_object
+from trunkline.workflows.spec import StepSpec, WorkflowSpec, render_schema_text
+
+
+@dataclass
+class StepResult:
+    """What a step added to the row's values, and the model calls it made."""
+
+    values: dict[str, Any]
+    calls: list[CallRecord] = field(default_factory=list)
+
+
+class Step:
+    """Base class: a named unit of work in a workflow."""
+
+    def __init__(self, spec: StepSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.output_name = spec.output or spec.name
+
+    async def run(self, values: dict[str, Any], router: Router) -> StepResult:
+        raise NotImplementedError(f"step kind {self.spec.kind!r} has no run method")
+
+
+class FunctionStep(Step):
+    """Calls a plain Python function, sync or async, with the values its parameters name.
+
+    A returned dict is merged into the row's values; any other value is
+    stored under the step's output name. Sync functions run on a worker
+    thread so that they do not hold up other rows.
+    """
+
+    def __init__(self, spec: StepSpec, workflow: WorkflowSpec) -> None:
+        super().__init__(spec)
+        function = load_object(spec.function or "", workflow.folder)
+        if not callable(function):
+            raise WorkflowError(f"step {spec.name!r}: {spec.function} is not callable")
+        self.function: Callable[..., Any] = function
+        self.signature = inspect.signature(function)
+
+    def _arguments(self, values: dict[str, Any]) -> dict[str, Any]:
+        parameters = self.signature.parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return dict(values)
+        arguments = {}
+        for parameter in parameters:
+            if parameter.name in values:
+                arguments[parameter.name] = values[parameter.name]
+            elif parameter.default is inspect.Parameter.empty:
+                available = ", ".join(sorted(values))
+                raise WorkflowError(
+                    f"step {self.name!r}: {self.spec.function} needs {parameter.name!r}, "
+                    f"which no input, parameter or earlier step provides; available: {available}"
+                )
+        return arguments
+
+    async def run(self, values: dict[str, Any], router: Router) -> StepResult:
+        arguments = self._arguments(values)
+        if inspect.iscoroutinefunction(self.function):
+            result = await self.function(**arguments)
+        else:
+            result = await asyncio.to_thread(self.function, **arguments)
+        if isinstance(result, dict):
+            return StepResult(values=result)
+        return StepResult(values={self.output_name: result})
+
+
+class ModelStep(Step):
+    """Renders its prompt templates, calls the router, and stores the validated output."""
+
+    def __init__(self, spec: StepSpec, workflow: WorkflowSpec) -> None:
+        super().__init__(spec)
+        self.workflow = workflow
+        self.route = spec.route or workflow.route
+        environment = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(workflow.folder)),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False,
+            autoescape=False,
+        )
+        self.prompt = environment.get_template(spec.prompt or "")
+        self.system = environment.get_template(spec.system) if spec.system else None
+        self.schema_template: jinja2.Template | None = None
+        self.schema_model: type[BaseModel] | None = None
+        if spec.output_schema and ":" in spec.output_schema:
+            model = load_object(spec.output_schema, workflow.folder)
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                raise WorkflowError(f"step {spec.name!r}: {spec.output_schema} is not a Pydantic model")
+            self.schema_model = model
+        elif spec.output_schema:
+            self.schema_template = environment.get_template(spec.output_schema)
+
+    def _render(self, template: jinja2.Template, values: dict[str, Any]) -> str:
+        try:
+            return template.render(**values).strip()
+        except jinja2.UndefinedError as error:
+            raise WorkflowError(
+                f"step {self.name!r}: template {template.name} uses an undefined variable: "
+                f"{error.message}; available: {', '.join(sorted(values))}"
+            ) from error
+
+    def messages(self, values: dict[str, Any]) -> list[Message]:
+        messages = []
+        if self.system is not None:
+            messages.append(Message.system(self._render(self.system, values)))
+        messages.append(Message.user(self._render(self.prompt, values)))
+        return messages
+
+    def output_schema(self, values: dict[str, Any]) -> type[BaseModel] | dict[str, Any] | None:
+        if self.schema_model is not None:
+            return self.schema_model
+        if self.schema_template is not None:
+            return render_schema_text(self._render(self.schema_template, values))
+        return None
+
+    async def run(self, values: dict[str, Any], router: Router) -> StepResult:
+        result = await router.complete(
+            self.messages(values),
+            route=self.route,
+            output=self.output_schema(values),
+            temperature=self.spec.temperature,
+            max_tokens=self.spec.max_tokens,
+            prompt_name=f"{self.workflow.name}/{self.name}",
+        )
+        output = result.output
+        if isinstance(output, BaseModel):
+            output = output.model_dump(mode="json")
+        return StepResult(values={self.output_name: output}, calls=[result.record])
+
+
+def build_steps(workflow: WorkflowSpec) -> list[Step]:
+    """Create every step of `workflow`, loading functions and templates up front."""
+    steps: list[Step] = []
+    for spec in workflow.steps:
+        if spec.kind == "model":
+            steps.append(ModelStep(spec, workflow))
+        else:
+            steps.append(FunctionStep(spec, workflow))
+    return steps

@@ -1,0 +1,45 @@
+"""Small builders shared by the unit tests."""
+
+from __future__ import annotations
+
+from trunkline.config import Settings
+from trunkline.types.calls import CallRecord
+from trunkline.types.spans import SpanRecord
+
+
+class ListExporter:
+    """Keeps every exported record in memory, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[CallRecord] = []
+        self.spans: list[SpanRecord] = []
+
+    def export_call(self, record: CallRecord) -> None:
+        self.calls.append(record)
+
+    def export_span(self, record: SpanRecord) -> None:
+        self.spans.append(record)
+
+
+def fake_settings(*deployments: str, **route_options: object) -> Settings:
+    """Settings with one fake deployment per name and a route `main` over them in order."""
+    return Settings.model_validate(
+        {
+            "deployments": {
+                name: {"provider": "fake", "model": f"{name}-model"} for name in deployments
+            },
+            "routes": {
+                "main": {
+                    "deployments": list(deployments),
+                    "backoff_base_s": 0.001,
+                    "backoff_max_s": 0.002,
+                    **route_options,
+                }
+            },
+            "default_route": "main",
+            "prices": {
+                f"{name}-model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+                for name in deployments
+            },
+        }
+    )

@@ -1,0 +1,84 @@
+"""Loading trunkline.toml: defaults, merging and error messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from trunkline.config import LOCAL_MODEL, Deployment, Settings, builtin_defaults, load_settings
+from trunkline.errors import ConfigError
+
+
+def test_defaults_without_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRUNKLINE_CONFIG", raising=False)
+    monkeypatch.delenv("TRUNKLINE_DATABASE_URL", raising=False)
+    settings = load_settings()
+    assert settings.deployments["local"].provider == "local"
+    assert settings.route("local").deployments == ["local"]
+    assert settings.prices[LOCAL_MODEL].input_per_mtok == 0.0
+    assert settings.database_url() == "sqlite:///.trunkline/trunkline.db"
+
+
+def test_file_merges_over_defaults(tmp_path) -> None:
+    file = tmp_path / "trunkline.toml"
+    file.write_text(
+        """
+default_route = "cheap"
+
+[deployments.mini]
+provider = "openai"
+model = "gpt-4o-mini"
+api_key_env = "OPENAI_API_KEY"
+
+[routes.cheap]
+deployments = ["mini", "local"]
+max_attempts = 2
+"""
+    )
+    settings = load_settings(file)
+    assert set(settings.deployments) == {"local", "mini"}
+    assert settings.route("cheap").deployments == ["mini", "local"]
+    assert settings.route("mini").deployments == ["mini"]
+
+
+def test_error_names_key_and_line(tmp_path) -> None:
+    file = tmp_path / "trunkline.toml"
+    file.write_text('[routes.main]\ndeployments = ["local"]\nmax_attempts = 0\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(file)
+    message = str(caught.value)
+    assert "routes.main.max_attempts" in message
+    assert "(line 3)" in message
+
+
+def test_unknown_deployment_in_route(tmp_path) -> None:
+    file = tmp_path / "trunkline.toml"
+    file.write_text('[routes.main]\ndeployments = ["nowhere"]\n')
+    with pytest.raises(ConfigError, match="names deployment 'nowhere'"):
+        load_settings(file)
+
+
+def test_invalid_toml(tmp_path) -> None:
+    file = tmp_path / "trunkline.toml"
+    file.write_text("[routes\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(file)
+
+
+def test_unknown_route() -> None:
+    settings = Settings.model_validate(builtin_defaults())
+    with pytest.raises(ConfigError, match="unknown route or deployment 'gpt-9'"):
+        settings.route("gpt-9")
+
+
+def test_missing_api_key_env(monkeypatch) -> None:
+    monkeypatch.delenv("TRUNKLINE_TEST_KEY", raising=False)
+    deployment = Deployment(provider="openai", model="gpt-4o", api_key_env="TRUNKLINE_TEST_KEY")
+    with pytest.raises(ConfigError, match="TRUNKLINE_TEST_KEY is not set"):
+        deployment.api_key()
+
+
+def test_config_env_var_must_exist(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TRUNKLINE_CONFIG", str(tmp_path / "absent.toml"))
+    with pytest.raises(ConfigError, match="TRUNKLINE_CONFIG"):
+        load_settings()
