@@ -14,6 +14,7 @@ from trunkline.routing import Router
 from trunkline.store.runs import all_rows, get_run
 from trunkline.store.queries import list_calls
 from trunkline.workflows import BatchRunner, load_dataset, load_workflow
+from trunkline.workflows.steps import ModelStep
 from unit.helpers import fake_settings
 
 WORKFLOW = """
@@ -218,3 +219,39 @@ def test_dataset_wrong_suffix(tmp_path) -> None:
     file.write_text("x")
     with pytest.raises(WorkflowError, match="expected .csv or .jsonl"):
         load_dataset(file)
+
+
+def test_chat_messages_template(workflow_folder) -> None:
+    (workflow_folder / "chat.jinja").write_text(
+        '[{"role": "system", "content": "Be brief."},'
+        '{"role": "user", "content": {{ loud | tojson }}}]'
+    )
+    text = (workflow_folder / "workflow.toml").read_text()
+    (workflow_folder / "workflow.toml").write_text(
+        text.replace('prompt = "prompt.jinja"', 'messages = "chat.jinja"')
+    )
+    spec = load_workflow(workflow_folder)
+    step = ModelStep(spec.steps[1], spec)
+    messages = step.messages({"loud": 'SAY "HI"'})
+    assert [message.role for message in messages] == ["system", "user"]
+    assert messages[1].content == 'SAY "HI"'
+
+
+def test_chat_template_not_an_array(workflow_folder) -> None:
+    (workflow_folder / "chat.jinja").write_text('{"role": "user"}')
+    text = (workflow_folder / "workflow.toml").read_text()
+    (workflow_folder / "workflow.toml").write_text(
+        text.replace('prompt = "prompt.jinja"', 'messages = "chat.jinja"')
+    )
+    spec = load_workflow(workflow_folder)
+    with pytest.raises(WorkflowError, match="must render a JSON array"):
+        ModelStep(spec.steps[1], spec).messages({})
+
+
+def test_messages_with_prompt_rejected(workflow_folder) -> None:
+    text = (workflow_folder / "workflow.toml").read_text()
+    (workflow_folder / "workflow.toml").write_text(
+        text.replace('prompt = "prompt.jinja"', 'prompt = "prompt.jinja"\nmessages = "prompt.jinja"')
+    )
+    with pytest.raises(WorkflowError, match="sets messages together with prompt"):
+        load_workflow(workflow_folder)

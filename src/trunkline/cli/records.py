@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trunkline.cli.render import format_cost, format_ms
@@ -57,6 +58,7 @@ def show_command(
     if as_json:
         typer.echo(record.model_dump_json(indent=2))
         return
+
     console.rule(f"call {record.call_id}")
     console.print(f"trace {record.trace_id}  span {record.span_id}  run {record.run_id or '-'}")
     console.print(
@@ -64,13 +66,16 @@ def show_command(
         f"-> {record.model_served or '-'} ({record.model_version or 'no version reported'})"
     )
     console.print(f"started {record.started_at.isoformat()}  latency {format_ms(record.latency_ms)}")
+
     console.rule("messages")
     for message in record.messages:
-        console.print(f"[bold]{message.role}[/]: {message.content}", markup=True, highlight=False)
+        console.print(f"[bold]{message.role}[/]: {escape(message.content)}", highlight=False)
+
     console.rule("output")
     console.print(record.output_text or "", markup=False, highlight=False)
     if record.outcome != "ok":
-        console.print(f"[red]error {record.error_kind}: {record.error_message}[/]", highlight=False)
+        console.print(f"[red]error {record.error_kind}: {escape(record.error_message or '')}[/]", highlight=False)
+
     console.rule("usage and cost")
     usage = record.usage
     console.print(

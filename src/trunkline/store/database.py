@@ -38,7 +38,7 @@ def _enable_sqlite_wal(dbapi_connection, _record) -> None:  # noqa: ANN001
 
 
 class Store:
-    """A database holding call records, spans and runs, migrated to the latest revision."""
+    """The database of call records, spans and runs, and its migrations."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -96,7 +96,7 @@ class Store:
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:
-    """Open the store at `url`, migrating it to the latest revision unless told not to."""
+    """Open the store at `url`, migrating it to the latest revision unless `migrate` is False."""
     store = Store(url)
     if migrate:
         store.upgrade()

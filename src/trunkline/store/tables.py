@@ -43,7 +43,7 @@ calls = Table(
     Column("cache_write_tokens", Integer, nullable=False),
     Column("reasoning_tokens", Integer, nullable=False),
     Column("usage_estimated", Boolean, nullable=False),
-    # NULL, never 0, when no price was known; price_missing says so explicitly.
+    # NULL, never 0, when no price was known, and price_missing is then true.
     Column("cost_usd", Float),
     Column("price_missing", Boolean, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),

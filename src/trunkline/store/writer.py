@@ -1,8 +1,8 @@
 """The background writer: records leave the call path and are committed in batches.
 
-`StoreWriter` is a tracing exporter. `export_call` and `export_span` only put
-the record on a queue; one daemon thread commits what has queued, up to
-`batch_size` rows per transaction or whatever arrived within
+`StoreWriter` is a tracing exporter whose `export_call` and `export_span`
+only put the record on a queue. One daemon thread commits the queue in
+transactions of up to `batch_size` rows, or of whatever arrived within
 `flush_interval_s`. A crash loses at most the batch in flight; `close()`,
 which also runs at interpreter exit, commits everything still queued.
 """

@@ -58,7 +58,7 @@ class BatchRunner:
     Args:
         workflow: the validated workflow file.
         router: sends the model steps' calls.
-        store: holds the run and its rows.
+        store: stores the run and its rows.
         writer: the store's background writer, already registered as an exporter.
         params: parameter values, defaults included (`WorkflowSpec.parameters`).
         concurrency: rows in flight at once.

@@ -62,9 +62,12 @@ class StepSpec(BaseModel):
     kind: Literal["tool", "model", "post"]
     #: ``module:function`` for tool and post steps.
     function: str | None = None
-    #: Jinja2 template files for model steps, relative to the workflow file.
+    #: Jinja2 template files for model steps, relative to the workflow file:
+    #: `system` and `prompt` render one message each, while `messages` renders
+    #: a JSON array of ``{"role", "content"}`` objects, for few-shot turns.
     prompt: str | None = None
     system: str | None = None
+    messages: str | None = None
     #: A JSON Schema file (itself a Jinja2 template), or ``module:Model`` for a Pydantic model.
     output_schema: str | None = None
     route: str | None = None
@@ -77,8 +80,16 @@ class StepSpec(BaseModel):
     def _check_kind(self) -> StepSpec:
         if self.kind in ("tool", "post") and not self.function:
             raise ValueError(f"{self.kind} step {self.name!r} needs function = \"module:name\"")
-        if self.kind == "model" and not self.prompt:
-            raise ValueError(f"model step {self.name!r} needs prompt = \"<template file>\"")
+        if self.kind == "model" and not (self.prompt or self.messages):
+            raise ValueError(
+                f"model step {self.name!r} needs prompt = \"<template file>\" or "
+                "messages = \"<template of a JSON message array>\""
+            )
+        if self.messages and (self.prompt or self.system):
+            raise ValueError(
+                f"model step {self.name!r} sets messages together with prompt or system; "
+                "use messages alone or prompt (with an optional system) alone"
+            )
         return self
 
 
@@ -219,7 +230,7 @@ def load_workflow(path: Path | str) -> WorkflowSpec:
 
 def _check_files(spec: WorkflowSpec) -> None:
     for step in spec.steps:
-        for relative in (step.prompt, step.system):
+        for relative in (step.prompt, step.system, step.messages):
             if relative and not spec.resolve(relative).is_file():
                 raise WorkflowError(
                     f"step {step.name!r} of workflow {spec.name!r} names {relative}, "

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from trunkline.errors import WorkflowError
 from trunkline.routing.router import Router
@@ -27,7 +28,7 @@ from trunkline.workflows.spec import StepSpec, WorkflowSpec, render_schema_text
 
 @dataclass
 class StepResult:
-    """What a step added to the row's values, and the model calls it made."""
+    """The values a step added to its row, and the model calls it made."""
 
     values: dict[str, Any]
     calls: list[CallRecord] = field(default_factory=list)
@@ -101,8 +102,9 @@ class ModelStep(Step):
             keep_trailing_newline=False,
             autoescape=False,
         )
-        self.prompt = environment.get_template(spec.prompt or "")
+        self.prompt = environment.get_template(spec.prompt) if spec.prompt else None
         self.system = environment.get_template(spec.system) if spec.system else None
+        self.chat = environment.get_template(spec.messages) if spec.messages else None
         self.schema_template: jinja2.Template | None = None
         self.schema_model: type[BaseModel] | None = None
         if spec.output_schema and ":" in spec.output_schema:
@@ -123,11 +125,28 @@ class ModelStep(Step):
             ) from error
 
     def messages(self, values: dict[str, Any]) -> list[Message]:
+        if self.chat is not None:
+            return self._chat_messages(values)
         messages = []
         if self.system is not None:
             messages.append(Message.system(self._render(self.system, values)))
-        messages.append(Message.user(self._render(self.prompt, values)))
+        if self.prompt is not None:
+            messages.append(Message.user(self._render(self.prompt, values)))
         return messages
+
+    def _chat_messages(self, values: dict[str, Any]) -> list[Message]:
+        assert self.chat is not None
+        text = self._render(self.chat, values)
+        try:
+            items = json.loads(text)
+            if not isinstance(items, list) or not items:
+                raise ValueError("expected a non-empty JSON array")
+            return [Message.model_validate(item) for item in items]
+        except (ValueError, ValidationError) as error:
+            raise WorkflowError(
+                f"step {self.name!r}: template {self.chat.name} must render a JSON array of "
+                f"{{\"role\", \"content\"}} objects: {error}"
+            ) from error
 
     def output_schema(self, values: dict[str, Any]) -> type[BaseModel] | dict[str, Any] | None:
         if self.schema_model is not None:

@@ -1,0 +1,194 @@
+"""Per-call overhead of Trunkline over the raw `openai` SDK, side by side in one run.
+
+Both variants call the same zero-latency fake server (`fake_upstream.py`,
+started here as a subprocess on 127.0.0.1) one call at a time:
+
+- ``openai-sdk``: `AsyncOpenAI.chat.completions.create`, SDK retries off;
+- ``trunkline``: `Router.complete` on an OpenAI deployment, with the call
+  priced, recorded and enqueued to a SQLite store's background writer;
+- ``litellm`` (only when installed): `litellm.acompletion`, for comparison.
+
+Variants alternate in every round (A, B, A, B, ...) so that drift in the
+machine's speed hits all of them alike. The table gives the median wall time
+and process CPU time per call, the overhead over the SDK in microseconds,
+and the ratio.
+
+    python benchmarks/call_overhead.py --rounds 7 --calls 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+Call = Callable[[], Awaitable[None]]
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+MODEL = "gpt-4o-mini"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_upstream(port: int, max_seconds: float) -> subprocess.Popen:
+    script = Path(__file__).with_name("fake_upstream.py")
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--port", str(port), "--max-seconds", str(max_seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline() if process.stdout else ""
+    if "listening" not in line:
+        process.kill()
+        raise RuntimeError(f"fake upstream did not start: {line!r}")
+    return process
+
+
+async def make_openai(base_url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
+
+    async def call() -> None:
+        completion = await client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=16)
+        assert completion.usage.total_tokens == 21
+
+    return call, client.close
+
+
+async def make_trunkline(base_url: str, store_url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    from trunkline.config import Settings
+    from trunkline.recording import recording
+    from trunkline.routing import Router
+
+    settings = Settings.model_validate(
+        {
+            "deployments": {
+                "bench": {
+                    "provider": "openai",
+                    "model": MODEL,
+                    "base_url": base_url,
+                    "api_key_env": "TRUNKLINE_BENCH_KEY",
+                }
+            },
+            "routes": {"bench": {"deployments": ["bench"]}},
+            "store": {"url": store_url},
+        }
+    )
+    os.environ["TRUNKLINE_BENCH_KEY"] = "sk-bench"
+    context = recording(settings)
+    context.__enter__()
+    router = Router(settings)
+
+    async def call() -> None:
+        result = await router.complete(MESSAGES, route="bench", max_tokens=16)
+        assert result.record.usage.total_tokens == 21
+
+    async def close() -> None:
+        await router.aclose()
+        context.__exit__(None, None, None)
+
+    return call, close
+
+
+async def make_litellm(base_url: str) -> tuple[Call, Callable[[], Awaitable[None]]] | None:
+    for key, value in {
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "NO_PROXY": "*",
+    }.items():
+        os.environ.setdefault(key, value)
+    try:
+        import litellm
+    except ImportError:
+        return None
+
+    async def call() -> None:
+        response = await litellm.acompletion(
+            model=f"openai/{MODEL}", messages=MESSAGES, max_tokens=16, api_base=base_url, api_key="sk-bench"
+        )
+        assert response.usage.total_tokens == 21
+
+    async def close() -> None:
+        return None
+
+    return call, close
+
+
+async def measure(call: Call, calls: int) -> tuple[float, float]:
+    """Return the median wall time and the mean CPU time per call, in microseconds."""
+    latencies = []
+    cpu_start = time.process_time()
+    for _ in range(calls):
+        start = time.perf_counter()
+        await call()
+        latencies.append(time.perf_counter() - start)
+    cpu = (time.process_time() - cpu_start) / calls
+    return statistics.median(latencies) * 1e6, cpu * 1e6
+
+
+async def run(rounds: int, calls: int, with_peers: bool) -> None:
+    port = free_port()
+    upstream = start_upstream(port, max_seconds=rounds * calls * 0.05 + 120)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    folder = tempfile.mkdtemp(prefix="trunkline-bench-")
+    variants = {
+        "openai-sdk": await make_openai(base_url),
+        "trunkline": await make_trunkline(base_url, f"sqlite:///{folder}/bench.db"),
+    }
+    if with_peers:
+        litellm_variant = await make_litellm(base_url)
+        if litellm_variant is None:
+            print("litellm is not installed; its row is left out", file=sys.stderr)
+        else:
+            variants["litellm"] = litellm_variant
+    try:
+        for call, _ in variants.values():
+            for _ in range(50):
+                await call()
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+        for _ in range(rounds):
+            for name, (call, _) in variants.items():
+                results[name].append(await measure(call, calls))
+    finally:
+        for _, close in variants.values():
+            await close()
+        upstream.terminate()
+        upstream.wait(timeout=10)
+    report(results, rounds, calls)
+
+
+def report(results: dict[str, list[tuple[float, float]]], rounds: int, calls: int) -> None:
+    base_wall = statistics.median(wall for wall, _ in results["openai-sdk"])
+    base_cpu = statistics.median(cpu for _, cpu in results["openai-sdk"])
+    print(f"{rounds} rounds x {calls} sequential calls per variant, medians over rounds")
+    print(f"{'variant':<12} {'wall us/call':>13} {'cpu us/call':>12} {'overhead us':>12} {'ratio':>7}")
+    for name, samples in results.items():
+        wall = statistics.median(value for value, _ in samples)
+        cpu = statistics.median(value for _, value in samples)
+        print(f"{name:<12} {wall:13.0f} {cpu:12.0f} {wall - base_wall:+12.0f} {wall / base_wall:7.2f}")
+    print(f"(baseline openai-sdk cpu {base_cpu:.0f} us/call)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Trunkline's per-call overhead over the openai SDK.")
+    parser.add_argument("--rounds", type=int, default=7, help="Alternating rounds per variant.")
+    parser.add_argument("--calls", type=int, default=300, help="Sequential calls per variant per round.")
+    parser.add_argument("--peers", action="store_true", help="Add litellm.acompletion where installed.")
+    arguments = parser.parse_args()
+    asyncio.run(run(arguments.rounds, arguments.calls, arguments.peers))
+
+
+if __name__ == "__main__":
+    main()

