@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +142,63 @@ def test_unknown_call_id(project: Path) -> None:
     completed = trunkline(project, "show", "abc123")
     assert completed.returncode == 2
     assert "no call with id 'abc123'" in completed.stderr
+
+
+SLOW_CONFIG = """
+default_route = "slow"
+
+[deployments.slow]
+provider = "fake"
+model = "slow-model"
+options = { mode = "simulated", latency_ms = 150, text = '{"label": "yes"}' }
+
+[prices.slow-model]
+input_per_mtok = 1.0
+output_per_mtok = 1.0
+"""
+
+
+def test_interrupted_run_resumes(project: Path) -> None:
+    (project / "trunkline.toml").write_text(SLOW_CONFIG)
+    rows = "".join(f"question {index},yes\n" for index in range(40))
+    (project / "flow" / "rows.csv").write_text("text,gold\n" + rows)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("TRUNKLINE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trunkline", "run", "flow", "--concurrency", "2", "--json"],
+        cwd=project,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    database = project / ".trunkline" / "trunkline.db"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and finished_rows(database) < 6:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    match = re.search(r"--resume (run_[0-9a-f]+)", stderr)
+    assert match, stderr
+    run_id = match.group(1)
+    done_before = finished_rows(database)
+    assert 6 <= done_before < 40
+
+    resumed = trunkline(project, "run", "flow", "--json", "--resume", run_id)
+    summary = json.loads(resumed.stdout)
+    listed = trunkline(project, "calls", "--run", run_id, "--json", "--limit", "500")
+    outcomes = [json.loads(line)["outcome"] for line in listed.stdout.splitlines()]
+    assert summary["rows"] == 40
+    assert summary["errors"] == 0
+    assert summary["resumed"] == done_before
+    assert outcomes.count("ok") == 40
+
+
+def finished_rows(database: Path) -> int:
+    if not database.is_file():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
+            return connection.execute("select count(*) from run_rows where status = 'ok'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0

@@ -158,3 +158,14 @@ def test_unreachable_database_raises_store_error(tmp_path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match="cannot create"):
         open_store(f"sqlite:///{blocker / 'sub' / 'x.db'}")
+
+
+def test_migrations_match_table_definitions(store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from trunkline.store.tables import metadata
+
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert differences == []

@@ -38,7 +38,8 @@ def main() -> None:
     """Entry point: run the app, turning Trunkline's errors into one clear line and exit code 2."""
     _configure_logging()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns typer.Exit's code instead of exiting.
+        status = app(standalone_mode=False)
     except TrunklineError as error:
         errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         sys.exit(2)
@@ -57,3 +58,5 @@ def main() -> None:
             error.show()
             sys.exit(error.exit_code)
         raise
+    if isinstance(status, int) and status:
+        sys.exit(status)

@@ -94,16 +94,21 @@ def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console) ->
 
     with progress:
         task = progress.add_task(runner.workflow.name, total=rows, status="")
-        try:
-            summary = asyncio.run(
-                runner.run(
+        async def run_and_close() -> RunSummary:
+            try:
+                return await runner.run(
                     dataset, limit=limit, resume_run_id=resume, on_row=on_row, on_start=on_start
                 )
-            )
+            finally:
+                await runner.router.aclose()
+
+        try:
+            summary = asyncio.run(run_and_close())
         except KeyboardInterrupt:
             if runner.run_id:
                 stderr.print(
                     f"stopped; finished rows are stored. Continue with: --resume {runner.run_id}"
                 )
-            raise
+            # 128 + SIGINT, the shell's status for a command stopped by Ctrl-C.
+            raise typer.Exit(130) from None
     return summary
