@@ -9,6 +9,7 @@ because a `llama_cpp.Llama` object is not safe to use from two threads.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import logging
 import os
@@ -80,6 +81,20 @@ class _LoadedModel:
 
 _loaded: dict[tuple[str, int, int], _LoadedModel] = {}
 _load_lock = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free every loaded model before interpreter shutdown.
+
+    Left to garbage collection, `Llama.__del__` runs after llama_cpp's module
+    globals are gone and prints a TypeError (llama-cpp-python 0.3.36).
+    """
+    with _load_lock:
+        for model in _loaded.values():
+            model.executor.shutdown(wait=True)
+            model.llama.close()
+        _loaded.clear()
 
 
 def _shared_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
