@@ -138,7 +138,32 @@ def test_missing_workflow_is_a_clear_error(project: Path) -> None:
     assert "workflow nowhere not found" in completed.stderr
 
 
+def test_reading_without_store_is_an_error(project: Path) -> None:
+    completed = trunkline(project, "calls")
+    assert completed.returncode == 2
+    assert "no store at" in completed.stderr
+    assert not (project / ".trunkline" / "trunkline.db").exists()
+
+
+def test_failed_rows_exit_one(project: Path) -> None:
+    (project / "flow" / "tools.py").write_text("def pick(answer):\n    raise ValueError('no pick')\n")
+    completed = trunkline(project, "run", "flow", "--json")
+    summary = json.loads(completed.stdout)
+    assert completed.returncode == 1
+    assert summary["errors"] == 3
+    assert "row 0: step pick: ValueError: no pick" in completed.stderr
+    assert f"--resume {summary['run_id']}" in completed.stderr
+
+
+def test_usage_error_is_not_a_traceback(project: Path) -> None:
+    completed = trunkline(project, "run", "flow", "--limit", "0")
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert "--limit" in completed.stderr
+
+
 def test_unknown_call_id(project: Path) -> None:
+    assert trunkline(project, "migrate").returncode == 0
     completed = trunkline(project, "show", "abc123")
     assert completed.returncode == 2
     assert "no call with id 'abc123'" in completed.stderr

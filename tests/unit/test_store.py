@@ -169,3 +169,15 @@ def test_migrations_match_table_definitions(store) -> None:
     with store.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
     assert differences == []
+
+
+@pytest.mark.parametrize("url", ["notaurl", "mysql://user@127.0.0.1/x"])
+def test_unusable_store_url(url) -> None:
+    with pytest.raises(StoreError):
+        open_store(url)
+
+
+def test_must_exist_rejects_missing_file(tmp_path) -> None:
+    with pytest.raises(StoreError, match="no store at"):
+        open_store(f"sqlite:///{tmp_path / 'absent.db'}", must_exist=True)
+    assert not (tmp_path / "absent.db").exists()

@@ -255,3 +255,37 @@ def test_messages_with_prompt_rejected(workflow_folder) -> None:
     )
     with pytest.raises(WorkflowError, match="sets messages together with prompt"):
         load_workflow(workflow_folder)
+
+
+def test_template_syntax_error(workflow_folder) -> None:
+    (workflow_folder / "prompt.jinja").write_text("{% for x in %}")
+    spec = load_workflow(workflow_folder)
+    with pytest.raises(WorkflowError, match="prompt.jinja, line 1, is invalid"):
+        ModelStep(spec.steps[1], spec)
+
+
+async def test_missing_output_is_row_error(workflow_folder, tmp_path) -> None:
+    text = (workflow_folder / "workflow.toml").read_text()
+    (workflow_folder / "workflow.toml").write_text(text.replace('output = "label"', 'output = "labelx"'))
+    with recording(url=f"sqlite:///{tmp_path / 'r.db'}") as recorder:
+        spec, runner = make_runner(workflow_folder, recorder, ScriptedModel(default=labeller))
+        summary = await runner.run(load_dataset(spec.default_data()))
+        rows = all_rows(recorder.store, summary.run_id)
+    assert summary.errors == 4
+    assert "no step produced 'labelx'" in rows[0]["error"]
+
+
+async def test_jsonl_row_missing_key(workflow_folder, tmp_path) -> None:
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "hello", "gold": "HELLO!"}\n{"gold": "x"}\n')
+    with recording(url=f"sqlite:///{tmp_path / 'r.db'}") as recorder:
+        _, runner = make_runner(workflow_folder, recorder, ScriptedModel(default=labeller))
+        with pytest.raises(WorkflowError, match="row lacks text"):
+            await runner.run(load_dataset(data))
+
+
+def test_non_utf8_dataset(tmp_path) -> None:
+    file = tmp_path / "rows.csv"
+    file.write_bytes("text\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(WorkflowError, match="is not UTF-8"):
+        load_dataset(file)

@@ -35,28 +35,14 @@ def _configure_logging() -> None:
 
 
 def main() -> None:
-    """Entry point: run the app, turning Trunkline's errors into one clear line and exit code 2."""
+    """Run the app; Trunkline's errors become one clear line and exit status 2.
+
+    Typer's standalone mode already turns usage errors into a message with
+    status 2 and Ctrl-C into status 1.
+    """
     _configure_logging()
     try:
-        # Without standalone mode, click returns typer.Exit's code instead of exiting.
-        status = app(standalone_mode=False)
+        app()
     except TrunklineError as error:
         errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        errors.print("interrupted")
-        sys.exit(130)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        errors.print("aborted")
-        sys.exit(1)
-    except Exception as error:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
-    if isinstance(status, int) and status:
-        sys.exit(status)

@@ -19,7 +19,7 @@ console = Console()
 
 
 def _store():  # noqa: ANN202
-    return open_store(load_settings().database_url())
+    return open_store(load_settings().database_url(), must_exist=True)
 
 
 def calls_command(
@@ -140,5 +140,5 @@ def costs_command(
 
 def migrate_command() -> None:
     """Create the store or upgrade it to the latest schema revision."""
-    store = _store()
+    store = open_store(load_settings().database_url())
     typer.echo(f"store {store.safe_url()} is at revision {store.current_revision()}")

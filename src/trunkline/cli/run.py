@@ -16,6 +16,7 @@ from trunkline.config import load_settings
 from trunkline.errors import ConfigError
 from trunkline.recording import recording
 from trunkline.routing.router import Router
+from trunkline.store.runs import failed_rows
 from trunkline.workflows.datasets import load_dataset
 from trunkline.workflows.runner import BatchRunner
 from trunkline.workflows.spec import load_workflow
@@ -66,10 +67,25 @@ def run_command(
             concurrency=concurrency,
         )
         summary = _run_with_progress(runner, dataset, rows, limit, resume, stderr)
+        failures = failed_rows(recorder.store, summary.run_id, limit=5) if summary.errors else []
     if as_json:
         typer.echo(json.dumps(summary.public()))
     else:
         Console().print(summary_table(spec.name, summary))
+    if failures:
+        _report_failures(stderr, summary, failures)
+        raise typer.Exit(1)
+
+
+def _report_failures(stderr: Console, summary: RunSummary, failures: list[dict]) -> None:
+    stderr.print(f"{summary.errors} of {summary.rows} rows failed; the first of them:", highlight=False)
+    for row in failures:
+        stderr.print(f"  row {row['row_index']}: {row['error']}", markup=False, highlight=False)
+    stderr.print(
+        f"Failed calls: trunkline calls --run {summary.run_id}. Rerun the failed rows "
+        f"with the same arguments and --resume {summary.run_id}.",
+        highlight=False,
+    )
 
 
 def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console) -> RunSummary:  # noqa: ANN001

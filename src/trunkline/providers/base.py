@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 
@@ -28,6 +29,11 @@ class Provider(abc.ABC):
 
     async def aclose(self) -> None:
         """Release connections; the default has nothing to release."""
+
+
+def estimate_tokens(text: str) -> int:
+    """Estimate a token count at four characters a token, the usual rule for English."""
+    return max(1, math.ceil(len(text) / 4))
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:

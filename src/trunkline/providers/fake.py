@@ -17,14 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trunkline.errors import ConfigError, ErrorKind, ProviderError
-from trunkline.providers.base import Provider, kind_from_status, parse_retry_after
+from trunkline.providers.base import Provider, estimate_tokens, kind_from_status, parse_retry_after
 from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
 from trunkline.types.usage import Usage
-
-
-def estimate_tokens(text: str) -> int:
-    """Estimate a token count at four characters a token, the usual rule for English."""
-    return max(1, math.ceil(len(text) / 4))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 import openai
 
 from trunkline.errors import ErrorKind, ProviderError
-from trunkline.providers.base import Provider, kind_from_status, parse_retry_after
+from trunkline.providers.base import Provider, estimate_tokens, kind_from_status, parse_retry_after
 from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
 from trunkline.types.messages import ToolCall
 from trunkline.types.usage import Usage
@@ -69,7 +69,7 @@ class OpenAIProvider(Provider):
             completion = await self.client.chat.completions.create(**self._arguments(request))
         except openai.APIError as error:
             raise self._translate(error) from error
-        return self._response(completion)
+        return self._response(completion, request)
 
     async def aclose(self) -> None:
         """Close the SDK client and its connection pool."""
@@ -92,7 +92,7 @@ class OpenAIProvider(Provider):
             }
         return arguments
 
-    def _response(self, completion: Any) -> ModelResponse:
+    def _response(self, completion: Any, request: ModelRequest) -> ModelResponse:
         choice = completion.choices[0]
         message = choice.message
         tool_calls = tuple(
@@ -104,7 +104,7 @@ class OpenAIProvider(Provider):
             text=message.content or "",
             model=completion.model or self.model,
             finish_reason=_FINISH_REASONS.get(choice.finish_reason or "stop", "stop"),
-            usage=usage_from_openai(completion.usage),
+            usage=usage_from_openai(completion.usage, request, message.content or ""),
             response_id=completion.id,
             model_version=getattr(completion, "system_fingerprint", None),
             tool_calls=tool_calls,
@@ -138,10 +138,19 @@ def _body_text(error: openai.APIStatusError) -> str:
     return f"{body or ''} {error.message}"
 
 
-def usage_from_openai(usage: Any) -> Usage:
-    """Convert an OpenAI ``usage`` object, cached and reasoning details included."""
+def usage_from_openai(usage: Any, request: ModelRequest, output: str) -> Usage:
+    """Convert an OpenAI ``usage`` object, cached and reasoning details included.
+
+    Some compatible servers send no usage; the counts are then estimated
+    from the text and marked as estimated, so the call is never priced as free.
+    """
     if usage is None:
-        return Usage(estimated=True)
+        prompt = "".join(message.content for message in request.messages)
+        return Usage(
+            input_tokens=estimate_tokens(prompt),
+            output_tokens=estimate_tokens(output) if output else 0,
+            estimated=True,
+        )
     prompt_details = getattr(usage, "prompt_tokens_details", None)
     completion_details = getattr(usage, "completion_tokens_details", None)
     return Usage(

@@ -26,6 +26,7 @@ from trunkline.errors import (
     ErrorKind,
     OutputInvalid,
     ProviderError,
+    TrunklineError,
 )
 from trunkline.pricing import price_usage
 from trunkline.providers.base import Provider
@@ -337,6 +338,22 @@ class Router:
         except ProviderError as error:
             self._add_failed_attempt(state, attempt, clock, error)
             raise
+        except TrunklineError:
+            raise
+        except Exception as error:
+            # An adapter that cannot read the response (an HTML page, a body
+            # with no choices) is treated as a server fault, so the attempt is
+            # recorded, retried and can fall back like any other.
+            logger.warning("deployment %s returned a response the adapter cannot read: %r", name, error)
+            failure = ProviderError(
+                f"{provider.name} returned a malformed response for model {request.model!r}: "
+                f"{type(error).__name__}: {error}",
+                kind=ErrorKind.SERVER_ERROR,
+                provider=provider.name,
+                model=request.model,
+            )
+            self._add_failed_attempt(state, attempt, clock, failure)
+            raise failure from error
         latency_ms = (time.perf_counter() - clock) * 1000.0
         state.attempts.append(Attempt(**attempt, outcome="ok", latency_ms=latency_ms))
         logger.info(

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from trunkline.errors import StoreError
 
@@ -46,6 +46,16 @@ class Store:
 
     @staticmethod
     def _create_engine(url: str) -> Engine:
+        try:
+            return Store._engine_for(url)
+        except (ArgumentError, ImportError) as error:
+            raise StoreError(
+                f"cannot open a store at {url!r}: {error}. Use sqlite:///PATH, or a "
+                "postgresql:// URL with its driver installed (pip install psycopg)"
+            ) from error
+
+    @staticmethod
+    def _engine_for(url: str) -> Engine:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             database = parsed.database
@@ -95,8 +105,28 @@ class Store:
         self.engine.dispose()
 
 
-def open_store(url: str, *, migrate: bool = True) -> Store:
-    """Open the store at `url`, migrating it to the latest revision unless `migrate` is False."""
+def _parse(url: str):  # noqa: ANN202
+    try:
+        return make_url(url)
+    except ArgumentError as error:
+        raise StoreError(f"invalid store URL {url!r}: {error}; use sqlite:///PATH") from error
+
+
+def open_store(url: str, *, migrate: bool = True, must_exist: bool = False) -> Store:
+    """Open the store at `url`, migrating it to the latest revision unless `migrate` is False.
+
+    With `must_exist`, a SQLite file that does not exist yet is an error
+    instead of a new, empty store, so a mistyped URL does not look like a
+    store with no calls.
+    """
+    if must_exist:
+        parsed = _parse(url)
+        database = parsed.database if parsed.get_backend_name() == "sqlite" else None
+        if database and database != ":memory:" and not Path(database).is_file():
+            raise StoreError(
+                f"no store at {Path(database).resolve()}; run `trunkline run` first, or point "
+                "TRUNKLINE_DATABASE_URL at an existing store"
+            )
     store = Store(url)
     if migrate:
         store.upgrade()

@@ -67,6 +67,18 @@ def finished_rows(store: Store, run_id: str) -> dict[int, dict[str, Any]]:
         return {row.row_index: dict(row._mapping) for row in connection.execute(query)}
 
 
+def failed_rows(store: Store, run_id: str, *, limit: int) -> list[dict[str, Any]]:
+    """Return up to `limit` rows of a run that ended in an error, first rows first."""
+    query = (
+        select(run_rows)
+        .where(run_rows.c.run_id == run_id, run_rows.c.status != "ok")
+        .order_by(run_rows.c.row_index)
+        .limit(limit)
+    )
+    with store.engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
 def all_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
     query = select(run_rows).where(run_rows.c.run_id == run_id).order_by(run_rows.c.row_index)
     with store.engine.connect() as connection:

@@ -182,18 +182,34 @@ class StoreWriter:
             with self.store.engine.begin() as connection:
                 for table, rows in _group(batch).items():
                     connection.execute(self._statement(table), rows)
-        except SQLAlchemyError:
-            logger.exception("committing %d records failed; retrying them one by one", len(batch))
+        except SQLAlchemyError as error:
+            logger.warning(
+                "committing %d records failed (%s); retrying them one by one", len(batch), error
+            )
             self._commit_one_by_one(batch)
 
     def _commit_one_by_one(self, batch: list[_Row]) -> None:
+        dropped = 0
+        last_error: SQLAlchemyError | None = None
         for row in batch:
             try:
                 with self.store.engine.begin() as connection:
                     connection.execute(self._statement(row.table), [row.values])
             except SQLAlchemyError as error:
-                self.failed_rows += 1
-                logger.error("dropping one %s row that cannot be stored: %s", row.table.name, error)
+                dropped += 1
+                last_error = error
+        if dropped:
+            # One line per batch, not per row, so a store that has become
+            # unwritable does not flood the log.
+            self.failed_rows += dropped
+            logger.error(
+                "dropped %d of %d records that cannot be stored in %s (%d dropped so far): %s",
+                dropped,
+                len(batch),
+                self.store.safe_url(),
+                self.failed_rows,
+                last_error,
+            )
 
     def _statement(self, table: Table):  # noqa: ANN205
         dialect = self.store.engine.dialect.name

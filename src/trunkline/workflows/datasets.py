@@ -37,7 +37,12 @@ def load_dataset(path: Path | str) -> Dataset:
         raise WorkflowError(f"dataset {file} not found; pass an existing .csv or .jsonl file")
     raw = file.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
-    text = raw.decode("utf-8-sig")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise WorkflowError(
+            f"dataset {file} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from error
     suffix = file.suffix.lower()
     if suffix == ".csv":
         rows = _read_csv(text, file)

@@ -89,6 +89,12 @@ class BatchRunner:
     def row_inputs(self, row: dict[str, Any]) -> dict[str, Any]:
         if not self.workflow.inputs:
             return dict(row)
+        missing = [column for column in self.workflow.inputs.values() if column not in row]
+        if missing:
+            raise WorkflowError(
+                f"a dataset row lacks {', '.join(missing)}, which workflow "
+                f"{self.workflow.name!r} maps; the row has: {', '.join(row) or 'nothing'}"
+            )
         return {name: row[column] for name, column in self.workflow.inputs.items()}
 
     def check_columns(self, dataset: Dataset) -> None:
@@ -224,6 +230,11 @@ class BatchRunner:
                     break
                 values.update(result.values)
                 records.extend(result.calls)
+            if error is None and self.workflow.output not in values:
+                error = (
+                    f"no step produced {self.workflow.output!r}, the workflow's output; "
+                    f"the row's values are: {', '.join(sorted(values))}"
+                )
             if error is not None:
                 live.fail(error)
         return self._row_result(index, inputs, row, values, records, error, clock)

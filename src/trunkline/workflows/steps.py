@@ -102,9 +102,9 @@ class ModelStep(Step):
             keep_trailing_newline=False,
             autoescape=False,
         )
-        self.prompt = environment.get_template(spec.prompt) if spec.prompt else None
-        self.system = environment.get_template(spec.system) if spec.system else None
-        self.chat = environment.get_template(spec.messages) if spec.messages else None
+        self.prompt = self._template(environment, spec.prompt)
+        self.system = self._template(environment, spec.system)
+        self.chat = self._template(environment, spec.messages)
         self.schema_template: jinja2.Template | None = None
         self.schema_model: type[BaseModel] | None = None
         if spec.output_schema and ":" in spec.output_schema:
@@ -113,7 +113,18 @@ class ModelStep(Step):
                 raise WorkflowError(f"step {spec.name!r}: {spec.output_schema} is not a Pydantic model")
             self.schema_model = model
         elif spec.output_schema:
-            self.schema_template = environment.get_template(spec.output_schema)
+            self.schema_template = self._template(environment, spec.output_schema)
+
+    def _template(self, environment: jinja2.Environment, name: str | None) -> jinja2.Template | None:
+        if not name:
+            return None
+        try:
+            return environment.get_template(name)
+        except jinja2.TemplateSyntaxError as error:
+            raise WorkflowError(
+                f"step {self.name!r}: template {name}, line {error.lineno}, is invalid: "
+                f"{error.message}"
+            ) from error
 
     def _render(self, template: jinja2.Template, values: dict[str, Any]) -> str:
         try:
