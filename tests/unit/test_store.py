@@ -181,3 +181,26 @@ def test_must_exist_rejects_missing_file(tmp_path) -> None:
     with pytest.raises(StoreError, match="no store at"):
         open_store(f"sqlite:///{tmp_path / 'absent.db'}", must_exist=True)
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_upgrade_from_oldest_revision(tmp_path) -> None:
+    from alembic import command
+
+    from trunkline.store.database import Store, _alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store(url)
+    config = _alembic_config()
+    with old.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.exec_driver_sql(
+            "INSERT INTO runs (run_id, workflow, params, status, started_at) "
+            "VALUES ('r-old', 'w', '{}', 'done', '2026-12-01 00:00:00')"
+        )
+    old.dispose()
+    upgraded = open_store(url)
+    with upgraded.engine.connect() as connection:
+        row = connection.exec_driver_sql("SELECT run_id, workflow_hash FROM runs").one()
+    assert upgraded.current_revision() == upgraded.head_revision()
+    assert tuple(row) == ("r-old", None)

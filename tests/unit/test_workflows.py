@@ -289,3 +289,13 @@ def test_non_utf8_dataset(tmp_path) -> None:
     file.write_bytes("text\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(WorkflowError, match="is not UTF-8"):
         load_dataset(file)
+
+
+async def test_resume_rejects_changed_template(workflow_folder, tmp_path) -> None:
+    with recording(url=f"sqlite:///{tmp_path / 'r.db'}") as recorder:
+        spec, runner = make_runner(workflow_folder, recorder, ScriptedModel(default=labeller))
+        first = await runner.run(load_dataset(spec.default_data()))
+        (workflow_folder / "prompt.jinja").write_text("Changed {{ loud }} {{ choices }}")
+        spec, runner = make_runner(workflow_folder, recorder, ScriptedModel(default=labeller))
+        with pytest.raises(WorkflowError, match="changed since run"):
+            await runner.run(load_dataset(spec.default_data()), resume_run_id=first.run_id)

@@ -20,6 +20,7 @@ def create_run(
     workflow_path: str | None,
     data_path: str | None,
     data_hash: str | None,
+    workflow_hash: str | None = None,
     params: dict[str, Any],
     row_count: int,
 ) -> None:
@@ -31,6 +32,7 @@ def create_run(
                 workflow_path=workflow_path,
                 data_path=data_path,
                 data_hash=data_hash,
+                workflow_hash=workflow_hash,
                 params=params,
                 status="running",
                 started_at=datetime.now(UTC),

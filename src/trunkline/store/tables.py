@@ -86,6 +86,8 @@ runs = Table(
     Column("workflow_path", Text),
     Column("data_path", Text),
     Column("data_hash", String(64)),
+    # SHA-256 over the workflow file, its templates and its tool modules.
+    Column("workflow_hash", String(64)),
     Column("params", JSON, nullable=False),
     Column("status", String(16), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),

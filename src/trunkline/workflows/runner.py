@@ -182,6 +182,7 @@ class BatchRunner:
                 workflow_path=str(self.workflow.file) if self.workflow.file else None,
                 data_path=str(dataset.path.resolve()),
                 data_hash=dataset.content_hash,
+                workflow_hash=self.workflow.content_hash(),
                 params=self.params,
                 row_count=row_count,
             )
@@ -196,6 +197,13 @@ class BatchRunner:
             raise WorkflowError(
                 f"run {resume_run_id} ran over {previous['data_path']}, whose content differs "
                 f"from {dataset.path}; resume with the same data or start a new run"
+            )
+        stored_hash = previous.get("workflow_hash")
+        if stored_hash is not None and stored_hash != self.workflow.content_hash():
+            raise WorkflowError(
+                f"the files of workflow {self.workflow.name!r} (its file, templates or tools) "
+                f"changed since run {resume_run_id} started, so resumed rows would not be "
+                "comparable; start a new run"
             )
         if previous["params"] != self.params:
             raise WorkflowError(

@@ -28,6 +28,7 @@ A minimal file::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -119,6 +120,23 @@ class WorkflowSpec(BaseModel):
                 for key, value in data["params"].items()
             }
         return data
+
+    def content_hash(self) -> str:
+        """Hash the workflow file, its templates and its tool modules beside it."""
+        files = [self.file] if self.file else []
+        for step in self.steps:
+            for relative in (step.prompt, step.system, step.messages, step.output_schema):
+                if relative and ":" not in relative:
+                    files.append(self.resolve(relative))
+            for reference in (step.function, step.output_schema):
+                if reference and ":" in reference:
+                    module = reference.partition(":")[0].replace(".", "/") + ".py"
+                    files.append(self.resolve(module))
+        digest = hashlib.sha256()
+        for file in sorted({path for path in files if path.is_file()}):
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes())
+        return digest.hexdigest()
 
     def resolve(self, relative: str) -> Path:
         return (self.folder / relative).resolve()
