@@ -1,9 +1,11 @@
 """The `Router`: one model call, from the route's first deployment to a priced record.
 
-The layers of one call, outermost first: `Router.complete` opens the span
-and always exports a record; `_run_route` walks the route's deployments and
-falls back; `_run_deployment` retries one deployment and repairs invalid
-output; `_attempt` sends one request under the attempt timeout.
+The layers of one call, outermost first:
+
+- `Router.complete` opens the span and always exports a record.
+- `_run_route` walks the route's deployments and falls back.
+- `_run_deployment` retries one deployment and repairs invalid output.
+- `_attempt` sends one request under the attempt timeout.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class CallResult:
 
 @dataclass
 class _CallState:
-    """What one call has gathered so far across attempts and deployments."""
+    """The attempts, usage and cost one call has gathered so far."""
 
     started_at: datetime
     attempts: list[Attempt] = field(default_factory=list)
@@ -155,7 +157,7 @@ class Router:
         The record is exported whether the call succeeds or fails.
 
         Raises:
-            CallError: the call failed; ``error.record`` holds its record.
+            CallError: the call failed; ``error.record`` is its record.
             ConfigError: the route or one of its deployments is not configured.
         """
         route_name = route or self.settings.default_route
