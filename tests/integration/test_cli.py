@@ -116,6 +116,17 @@ def test_calls_show_and_costs(project: Path) -> None:
     assert by_model["scripted-model"]["calls"] == 3
 
 
+def test_runs_lists_summaries(project: Path) -> None:
+    summary = json.loads(trunkline(project, "run", "flow", "--json").stdout)
+    listed = trunkline(project, "runs", "--json")
+    runs = [json.loads(line) for line in listed.stdout.splitlines()]
+    table = trunkline(project, "runs")
+    assert [run["run_id"] for run in runs] == [summary["run_id"]]
+    assert runs[0]["status"] == "done"
+    assert runs[0]["summary"]["rows"] == 3
+    assert summary["run_id"] in table.stdout
+
+
 def test_resume_runs_nothing_twice(project: Path) -> None:
     first = json.loads(trunkline(project, "run", "flow", "--json").stdout)
     again = trunkline(project, "run", "flow", "--json", "--resume", first["run_id"])

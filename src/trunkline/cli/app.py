@@ -21,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("run")(run.run_command)
+app.command("runs")(records.runs_command)
 app.command("calls")(records.calls_command)
 app.command("show")(records.show_command)
 app.command("costs")(records.costs_command)

@@ -8,12 +8,13 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from trunkline.cli.render import format_cost, format_ms
 from trunkline.config import load_settings
 from trunkline.store.database import open_store
 from trunkline.store.queries import cost_summary, get_call, list_calls
+from trunkline.store.runs import list_runs
 
 console = Console()
 
@@ -45,6 +46,37 @@ def calls_command(
             format_cost(row["cost_usd"], 1 if row["price_missing"] else 0),
             format_ms(row["latency_ms"]),
             str(row["attempt_count"]),
+        )
+    console.print(table)
+
+
+def runs_command(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Maximum number of runs listed.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object a line.")] = False,
+) -> None:
+    """List batch runs, newest first, with their status and summary."""
+    rows = list_runs(_store(), limit=limit)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, default=str))
+        return
+
+    # Run ids are what users copy into --resume and --run, so they never wrap.
+    table = Table(Column("run", no_wrap=True, min_width=20))
+    for name in ("workflow", "started", "status", "rows", "errors", "accuracy", "cost"):
+        table.add_column(name)
+    for row in rows:
+        summary = row["summary"] or {}
+        accuracy = summary.get("accuracy")
+        table.add_row(
+            row["run_id"],
+            row["workflow"],
+            str(row["started_at"])[:19],
+            row["status"],
+            str(summary.get("rows", row["row_count"] or "-")),
+            str(summary.get("errors", "-")),
+            "-" if accuracy is None else f"{accuracy:.3f}",
+            format_cost(summary.get("cost_usd"), summary.get("unpriced_rows", 0)) if summary else "-",
         )
     console.print(table)
 

@@ -50,8 +50,17 @@ def get_run(store: Store, run_id: str) -> dict[str, Any]:
     with store.engine.connect() as connection:
         row = connection.execute(select(runs).where(runs.c.run_id == run_id)).first()
     if row is None:
-        raise StoreError(f"no run with id {run_id!r} in {store.safe_url()}")
+        raise StoreError(
+            f"no run with id {run_id!r} in {store.safe_url()}; list runs with `trunkline runs`"
+        )
     return dict(row._mapping)
+
+
+def list_runs(store: Store, *, limit: int) -> list[dict[str, Any]]:
+    """Return the newest runs first."""
+    query = select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+    with store.engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
 
 
 def mark_run(store: Store, run_id: str, *, status: str, summary: dict[str, Any] | None = None) -> None:
