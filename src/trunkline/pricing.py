@@ -9,7 +9,9 @@ gets `Cost.missing()`, never a silent zero.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from functools import lru_cache
 
 from trunkline.config import Price
@@ -65,10 +67,85 @@ def _cost_from_override(usage: Usage, price: Price) -> Cost:
 _GENAI_PROVIDER_IDS = {"openai": "openai", "azure": "azure", "anthropic": "anthropic"}
 
 
+@dataclass(frozen=True)
+class _Rates:
+    """Flat USD prices per million tokens; None where the model has no such price."""
+
+    input: float
+    output: float
+    cache_read: float | None
+    cache_write: float | None
+
+
+_TIERED = object()
+_UNKNOWN = object()
+
+
+@lru_cache(maxsize=4096)
+def _flat_rates(model: str, provider_id: str | None, day: date) -> _Rates | object:
+    """Look up a model's prices once per day, or mark them tiered or unknown.
+
+    `genai_prices.calc_price` costs about 200 us a call, more than the rest
+    of a call's bookkeeping together, so flat prices are read once and
+    multiplied here. Tiered prices, which depend on the prompt's length, are
+    left to genai-prices. The price in force at the start of the UTC day is
+    used for the whole day.
+    """
+    from genai_prices import data_snapshot
+
+    try:
+        _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
+    except LookupError:
+        return _UNKNOWN
+    moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    prices = info.get_prices(moment)
+    values = [getattr(prices, name, None) for name in _TOKEN_PRICES]
+    if any(value is not None and not isinstance(value, Decimal) for value in values):
+        return _TIERED
+    input_rate, output_rate, cache_read_rate, cache_write_rate = values
+    if input_rate is None or output_rate is None:
+        return _TIERED
+    return _Rates(
+        input=float(input_rate),
+        output=float(output_rate),
+        cache_read=None if cache_read_rate is None else float(cache_read_rate),
+        cache_write=None if cache_write_rate is None else float(cache_write_rate),
+    )
+
+
+_TOKEN_PRICES = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+
+
+def _cost_from_flat_rates(usage: Usage, rates: _Rates, source: str) -> Cost | None:
+    """Price `usage` at flat rates, or return None when a needed rate is missing."""
+    if usage.cache_read_tokens and rates.cache_read is None:
+        return None
+    if usage.cache_write_tokens and rates.cache_write is None:
+        return None
+    uncached = usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens
+    input_usd = (
+        uncached * rates.input
+        + usage.cache_read_tokens * (rates.cache_read or 0.0)
+        + usage.cache_write_tokens * (rates.cache_write or 0.0)
+    ) / _PER_MTOK
+    output_usd = usage.output_tokens * rates.output / _PER_MTOK
+    return Cost(
+        input_usd=input_usd, output_usd=output_usd, total_usd=input_usd + output_usd, source=source
+    )
+
+
 def _cost_from_genai_prices(usage: Usage, model: str, provider: str | None, at: datetime) -> Cost:
     import genai_prices
 
     provider_id = _GENAI_PROVIDER_IDS.get(provider or "")
+    rates = _flat_rates(model, provider_id, at.astimezone(UTC).date())
+    if rates is _UNKNOWN:
+        _warn_missing(model, provider)
+        return Cost.missing()
+    if isinstance(rates, _Rates):
+        cost = _cost_from_flat_rates(usage, rates, f"genai-prices {genai_prices.__version__}")
+        if cost is not None:
+            return cost
     priced = genai_prices.Usage(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,

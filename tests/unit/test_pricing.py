@@ -6,6 +6,8 @@ import socket
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trunkline.config import Price
 from trunkline.pricing import price_usage
@@ -51,3 +53,36 @@ def test_pricing_makes_no_network_call(monkeypatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
     cost = price_usage(Usage(input_tokens=10), "gpt-4o", provider="openai", at=NOW, overrides={})
     assert cost.total_usd is not None
+
+
+FLAT_MODELS = [
+    ("gpt-4o-mini", "openai"),
+    ("gpt-4o", "openai"),
+    ("claude-3-5-haiku-latest", "anthropic"),
+    ("claude-sonnet-4-5", "anthropic"),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    model=st.sampled_from(FLAT_MODELS),
+    input_tokens=st.integers(0, 300_000),
+    output_tokens=st.integers(0, 50_000),
+    cached_share=st.floats(0, 1),
+)
+def test_fast_path_matches_genai_prices(model, input_tokens, output_tokens, cached_share) -> None:
+    import genai_prices
+
+    name, provider = model
+    cache_read = int(input_tokens * cached_share)
+    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache_read)
+    cost = price_usage(usage, name, provider=provider, at=NOW, overrides={})
+    expected = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache_read
+        ),
+        name,
+        provider_id=provider,
+        genai_request_timestamp=NOW,
+    )
+    assert cost.total_usd == pytest.approx(float(expected.total_price), rel=1e-9, abs=1e-12)

@@ -204,3 +204,13 @@ def test_upgrade_from_oldest_revision(tmp_path) -> None:
         row = connection.exec_driver_sql("SELECT run_id, workflow_hash FROM runs").one()
     assert upgraded.current_revision() == upgraded.head_revision()
     assert tuple(row) == ("r-old", None)
+
+
+def test_unconvertible_record_does_not_stop_writer(store) -> None:
+    writer = StoreWriter(store, flush_interval_s=0.01)
+    broken = make_record(1).model_copy(update={"usage": None})
+    writer.export_call(broken)
+    writer.export_call(make_record(2))
+    writer.close()
+    assert writer.failed_rows == 1
+    assert len(list_calls(store)) == 1

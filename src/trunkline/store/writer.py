@@ -31,8 +31,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class _Row:
+    """A row to insert; records are converted by the writer thread, off the call path."""
+
     table: Table
-    values: dict[str, Any]
+    source: Any
+    convert: Any = None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return self.convert(self.source) if self.convert else self.source
 
 
 @dataclass(frozen=True)
@@ -101,10 +108,10 @@ class StoreWriter:
         atexit.register(self.close)
 
     def export_call(self, record: CallRecord) -> None:
-        self._put(_Row(calls, call_row(record)))
+        self._put(_Row(calls, record, call_row))
 
     def export_span(self, record: SpanRecord) -> None:
-        self._put(_Row(spans, span_row(record)))
+        self._put(_Row(spans, record, span_row))
 
     def put_run_row(self, values: dict[str, Any]) -> None:
         """Queue a row result of a batch run; a later result for the same row replaces it."""
@@ -180,7 +187,7 @@ class StoreWriter:
             return
         try:
             with self.store.engine.begin() as connection:
-                for table, rows in _group(batch).items():
+                for table, rows in self._group(batch).items():
                     connection.execute(self._statement(table), rows)
         except SQLAlchemyError as error:
             logger.warning(
@@ -192,9 +199,12 @@ class StoreWriter:
         dropped = 0
         last_error: SQLAlchemyError | None = None
         for row in batch:
+            rows = self._group([row]).get(row.table)
+            if not rows:
+                continue
             try:
                 with self.store.engine.begin() as connection:
-                    connection.execute(self._statement(row.table), [row.values])
+                    connection.execute(self._statement(row.table), rows)
             except SQLAlchemyError as error:
                 dropped += 1
                 last_error = error
@@ -210,6 +220,18 @@ class StoreWriter:
                 self.failed_rows,
                 last_error,
             )
+
+    def _group(self, batch: list[_Row]) -> dict[Table, list[dict[str, Any]]]:
+        grouped: dict[Table, list[dict[str, Any]]] = {}
+        for row in batch:
+            try:
+                values = row.values
+            except Exception:  # a record that cannot be converted must not stop the writer
+                self.failed_rows += 1
+                logger.exception("dropping a %s record that cannot be converted", row.table.name)
+                continue
+            grouped.setdefault(row.table, []).append(values)
+        return grouped
 
     def _statement(self, table: Table):  # noqa: ANN205
         dialect = self.store.engine.dialect.name
@@ -229,8 +251,4 @@ class StoreWriter:
         return statement.on_conflict_do_nothing(index_elements=keys)
 
 
-def _group(batch: list[_Row]) -> dict[Table, list[dict[str, Any]]]:
-    grouped: dict[Table, list[dict[str, Any]]] = {}
-    for row in batch:
-        grouped.setdefault(row.table, []).append(row.values)
-    return grouped
+
