@@ -32,8 +32,8 @@ def price_usage(
 ) -> Cost:
     """Return the cost of `usage` on `model` at time `at`.
 
-    An override keyed by the model name wins. Otherwise genai-prices is
-    asked, with the provider when it is one genai-prices knows.
+    An override keyed by the model name wins. Otherwise the price comes
+    from genai-prices, looked up with the provider where genai-prices has it.
     """
     override = overrides.get(model)
     if override is not None:
