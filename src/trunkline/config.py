@@ -200,8 +200,27 @@ def _describe(error: ValidationError, file: Path | None, text: str) -> str:
         key = ".".join(str(part) for part in problem["loc"])
         line = _line_of(text, problem["loc"])
         at = f" (line {line})" if line else ""
-        lines.append(f"  {key}{at}: {problem['msg']}")
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message += f"; valid keys here: {', '.join(_valid_keys(problem['loc']))}"
+        lines.append(f"  {key}{at}: {message}")
     return "\n".join(lines)
+
+
+_TABLE_MODELS: dict[str, type[BaseModel]] = {
+    "deployments": Deployment,
+    "routes": Route,
+    "prices": Price,
+    "store": StoreSettings,
+}
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Return the keys allowed where an unknown key `loc` was found."""
+    model: type[BaseModel] = Settings
+    if len(loc) >= 2 and loc[0] in _TABLE_MODELS:
+        model = _TABLE_MODELS[str(loc[0])]
+    return sorted(model.model_fields)
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:

@@ -82,3 +82,14 @@ def test_config_env_var_must_exist(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("TRUNKLINE_CONFIG", str(tmp_path / "absent.toml"))
     with pytest.raises(ConfigError, match="TRUNKLINE_CONFIG"):
         load_settings()
+
+
+def test_unknown_key_lists_valid_keys(tmp_path) -> None:
+    file = tmp_path / "trunkline.toml"
+    file.write_text('[routes.main]\ndeployments = ["local"]\nretries = 3\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(file)
+    message = str(caught.value)
+    assert "routes.main.retries (line 3)" in message
+    assert "valid keys here:" in message
+    assert "max_attempts" in message

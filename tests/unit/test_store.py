@@ -214,3 +214,10 @@ def test_unconvertible_record_does_not_stop_writer(store) -> None:
     writer.close()
     assert writer.failed_rows == 1
     assert len(list_calls(store)) == 1
+
+
+def test_listed_times_are_utc(store) -> None:
+    writer = StoreWriter(store, flush_interval_s=0.01)
+    writer.export_call(make_record(1))
+    writer.close()
+    assert list_calls(store)[0]["started_at"].tzinfo is UTC

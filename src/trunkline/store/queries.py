@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Text, case, func, select
@@ -38,7 +39,15 @@ def list_calls(store: Store, *, run_id: str | None = None, limit: int = 50) -> l
     if run_id is not None:
         query = query.where(calls.c.run_id == run_id)
     with store.engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(query)]
+        return [_with_utc(dict(row._mapping)) for row in connection.execute(query)]
+
+
+def _with_utc(row: dict[str, Any]) -> dict[str, Any]:
+    """Mark stored times as UTC; SQLite returns them without a time zone."""
+    started = row.get("started_at")
+    if isinstance(started, datetime) and started.tzinfo is None:
+        row["started_at"] = started.replace(tzinfo=UTC)
+    return row
 
 
 def get_call(store: Store, call_id: str) -> CallRecord:
@@ -49,7 +58,11 @@ def get_call(store: Store, call_id: str) -> CallRecord:
     """
     if not call_id:
         raise StoreError("a call id is required; list ids with `trunkline calls`")
-    query = select(calls.c.call_id, calls.c.record).where(calls.c.call_id.startswith(call_id, autoescape=True)).limit(2)
+    query = (
+        select(calls.c.call_id, calls.c.record)
+        .where(calls.c.call_id.startswith(call_id, autoescape=True))
+        .limit(6)
+    )
     with store.engine.connect() as connection:
         rows = connection.execute(query).all()
     if not rows:
@@ -57,7 +70,12 @@ def get_call(store: Store, call_id: str) -> CallRecord:
             f"no call with id {call_id!r} in {store.safe_url()}; list ids with `trunkline calls`"
         )
     if len(rows) > 1:
-        raise StoreError(f"call id prefix {call_id!r} matches several calls; give more characters")
+        shown = ", ".join(row.call_id for row in rows[:5])
+        more = ", ..." if len(rows) > 5 else ""
+        raise StoreError(
+            f"call id prefix {call_id!r} matches several calls ({shown}{more}); "
+            "give more characters"
+        )
     return CallRecord.model_validate_json(rows[0].record)
 
 
