@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from integration.cli import run_trunkline
+
 CONFIG = """
 default_route = "fake"
 
@@ -67,15 +69,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def trunkline(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("TRUNKLINE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "trunkline", *arguments],
-        cwd=project,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_trunkline(project, *arguments)
 
 
 def test_run_json_summary(project: Path) -> None:

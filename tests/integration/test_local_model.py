@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from integration.cli import run_trunkline
 
 from trunkline.config import Settings, builtin_defaults
 from trunkline.providers.local import LocalProvider, find_bundled_gguf
@@ -79,15 +80,7 @@ async def test_local_call_is_free_by_configuration() -> None:
 
 
 def run_cli(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("TRUNKLINE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "trunkline", *arguments],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_trunkline(tmp_path, *arguments, timeout_s=600)
 
 
 def test_example_runs_on_sample(tmp_path: Path) -> None:

@@ -328,32 +328,13 @@ class Router:
         try:
             async with asyncio.timeout(policy.timeout_s):
                 response = await provider.complete(request)
-        except TimeoutError as error:
-            failure = ProviderError(
-                f"attempt at {name} timed out after {policy.timeout_s}s",
-                kind=ErrorKind.TIMEOUT,
-                provider=provider.name,
-                model=request.model,
-            )
-            self._add_failed_attempt(state, attempt, clock, failure)
-            raise failure from error
         except ProviderError as error:
             self._add_failed_attempt(state, attempt, clock, error)
             raise
         except TrunklineError:
             raise
         except Exception as error:
-            # An adapter that cannot read the response (an HTML page, a body
-            # with no choices) is treated as a server fault, so the attempt is
-            # recorded, retried and can fall back like any other.
-            logger.warning("deployment %s returned a response the adapter cannot read: %r", name, error)
-            failure = ProviderError(
-                f"{provider.name} returned a malformed response for model {request.model!r}: "
-                f"{type(error).__name__}: {error}",
-                kind=ErrorKind.SERVER_ERROR,
-                provider=provider.name,
-                model=request.model,
-            )
+            failure = _attempt_failure(error, name, provider.name, request.model, policy.timeout_s)
             self._add_failed_attempt(state, attempt, clock, failure)
             raise failure from error
         latency_ms = (time.perf_counter() - clock) * 1000.0
@@ -451,6 +432,30 @@ class Router:
                 finish_reason="error",
             )
         return CallRecord(**fields)
+
+
+def _attempt_failure(
+    error: Exception, deployment: str, provider: str, model: str, timeout_s: float
+) -> ProviderError:
+    """Turn a timeout, or an adapter's failure to read a response, into a `ProviderError`."""
+    if isinstance(error, TimeoutError):
+        return ProviderError(
+            f"attempt at {deployment} timed out after {timeout_s}s",
+            kind=ErrorKind.TIMEOUT,
+            provider=provider,
+            model=model,
+        )
+    # An adapter that cannot read the response (an HTML page, a body with no
+    # choices) is treated as a server fault, so the attempt is recorded,
+    # retried and can fall back like any other.
+    logger.warning("deployment %s returned a response the adapter cannot read: %r", deployment, error)
+    return ProviderError(
+        f"{provider} returned a malformed response for model {model!r}: "
+        f"{type(error).__name__}: {error}",
+        kind=ErrorKind.SERVER_ERROR,
+        provider=provider,
+        model=model,
+    )
 
 
 def _repair_request(request: ModelRequest, bad_output: str, problem: str) -> ModelRequest:
