@@ -1,6 +1,6 @@
 """A zero-latency OpenAI-shaped HTTP server for benchmarks, on 127.0.0.1 only.
 
-It answers every ``POST .../chat/completions`` with the same small
+It responds to every ``POST .../chat/completions`` with the same small
 ``chat.completion`` body over keep-alive HTTP/1.1, using nothing but asyncio,
 so that the server costs as little as possible next to the client being
 measured. It stops by itself after ``--max-seconds``.

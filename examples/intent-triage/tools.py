@@ -88,11 +88,11 @@ def retrieve(message: str, memory: str, neighbours: int, examples: int) -> dict:
     candidates = sorted(votes, key=lambda label: -votes[label])
     if not candidates:
         candidates = sorted(set(index.labels))
-    shown = [
+    nearest_examples = [
         {"text": index.texts[position], "intent": index.labels[position]}
         for position, _ in hits[:examples]
     ]
-    return {"candidates": candidates, "examples": shown}
+    return {"candidates": candidates, "examples": nearest_examples}
 
 
 def normalise_intent(answer: dict, candidates: list[str]) -> dict:
@@ -100,7 +100,7 @@ def normalise_intent(answer: dict, candidates: list[str]) -> dict:
 
     The schema already restricts the model to the candidates; an answer
     outside them can only come from a route without schema support, and
-    then the strongest candidate stands in.
+    then the strongest candidate is used instead.
     """
     chosen = str(answer.get("intent", "")).strip().lower().replace(" ", "_")
     if chosen not in candidates:

@@ -3,7 +3,7 @@
 The file is found in the working folder or named by ``TRUNKLINE_CONFIG``.
 With no file, the built-in default declares the local model, so every
 command works out of the box. Secrets are referred to by the name of the
-environment variable that holds them and are never stored here.
+environment variable that contains them and are never stored here.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Deployment(BaseModel):
     provider: ProviderName
     model: str
     base_url: str | None = None
-    #: Name of the environment variable that holds the API key, never the key itself.
+    #: Name of the environment variable that contains the API key, never the key itself.
     api_key_env: str | None = None
     #: Azure OpenAI only: the API version the deployment speaks.
     api_version: str | None = None

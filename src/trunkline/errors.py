@@ -9,7 +9,7 @@ The tree, split by whose fault a failure is::
     └── CallError              a model call ended without a usable response
         ├── ProviderError      one provider attempt failed (HTTP status, timeout, connection)
         ├── OutputInvalid      the output did not match the schema after every repair
-        └── AllDeploymentsFailed  every deployment of a route failed; holds the last cause
+        └── AllDeploymentsFailed  every deployment of a route failed; keeps every cause
 
 Every `CallError` carries an `ErrorKind` from one closed list, so that retry
 and fallback decisions never depend on message text.
@@ -21,7 +21,7 @@ from enum import StrEnum
 
 
 class ErrorKind(StrEnum):
-    """Why a model call or attempt failed."""
+    """The reason a model call or attempt failed."""
 
     RATE_LIMITED = "rate_limited"
     OVERLOADED = "overloaded"
@@ -70,7 +70,7 @@ class TrunklineError(Exception):
 
 
 class ConfigError(TrunklineError):
-    """The configuration or an argument is invalid; the message says how to fix it."""
+    """The configuration or an argument is invalid, and the message gives the fix."""
 
 
 class WorkflowError(TrunklineError):

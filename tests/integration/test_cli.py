@@ -101,10 +101,10 @@ def test_calls_show_and_costs(project: Path) -> None:
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert len(rows) == 3
     assert all(row["run_id"] == summary["run_id"] for row in rows)
-    shown = trunkline(project, "show", rows[0]["call_id"][:10])
-    assert shown.returncode == 0, shown.stderr
-    assert "Answer yes or no" in shown.stdout
-    assert "attempts" in shown.stdout
+    show_output = trunkline(project, "show", rows[0]["call_id"][:10])
+    assert show_output.returncode == 0, show_output.stderr
+    assert "Answer yes or no" in show_output.stdout
+    assert "attempts" in show_output.stdout
     costs = trunkline(project, "costs", "--by", "model", "--json")
     by_model = {json.loads(line)["key"]: json.loads(line) for line in costs.stdout.splitlines()}
     assert by_model["scripted-model"]["calls"] == 3

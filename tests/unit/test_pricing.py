@@ -46,11 +46,11 @@ def test_anthropic_cache_write_priced() -> None:
 
 
 def test_pricing_makes_no_network_call(monkeypatch) -> None:
-    def refuse(*arguments, **options):
+    def reject_connection(*arguments, **options):
         raise AssertionError("pricing tried to open a network connection")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", reject_connection)
+    monkeypatch.setattr(socket, "create_connection", reject_connection)
     cost = price_usage(Usage(input_tokens=10), "gpt-4o", provider="openai", at=NOW, overrides={})
     assert cost.total_usd is not None
 

@@ -16,7 +16,7 @@ class Provider(abc.ABC):
     """One way of reaching models: an SDK client, the local model or a fake.
 
     `complete` makes exactly one attempt. It returns a `ModelResponse` or
-    raises `ProviderError` with an `ErrorKind`; retrying and falling back are
+    raises `ProviderError` with an `ErrorKind`. Retrying and falling back are
     the router's work, so adapters turn their SDK's own retries off.
     """
 
@@ -37,7 +37,7 @@ def estimate_tokens(text: str) -> int:
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
-    """Return the wait a response asks for in seconds, or None.
+    """Return the wait a response requests in seconds, or None.
 
     ``retry-after-ms`` (OpenAI, Azure) wins over ``Retry-After``, which may
     be a number of seconds or an HTTP date (RFC 9110, section 10.2.3).

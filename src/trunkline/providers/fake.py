@@ -1,6 +1,6 @@
 """Models that need no provider: a scripted queue for tests and a simulation for load work.
 
-`ScriptedModel` answers from a queue of `FakeReply` and `FakeFailure` items,
+`ScriptedModel` replies from a queue of `FakeReply` and `FakeFailure` items,
 in order, so a test can script "429 with Retry-After, then success".
 `SimulatedModel` draws latencies and failures at random from a seeded
 generator, for load rehearsals.
@@ -105,10 +105,10 @@ class _FakeBase(Provider):
 
 
 class ScriptedModel(_FakeBase):
-    """Answers each request with the next item of its script.
+    """Replies to each request with the next item of its script.
 
     An item may be a callable that receives the request and returns a reply
-    or a failure. When the script runs out, `default` answers; with no
+    or a failure. When the script runs out, `default` is used; with no
     default, the call fails with a `ConfigError` naming the request count.
     """
 
@@ -208,7 +208,7 @@ def fake_from_options(model: str, options: dict[str, Any]) -> Provider:
     """Build a fake from a deployment's ``options`` table.
 
     ``mode = "simulated"`` takes the `SimulatedModel` arguments;
-    ``mode = "scripted"`` takes ``replies``, a list of texts answered in
+    ``mode = "scripted"`` takes ``replies``, a list of texts returned in
     turn and then repeated from the last one.
     """
     mode = options.get("mode", "simulated")

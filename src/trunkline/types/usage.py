@@ -9,7 +9,7 @@ class Usage(BaseModel):
     """Tokens a call consumed, as the provider reported them.
 
     Cached tokens are counted inside `input_tokens`, and reasoning tokens
-    inside `output_tokens`, as OpenAI reports them; adapters for providers
+    inside `output_tokens`, as OpenAI reports them. Adapters for providers
     that report them apart (Anthropic) add them in.
     """
 
