@@ -49,6 +49,18 @@ class Deployment(BaseModel):
     #: Azure OpenAI only: the API version the deployment speaks.
     api_version: str | None = None
     context_window: int | None = Field(default=None, gt=0)
+    #: Output tokens assumed when a request sets no ``max_tokens``, for
+    #: token-per-minute reservations and worst-case budget checks.
+    max_output_tokens: int = Field(default=4096, gt=0)
+    #: Requests and tokens per minute, and calls in flight, that this
+    #: deployment may take; None leaves that limit off.
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    max_concurrent: int | None = Field(default=None, gt=0)
+    #: How a JSON Schema output contract is sent: ``native`` uses the
+    #: provider's structured-output mode, ``json_object`` asks for any JSON
+    #: and validates it, ``instructions`` puts the schema in the prompt.
+    structured_output: Literal["native", "json_object", "instructions"] = "native"
     #: Provider-specific settings, such as ``n_threads`` for the local model.
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -82,6 +94,43 @@ class Route(BaseModel):
     retry_after_max_s: float = Field(default=60.0, ge=0)
     #: How many times an output that fails its schema is sent back for repair.
     max_repairs: int = Field(default=1, ge=0)
+    #: Seconds the whole call may take, every attempt, wait and fallback
+    #: included; None for no deadline beyond the attempts' own timeouts.
+    deadline_s: float | None = Field(default=None, gt=0)
+    #: Seconds a stream may stay open without sending anything.
+    stream_idle_timeout_s: float = Field(default=30.0, gt=0)
+    #: Longest wait for a deployment's rate limit before the call goes to
+    #: the next deployment, or fails with rate_limited at the last one.
+    limit_wait_max_s: float = Field(default=10.0, ge=0)
+    #: Consecutive failures that open a deployment's circuit breaker, and
+    #: seconds it stays open before one probe call is let through.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    #: Deployments of this route that may take a call another one refused
+    #: with content_filter; no others are tried for that reason.
+    content_filter_fallbacks: list[str] = Field(default_factory=list)
+    #: Cheaper deployments this route's task allows, and when to use them.
+    downgrade_to: list[str] = Field(default_factory=list)
+    downgrade_when: list[Literal["budget", "rate_limit", "scores"]] = Field(
+        default_factory=lambda: ["budget", "rate_limit", "scores"]
+    )
+    #: A cheaper deployment whose golden-set score is at most this much
+    #: below the preferred one's is used instead of it.
+    downgrade_tolerance: float = Field(default=0.02, ge=0, le=1)
+    #: The task whose evaluation results decide score-based downgrades;
+    #: by default the route's name.
+    task: str | None = None
+
+
+class Budgets(BaseModel):
+    """Spending limits in US dollars; each call is checked against all that apply."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_usd: float | None = Field(default=None, gt=0)
+    session_usd: float | None = Field(default=None, gt=0)
+    #: Limits per tag, keyed ``name=value``, such as ``"team=search" = 25.0``.
+    tags: dict[str, float] = Field(default_factory=dict)
 
 
 class StoreSettings(BaseModel):
@@ -104,12 +153,16 @@ class Settings(BaseModel):
     #: Price overrides keyed by model name; they win over genai-prices.
     prices: dict[str, Price] = Field(default_factory=dict)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    budgets: Budgets = Field(default_factory=Budgets)
+    #: Redis URL for limits, budgets and breakers shared between processes;
+    #: ``TRUNKLINE_REDIS_URL`` wins over it.
+    redis_url: str | None = None
     default_route: str = "local"
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
         for route_name, route in self.routes.items():
-            for name in route.deployments:
+            for name in (*route.deployments, *route.downgrade_to, *route.content_filter_fallbacks):
                 if name not in self.deployments:
                     known = ", ".join(sorted(self.deployments)) or "none"
                     raise ValueError(
@@ -121,6 +174,10 @@ class Settings(BaseModel):
     def database_url(self) -> str:
         """Return the store URL: ``TRUNKLINE_DATABASE_URL``, then the file, then the default."""
         return os.environ.get("TRUNKLINE_DATABASE_URL") or self.store.url or DEFAULT_DATABASE_URL
+
+    def shared_redis_url(self) -> str | None:
+        """Return the Redis URL for shared state: ``TRUNKLINE_REDIS_URL``, then the file."""
+        return os.environ.get("TRUNKLINE_REDIS_URL") or self.redis_url
 
     def route(self, name: str) -> Route:
         """Return the route `name`; a bare deployment name acts as a one-deployment route."""
@@ -212,6 +269,7 @@ _TABLE_MODELS: dict[str, type[BaseModel]] = {
     "routes": Route,
     "prices": Price,
     "store": StoreSettings,
+    "budgets": Budgets,
 }
 
 

@@ -9,6 +9,7 @@ The tree, split by whose fault a failure is::
     └── CallError              a model call ended without a usable response
         ├── ProviderError      one provider attempt failed (HTTP status, timeout, connection)
         ├── OutputInvalid      the output did not match the schema after every repair
+        ├── BudgetExceeded     the call would cross a spending limit, so it was not sent
         └── AllDeploymentsFailed  every deployment of a route failed; keeps every cause
 
 Every `CallError` carries an `ErrorKind` from one closed list, so that retry
@@ -33,7 +34,11 @@ class ErrorKind(StrEnum):
     NOT_FOUND = "not_found"
     CONTEXT_LENGTH = "context_length"
     CONTENT_FILTER = "content_filter"
+    QUOTA_EXCEEDED = "quota_exceeded"
     INVALID_OUTPUT = "invalid_output"
+    EMPTY_OUTPUT = "empty_output"
+    OUTPUT_TRUNCATED = "output_truncated"
+    INVALID_TOOL_ARGUMENTS = "invalid_tool_arguments"
     BUDGET_EXCEEDED = "budget_exceeded"
     CANCELLED = "cancelled"
 
@@ -44,8 +49,22 @@ class ErrorKind(StrEnum):
 
     @property
     def falls_back(self) -> bool:
-        """Whether another deployment of the route may succeed where this one failed."""
+        """Whether another deployment of the route may succeed where this one failed.
+
+        The router narrows two of these: context_length goes only to a larger
+        context window, content_filter only to deployments the route allows.
+        """
         return self in _FALLS_BACK
+
+    @property
+    def repairable(self) -> bool:
+        """Whether the output is at fault, so sending it back with the problem may fix it."""
+        return self in _REPAIRABLE
+
+    @property
+    def counts_against_deployment(self) -> bool:
+        """Whether this failure says the deployment is unwell, for its circuit breaker."""
+        return self in _UNHEALTHY
 
 
 _RETRYABLE = frozenset(
@@ -57,12 +76,26 @@ _RETRYABLE = frozenset(
         ErrorKind.CONNECTION,
     }
 )
-_FALLS_BACK = _RETRYABLE | {
-    ErrorKind.AUTH,
-    ErrorKind.NOT_FOUND,
-    ErrorKind.CONTEXT_LENGTH,
-    ErrorKind.INVALID_OUTPUT,
-}
+_REPAIRABLE = frozenset(
+    {
+        ErrorKind.INVALID_OUTPUT,
+        ErrorKind.EMPTY_OUTPUT,
+        ErrorKind.OUTPUT_TRUNCATED,
+        ErrorKind.INVALID_TOOL_ARGUMENTS,
+    }
+)
+_FALLS_BACK = (
+    _RETRYABLE
+    | _REPAIRABLE
+    | {
+        ErrorKind.AUTH,
+        ErrorKind.NOT_FOUND,
+        ErrorKind.QUOTA_EXCEEDED,
+        ErrorKind.CONTEXT_LENGTH,
+        ErrorKind.CONTENT_FILTER,
+    }
+)
+_UNHEALTHY = _RETRYABLE | {ErrorKind.AUTH, ErrorKind.NOT_FOUND, ErrorKind.QUOTA_EXCEEDED}
 
 
 class TrunklineError(Exception):
@@ -128,11 +161,35 @@ class ProviderError(CallError):
 
 
 class OutputInvalid(CallError):
-    """The model's output failed schema validation after the allowed repairs."""
+    """The model's output failed validation after the allowed repairs.
 
-    def __init__(self, message: str, *, text: str) -> None:
-        super().__init__(message, kind=ErrorKind.INVALID_OUTPUT)
+    `kind` tells how: invalid_output, empty_output, output_truncated or
+    invalid_tool_arguments.
+    """
+
+    def __init__(self, message: str, *, text: str, kind: ErrorKind = ErrorKind.INVALID_OUTPUT) -> None:
+        super().__init__(message, kind=kind)
         self.text = text
+
+
+class BudgetExceeded(CallError):
+    """A call was not sent because its worst-case cost would cross a budget.
+
+    Attributes:
+        scope: the budget crossed, such as ``run:3f2a`` or ``tag:team=search``.
+        limit_usd: that budget.
+        spent_usd: what was spent or reserved under it before this call.
+        needed_usd: this call's worst-case cost.
+    """
+
+    def __init__(
+        self, message: str, *, scope: str, limit_usd: float, spent_usd: float, needed_usd: float
+    ) -> None:
+        super().__init__(message, kind=ErrorKind.BUDGET_EXCEEDED)
+        self.scope = scope
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.needed_usd = needed_usd
 
 
 class AllDeploymentsFailed(CallError):

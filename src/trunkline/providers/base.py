@@ -6,7 +6,7 @@ import abc
 import email.utils
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from trunkline.errors import ErrorKind
 from trunkline.types.calls import ModelRequest, ModelResponse
@@ -26,6 +26,20 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Send `request` once and return the response."""
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        """Send `request` once as a stream: yield text deltas, then the final response.
+
+        The last item is always a `ModelResponse` whose text is the whole
+        output and whose usage is the provider's count for the stream. A
+        failure before or during the stream raises `ProviderError`; the
+        caller keeps the deltas it already received. Adapters without a
+        streaming mode inherit this version, which yields the whole text at once.
+        """
+        response = await self.complete(request)
+        if response.text:
+            yield response.text
+        yield response
 
     async def aclose(self) -> None:
         """Release connections; the default has nothing to release."""
