@@ -3,6 +3,7 @@
 from trunkline.config import Settings, load_settings
 from trunkline.errors import (
     AllDeploymentsFailed,
+    BudgetExceeded,
     CallError,
     ConfigError,
     ErrorKind,
@@ -13,7 +14,7 @@ from trunkline.errors import (
     WorkflowError,
 )
 from trunkline.recording import recording
-from trunkline.routing import CallResult, Router
+from trunkline.routing import CallResult, CallStream, Router
 from trunkline.tracing import session, start_run
 from trunkline.types import CallRecord, Message, Usage
 
@@ -21,9 +22,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AllDeploymentsFailed",
+    "BudgetExceeded",
     "CallError",
     "CallRecord",
     "CallResult",
+    "CallStream",
     "ConfigError",
     "ErrorKind",
     "Message",

@@ -43,3 +43,12 @@ def fake_settings(*deployments: str, **route_options: object) -> Settings:
             },
         }
     )
+
+
+def router_with(*scripts, **route_options):  # noqa: ANN001, ANN201
+    """A Router over scripted fakes named d0, d1, ... on the route `main`."""
+    from trunkline.routing import Router
+
+    names = [f"d{index}" for index in range(len(scripts))]
+    settings = fake_settings(*names, **route_options)
+    return Router(settings, providers=dict(zip(names, scripts, strict=True)))

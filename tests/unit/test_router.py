@@ -11,18 +11,12 @@ from trunkline.errors import AllDeploymentsFailed, ErrorKind, OutputInvalid, Pro
 from trunkline.providers.fake import FakeFailure, FakeReply, ScriptedModel
 from trunkline.routing import Router
 from trunkline.tracing import session, start_run
-from unit.helpers import fake_settings
+from unit.helpers import fake_settings, router_with
 
 
 class Verdict(BaseModel):
     label: str
     confidence: float
-
-
-def router_with(*scripts: ScriptedModel, **route_options: object) -> Router:
-    names = [f"d{index}" for index in range(len(scripts))]
-    settings = fake_settings(*names, **route_options)
-    return Router(settings, providers=dict(zip(names, scripts, strict=True)))
 
 
 async def test_success_records_usage_and_cost(exported) -> None:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from trunkline.cli import records, run
+from trunkline.cli import records, routes, run
 from trunkline.errors import TrunklineError
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("calls")(records.calls_command)
 app.command("show")(records.show_command)
 app.command("costs")(records.costs_command)
 app.command("migrate")(records.migrate_command)
+app.command("routes")(routes.routes_command)
 
 errors = Console(stderr=True)
 

@@ -43,8 +43,14 @@ class RetryPolicy:
         ceiling = min(self.max_s, self.base_s * (2 ** (attempt_number - 1)))
         return (self.rng or random).uniform(0.0, ceiling)
 
-    def decide(self, error: CallError, attempt_number: int) -> RetryDecision:
-        """Return whether and how long to wait before attempt `attempt_number + 1`."""
+    def decide(
+        self, error: CallError, attempt_number: int, remaining_s: float | None = None
+    ) -> RetryDecision:
+        """Return whether and how long to wait before attempt `attempt_number + 1`.
+
+        `remaining_s` is the time left before the call's deadline; a retry
+        that could not start before it is not made.
+        """
         if not error.kind.retryable:
             return RetryDecision(None, f"{error.kind.value} is not retryable")
         if attempt_number >= self.max_attempts:
@@ -57,5 +63,13 @@ class RetryPolicy:
                     f"Retry-After {retry_after:.1f}s exceeds the cap of "
                     f"{self.retry_after_max_s:.1f}s",
                 )
-            return RetryDecision(retry_after, "retry-after")
-        return RetryDecision(self.backoff_s(attempt_number), "backoff")
+            decision = RetryDecision(retry_after, "retry-after")
+        else:
+            decision = RetryDecision(self.backoff_s(attempt_number), "backoff")
+        if remaining_s is not None and decision.wait_s is not None and decision.wait_s >= remaining_s:
+            return RetryDecision(
+                None,
+                f"the deadline leaves {max(remaining_s, 0.0):.2f}s, less than the "
+                f"{decision.wait_s:.2f}s {decision.reason} wait",
+            )
+        return decision

@@ -8,9 +8,37 @@ from typing import Any
 import jsonschema
 from pydantic import BaseModel, ValidationError
 
+from trunkline.errors import ErrorKind
+from trunkline.types.calls import ModelResponse
+
 
 class OutputMismatch(ValueError):
-    """The output text does not parse or does not match the schema."""
+    """The output is empty, cut short, not JSON, or does not match the schema.
+
+    `kind` says which, so that each is recorded under its own error kind.
+    """
+
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.INVALID_OUTPUT) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def check_tool_arguments(response: ModelResponse) -> None:
+    """Raise `OutputMismatch` when a tool call's arguments are not a JSON object."""
+    for call in response.tool_calls:
+        try:
+            value = json.loads(call.arguments) if call.arguments.strip() else {}
+        except json.JSONDecodeError as error:
+            raise OutputMismatch(
+                f"arguments of tool call {call.name!r} are not valid JSON: {error}",
+                ErrorKind.INVALID_TOOL_ARGUMENTS,
+            ) from error
+        if not isinstance(value, dict):
+            raise OutputMismatch(
+                f"arguments of tool call {call.name!r} must be a JSON object, "
+                f"got {type(value).__name__}",
+                ErrorKind.INVALID_TOOL_ARGUMENTS,
+            )
 
 
 class OutputSpec:
@@ -30,6 +58,24 @@ class OutputSpec:
                 "output schema must be a pydantic BaseModel subclass or a JSON Schema dict, "
                 f"got {type(schema).__name__}"
             )
+
+    def instructions(self) -> str:
+        """Return the prompt text that asks for this schema where no native mode is used."""
+        return (
+            "Reply with only a JSON value, no prose and no code fence, that matches this "
+            f"JSON Schema:\n{json.dumps(self.json_schema, separators=(',', ':'))}"
+        )
+
+    def check(self, response: ModelResponse) -> Any:
+        """Validate a whole response: not cut short, not empty, then the schema."""
+        if response.finish_reason == "length":
+            raise OutputMismatch(
+                "output was cut by the max_tokens limit before it was complete",
+                ErrorKind.OUTPUT_TRUNCATED,
+            )
+        if not response.text.strip():
+            raise OutputMismatch("output is empty; a JSON value was required", ErrorKind.EMPTY_OUTPUT)
+        return self.parse(_strip_fence(response.text))
 
     def parse(self, text: str) -> Any:
         """Return the validated value: a model instance, or the decoded JSON.
@@ -51,6 +97,19 @@ class OutputSpec:
             where = "/".join(str(part) for part in problems[0].path) or "(root)"
             raise OutputMismatch(f"output does not match the schema at {where}: {problems[0].message}")
         return value
+
+
+def _strip_fence(text: str) -> str:
+    """Drop a Markdown code fence around the JSON, which prompted models often add."""
+    stripped = text.strip()
+    if stripped.startswith("```") and stripped.endswith("```") and len(stripped) > 6:
+        body = stripped[3:-3]
+        newline = body.find("\n")
+        # The fence's first line may name a language, such as ```json.
+        if newline != -1 and body[:newline].strip().isalnum():
+            body = body[newline + 1 :]
+        return body.strip()
+    return stripped
 
 
 def _summarise(error: ValidationError) -> str:

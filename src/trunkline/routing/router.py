@@ -2,10 +2,14 @@
 
 The layers of one call, outermost first:
 
-- `Router.complete` opens the span and always exports a record.
-- `_run_route` walks the route's deployments and falls back.
-- `_run_deployment` retries one deployment and repairs invalid output.
-- `_attempt` sends one request under the attempt timeout.
+- `Router.complete` (or `Router.stream`) opens the span and always exports a record.
+- `_run_route` walks the route's deployments: it skips those whose breaker
+  is open or that earlier failures rule out, downgrades to a cheaper
+  deployment where the route allows it, and falls back.
+- `_run_deployment` retries one deployment and repairs unusable output.
+- `_attempt` reserves budget and rate limit, sends one request under the
+  attempt timeout and the call's deadline, and settles both with the real
+  usage.
 """
 
 from __future__ import annotations
@@ -13,17 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
-from trunkline.config import Deployment, Route, Settings, load_settings
+from trunkline.config import Deployment, Settings, load_settings
+from trunkline.ids import random_hex
 from trunkline.errors import (
     AllDeploymentsFailed,
+    BudgetExceeded,
     CallError,
     ErrorKind,
     OutputInvalid,
@@ -33,65 +37,41 @@ from trunkline.errors import (
 from trunkline.pricing import price_usage
 from trunkline.providers.base import Provider
 from trunkline.providers.registry import build_provider
+from trunkline.resilience.breaker import BreakerBoard, BreakerStatus
+from trunkline.resilience.budget import BudgetLedger, Reservation, build_ledger
+from trunkline.resilience.limiter import LimitWaitTooLong, Limits, Permit, RateLimiter, build_limiter
 from trunkline.resilience.retry import RetryPolicy
-from trunkline.routing.output import OutputMismatch, OutputSpec
-from trunkline.tracing import current_context, export_call, span
-from trunkline.types.calls import (
-    Attempt,
-    CallRecord,
-    FallbackHop,
-    ModelRequest,
-    ModelResponse,
-    Validation,
+from trunkline.routing.output import OutputMismatch, OutputSpec, check_tool_arguments
+from trunkline.routing.policies import (
+    FallbackRules,
+    reserved_tokens,
+    score_downgrade,
+    unit_price_usd,
+    worst_case_usd,
 )
+from trunkline.routing.state import CallResult, CallState, build_record, span_attributes
+from trunkline.routing.streaming import CallStream, OpenStream
+from trunkline.tracing import current_context, export_call, open_span
+from trunkline.types.calls import Attempt, Downgrade, FallbackHop, ModelRequest, ModelResponse, Validation
 from trunkline.types.messages import Message
-from trunkline.types.usage import Cost, Usage
+from trunkline.types.scores import TaskScore
 
 logger = logging.getLogger(__name__)
 
 MessagesInput = str | Sequence[Message | Mapping[str, Any]]
+ScoreReader = Callable[[str], Mapping[str, TaskScore]]
+
+#: Seconds a task's golden-set scores are kept before the store is read again.
+SCORES_TTL_S = 60.0
 
 
-@dataclass
-class CallResult:
-    """A finished call: the output and the record that describes it.
+class _Refused(CallError):
+    """A deployment refused the call before anything was sent: budget or rate limit."""
 
-    `output` is the validated object when an output schema was given (a
-    model instance for a Pydantic class, decoded JSON for a JSON Schema) and
-    the text otherwise.
-    """
-
-    output: Any
-    record: CallRecord
-
-    @property
-    def text(self) -> str:
-        return self.record.output_text or ""
-
-
-@dataclass
-class _CallState:
-    """The attempts, usage and cost one call has gathered so far."""
-
-    started_at: datetime
-    attempts: list[Attempt] = field(default_factory=list)
-    fallbacks: list[FallbackHop] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-    cost: Cost = field(default_factory=lambda: Cost(total_usd=0.0, input_usd=0.0, output_usd=0.0))
-    validation: Validation | None = None
-    deployment: str | None = None
-    provider: str | None = None
-
-    def add_cost(self, cost: Cost) -> None:
-        if self.cost.price_missing or cost.price_missing:
-            self.cost = Cost(price_missing=True, source=cost.source)
-            return
-        self.cost = Cost(
-            input_usd=(self.cost.input_usd or 0.0) + (cost.input_usd or 0.0),
-            output_usd=(self.cost.output_usd or 0.0) + (cost.output_usd or 0.0),
-            total_usd=(self.cost.total_usd or 0.0) + (cost.total_usd or 0.0),
-            source=cost.source,
-        )
+    def __init__(self, reason: str, error: CallError) -> None:
+        super().__init__(str(error), kind=error.kind)
+        self.reason = reason
+        self.error = error
 
 
 def _to_messages(prompt: MessagesInput) -> tuple[Message, ...]:
@@ -109,6 +89,11 @@ class Router:
         settings: the configuration; by default `load_settings()`.
         providers: adapters by deployment name that replace the ones the
             configuration would build, such as fakes in tests.
+        limiter: the rate limiter; by default in-process, or in Redis when
+            ``TRUNKLINE_REDIS_URL`` (or ``redis_url``) is set.
+        ledger: the budget ledger, chosen the same way.
+        scores: reads a task's golden-set scores by deployment, for
+            score-based downgrades; by default from the record store.
 
     Example::
 
@@ -122,9 +107,20 @@ class Router:
         settings: Settings | None = None,
         *,
         providers: Mapping[str, Provider] | None = None,
+        limiter: RateLimiter | None = None,
+        ledger: BudgetLedger | None = None,
+        scores: ScoreReader | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self._providers: dict[str, Provider] = dict(providers or {})
+        self._limiter = limiter
+        self._ledger = ledger
+        self._score_reader = scores
+        self._scores: dict[str, tuple[float, Mapping[str, TaskScore]]] = {}
+        self.breakers = BreakerBoard()
+        self._limits: dict[str, Limits | None] = {}
+        self._retry: dict[str, RetryPolicy] = {}
+        self._cheapest: dict[tuple[str, object], list[str]] = {}
 
     def provider(self, deployment: str) -> Provider:
         """Return the adapter of `deployment`, building it on first use."""
@@ -132,9 +128,30 @@ class Router:
             self._providers[deployment] = build_provider(self.settings.deployments[deployment])
         return self._providers[deployment]
 
+    @property
+    def limiter(self) -> RateLimiter:
+        if self._limiter is None:
+            self._limiter = build_limiter(self.settings.shared_redis_url())
+        return self._limiter
+
+    @property
+    def ledger(self) -> BudgetLedger:
+        if self._ledger is None:
+            self._ledger = build_ledger(self.settings.shared_redis_url())
+        return self._ledger
+
+    def health(self) -> list[BreakerStatus]:
+        """Return the circuit breaker of every deployment this router has called."""
+        now = asyncio.get_running_loop().time() if _in_loop() else time.monotonic()
+        return [breaker.status(name, now) for name, breaker in self.breakers.items()]
+
     async def aclose(self) -> None:
         for provider in self._providers.values():
             await provider.aclose()
+        if self._limiter is not None:
+            await self._limiter.aclose()
+        if self._ledger is not None:
+            await self._ledger.aclose()
 
     async def complete(
         self,
@@ -149,23 +166,105 @@ class Router:
         seed: int | None = None,
         prompt_name: str | None = None,
         prompt_version: str | None = None,
+        task: str | None = None,
         tags: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> CallResult:
         """Complete `prompt` on `route` and return the output with its call record.
 
-        The record is exported whether the call succeeds or fails.
+        The record is exported whether the call succeeds or fails. `task`
+        names the golden set whose scores decide score-based downgrades; by
+        default the route's ``task``, else the route's name.
 
         Raises:
             CallError: the call failed; ``error.record`` is its record.
+            BudgetExceeded: the call would cross a budget and was not sent.
             ConfigError: the route or one of its deployments is not configured.
         """
+        state, base = self._start(
+            prompt, route, output, temperature, max_tokens, top_p, stop, seed,
+            prompt_name, prompt_version, task, tags, extra,
+        )
+        live = open_span(f"chat {state.route_name}", "call", route=state.route_name)
+        base.update(span_id=live.span_id, parent_span_id=live.parent_span_id)
+        try:
+            response, parsed = await self._run_route(state)
+        except (CallError, asyncio.CancelledError) as error:
+            record = build_record(base, state, None, None, error)
+            live.fail(error)
+            live.attributes.update(span_attributes(record))
+            live.end()
+            export_call(record)
+            if isinstance(error, CallError):
+                error.record = record  # type: ignore[attr-defined]
+            raise
+        record = build_record(base, state, response, parsed, None)
+        live.attributes.update(span_attributes(record))
+        live.end()
+        export_call(record)
+        return CallResult(output=parsed if state.spec is not None else response.text, record=record)
+
+    def complete_sync(self, prompt: MessagesInput, **options: Any) -> CallResult:
+        """Run `complete` to the end from synchronous code; not from inside an event loop."""
+        return asyncio.run(self.complete(prompt, **options))
+
+    def stream(
+        self,
+        prompt: MessagesInput,
+        *,
+        route: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        top_p: float | None = None,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        prompt_name: str | None = None,
+        prompt_version: str | None = None,
+        task: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> CallStream:
+        """Stream the completion of `prompt`: iterate the returned object for text deltas.
+
+        Retries and fallbacks happen only before the first delta; once text
+        has reached the caller, a failure ends the call, and its record
+        keeps the partial text. After the loop, ``stream.result`` holds the
+        `CallResult`. Example::
+
+            stream = router.stream("Tell a story", route="fast")
+            async for delta in stream:
+                print(delta, end="")
+            print(stream.result.record.time_to_first_token_ms)
+        """
+        state, base = self._start(
+            prompt, route, None, temperature, max_tokens, top_p, stop, seed,
+            prompt_name, prompt_version, task, tags, extra,
+        )
+        return CallStream(self, state, base)
+
+    def _start(
+        self,
+        prompt: MessagesInput,
+        route: str | None,
+        output: type[BaseModel] | dict[str, Any] | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        top_p: float | None,
+        stop: Sequence[str],
+        seed: int | None,
+        prompt_name: str | None,
+        prompt_version: str | None,
+        task: str | None,
+        tags: Mapping[str, str] | None,
+        extra: Mapping[str, Any] | None,
+    ) -> tuple[CallState, dict[str, Any]]:
         route_name = route or self.settings.default_route
         policy = self.settings.route(route_name)
         spec = OutputSpec(output) if output is not None else None
         messages = _to_messages(prompt)
         template = ModelRequest(
-            model="",
+            # The first deployment's model, so the common one-hop call needs no copy.
+            model=self.settings.deployments[policy.deployments[0]].model,
             messages=messages,
             temperature=temperature,
             max_tokens=max_tokens,
@@ -175,263 +274,482 @@ class Router:
             output_schema=spec.json_schema if spec else None,
             extra=dict(extra or {}),
         )
-        state = _CallState(started_at=datetime.now(UTC))
-        clock = time.perf_counter()
-        with span(f"chat {route_name}", "call", route=route_name) as live:
-            context = current_context()
-            base = {
-                "call_id": uuid.uuid4().hex,
-                "trace_id": context.trace_id,
-                "span_id": live.span_id,
-                "parent_span_id": live.parent_span_id,
-                "run_id": context.run_id,
-                "session_id": context.session_id,
-                "tags": {**context.tags, **(tags or {})},
-                "route": route_name,
-                "model_requested": route_name,
-                "prompt_name": prompt_name,
-                "prompt_version": prompt_version,
-                "messages": list(messages),
-                "parameters": template.parameters(),
-            }
-            try:
-                response, parsed = await self._run_route(route_name, policy, template, spec, state)
-            except (CallError, asyncio.CancelledError) as error:
-                record = self._record(base, state, clock, None, None, error)
-                live.fail(error)
-                live.attributes.update(_span_attributes(record))
-                export_call(record)
-                if isinstance(error, CallError):
-                    error.record = record  # type: ignore[attr-defined]
-                raise
-            record = self._record(base, state, clock, response, parsed, None)
-            live.attributes.update(_span_attributes(record))
-        export_call(record)
-        output_value = parsed if spec is not None else response.text
-        return CallResult(output=output_value, record=record)
+        context = current_context()
+        all_tags = {**context.tags, **(tags or {})} if tags else context.tags
+        deadline = None
+        if policy.deadline_s is not None:
+            deadline = asyncio.get_running_loop().time() + policy.deadline_s
+        state = CallState(
+            route_name=route_name,
+            policy=policy,
+            template=template,
+            spec=spec,
+            deadline=deadline,
+            budgets=self._budgets(context.run_id, context.session_id, all_tags, context),
+            task=task or policy.task or route_name,
+        )
+        base = {
+            "call_id": random_hex(),
+            "trace_id": context.trace_id,
+            "run_id": context.run_id,
+            "session_id": context.session_id,
+            "tags": dict(all_tags),
+            "route": route_name,
+            "model_requested": route_name,
+            "prompt_name": prompt_name,
+            "prompt_version": prompt_version,
+            "messages": list(messages),
+            "parameters": template.parameters(),
+        }
+        return state, base
 
-    def complete_sync(self, prompt: MessagesInput, **options: Any) -> CallResult:
-        """Run `complete` to the end from synchronous code; not from inside an event loop."""
-        return asyncio.run(self.complete(prompt, **options))
+    def _budgets(self, run_id, session_id, tags, context) -> dict[str, float]:  # noqa: ANN001
+        """Return every budget the call falls under, by scope name."""
+        configured = self.settings.budgets
+        budgets: dict[str, float] = {}
+        run_limit = context.run_budget_usd or configured.run_usd
+        if run_id and run_limit:
+            budgets[f"run:{run_id}"] = run_limit
+        session_limit = context.session_budget_usd or configured.session_usd
+        if session_id and session_limit:
+            budgets[f"session:{session_id}"] = session_limit
+        if configured.tags:
+            for key, value in tags.items():
+                limit = configured.tags.get(f"{key}={value}")
+                if limit is not None:
+                    budgets[f"tag:{key}={value}"] = limit
+        return budgets
 
-    async def _run_route(
-        self,
-        route_name: str,
-        policy: Route,
-        template: ModelRequest,
-        spec: OutputSpec | None,
-        state: _CallState,
-    ) -> tuple[ModelResponse, Any]:
+    async def _run_route(self, state: CallState) -> tuple[Any, Any]:
+        """Walk the deployments in order; return the first usable response and its parsed output."""
+        policy = state.policy
+        plan = list(policy.deployments)
+        candidates = self._cheapest_first(state)
+        if candidates and "scores" in policy.downgrade_when:
+            scores = await self._task_scores(state.task)
+            choice = score_downgrade(policy, dict(scores), candidates, state.task) if scores else None
+            if choice is not None:
+                plan.insert(0, choice[0])
+                state.downgrades.append(
+                    Downgrade(
+                        from_deployment=policy.deployments[0],
+                        to_deployment=choice[0],
+                        reason="scores",
+                        detail=choice[1],
+                    )
+                )
+        rules = FallbackRules()
         failures: list[CallError] = []
-        for index, name in enumerate(policy.deployments):
+        tried: set[str] = set()
+        loop = asyncio.get_running_loop()
+        index = 0
+        while index < len(plan):
+            name = plan[index]
+            index += 1
+            if name in tried:
+                continue
+            tried.add(name)
+            if state.deadline is not None and loop.time() >= state.deadline:
+                failures.append(_deadline_passed(state))
+                break
             deployment = self.settings.deployments[name]
-            state.deployment, state.provider = name, deployment.provider
+            skip = rules.refuse(name, deployment, policy)
+            breaker = self.breakers.get(name, policy.breaker_failures, policy.breaker_cooldown_s)
+            if skip is None and not breaker.allow(loop.time()):
+                skip = (
+                    "circuit_open",
+                    f"circuit open after {breaker.consecutive_failures} consecutive failures "
+                    f"(last: {breaker.last_error}); next probe in "
+                    f"{breaker.retry_in_s(loop.time()):.1f}s",
+                )
+            if skip is not None:
+                state.fallbacks.append(FallbackHop(deployment=name, reason=skip[0], detail=skip[1]))
+                continue
+            state.deployment, state.provider, state.model = name, deployment.provider, deployment.model
+            untried = [candidate for candidate in candidates if candidate not in tried]
+            may_downgrade = name in policy.deployments and bool(untried)
+            probe_only = may_downgrade and "rate_limit" in policy.downgrade_when
             try:
-                return await self._run_deployment(name, deployment, policy, template, spec, state)
+                return await self._run_deployment(name, deployment, state, probe_only)
+            except _Refused as refusal:
+                reason = "budget_exceeded" if refusal.reason == "budget" else "rate_limited"
+                state.fallbacks.append(
+                    FallbackHop(deployment=name, reason=reason, detail=str(refusal.error))
+                )
+                if may_downgrade and refusal.reason in policy.downgrade_when:
+                    target = untried[0]
+                    state.downgrades.append(
+                        Downgrade(
+                            from_deployment=name,
+                            to_deployment=target,
+                            reason=refusal.reason,  # type: ignore[arg-type]
+                            detail=str(refusal.error),
+                        )
+                    )
+                    plan.insert(index, target)
+                    logger.info("route %s: downgrading %s to %s (%s)", state.route_name, name, target, refusal.reason)
+                    continue
+                failures.append(refusal.error)
+                if refusal.reason == "budget":
+                    break
             except CallError as error:
                 failures.append(error)
-                is_last = index == len(policy.deployments) - 1
-                if is_last or not error.kind.falls_back:
+                if not error.kind.falls_back:
                     break
-                state.fallbacks.append(FallbackHop(deployment=name, reason=error.kind))
+                rules.learn(error, deployment)
+                state.fallbacks.append(FallbackHop(deployment=name, reason=error.kind, detail=str(error)))
                 logger.warning(
-                    "route %s: leaving deployment %s after %s; falling back to %s",
-                    route_name,
-                    name,
-                    error.kind.value,
-                    policy.deployments[index + 1],
+                    "route %s: leaving deployment %s after %s", state.route_name, name, error.kind.value
                 )
-        last = failures[-1]
-        if len(failures) == 1:
-            raise last
-        raise AllDeploymentsFailed(
-            f"every deployment of route {route_name!r} failed; last error: {last}",
-            kind=last.kind,
-            causes=failures,
-        )
+        raise _route_failure(state, failures)
 
     async def _run_deployment(
-        self,
-        name: str,
-        deployment: Deployment,
-        policy: Route,
-        template: ModelRequest,
-        spec: OutputSpec | None,
-        state: _CallState,
-    ) -> tuple[ModelResponse, Any]:
+        self, name: str, deployment: Deployment, state: CallState, probe_only: bool
+    ) -> tuple[Any, Any]:
         provider = self.provider(name)
-        retry = RetryPolicy(
-            max_attempts=policy.max_attempts,
-            base_s=policy.backoff_base_s,
-            max_s=policy.backoff_max_s,
-            retry_after_max_s=policy.retry_after_max_s,
-        )
-        request = template.model_copy(update={"model": deployment.model})
-        tries = 0
+        retry = self._retry_policy(state)
+        request = _request_for(deployment, state)
+        breaker = self.breakers.get(name, state.policy.breaker_failures, state.policy.breaker_cooldown_s)
+        loop = asyncio.get_running_loop()
+        failures = 0
         repairs = 0
         while True:
-            tries += 1
+            first = failures == 0 and repairs == 0
             try:
-                response = await self._attempt(name, provider, request, policy, state)
-            except ProviderError as error:
-                decision = retry.decide(error, tries)
-                if decision.wait_s is None:
+                result = await self._attempt(name, deployment, provider, request, state, probe_only and first)
+            except _Refused as refusal:
+                breaker.release_probe()
+                if first:
                     raise
-                state.attempts[-1] = state.attempts[-1].model_copy(
+                raise refusal.error from None
+            except ProviderError as error:
+                if error.kind.counts_against_deployment:
+                    breaker.record_failure(loop.time(), f"{error.kind.value}")
+                else:
+                    breaker.record_success()
+                failures += 1
+                remaining = None if state.deadline is None else state.deadline - loop.time()
+                decision = retry.decide(error, failures, remaining)
+                last = state.attempts[-1]
+                state.attempts[-1] = last.model_copy(
                     update={"wait_s": decision.wait_s, "wait_reason": decision.reason}
                 )
+                if decision.wait_s is None:
+                    raise
                 logger.warning(
-                    "deployment %s: attempt %d of %d failed with %s; retrying in %.2fs (%s)",
-                    name,
-                    tries,
-                    retry.max_attempts,
-                    error.kind.value,
-                    decision.wait_s,
-                    decision.reason,
+                    "deployment %s: attempt %d failed with %s; retrying in %.2fs (%s)",
+                    name, failures, error.kind.value, decision.wait_s, decision.reason,
                 )
                 await asyncio.sleep(decision.wait_s)
                 continue
-            self._add_usage(deployment, response, state)
-            if spec is None:
-                return response, None
+            except asyncio.CancelledError:
+                breaker.release_probe()
+                raise
+            breaker.record_success()
+            if isinstance(result, OpenStream):
+                return result, None
             try:
-                parsed = self._validate(spec, response, repairs, state)
+                check_tool_arguments(result)
+                parsed = self._validate(state.spec, result, repairs, state) if state.spec else None
             except OutputMismatch as mismatch:
-                if repairs >= policy.max_repairs:
+                if repairs >= state.policy.max_repairs:
                     raise OutputInvalid(
-                        f"output of {deployment.model!r} failed validation after "
-                        f"{repairs} repair(s): {mismatch}",
-                        text=response.text,
+                        f"output of {deployment.model!r} was unusable after {repairs} "
+                        f"repair(s): {mismatch}",
+                        text=result.text,
+                        kind=mismatch.kind,
                     ) from mismatch
                 repairs += 1
-                request = _repair_request(request, response.text, str(mismatch))
+                request = _repair_request(request, result, mismatch, state.spec is not None)
                 continue
-            return response, parsed
+            return result, parsed
 
     async def _attempt(
         self,
         name: str,
+        deployment: Deployment,
         provider: Provider,
         request: ModelRequest,
-        policy: Route,
-        state: _CallState,
-    ) -> ModelResponse:
-        started_at = datetime.now(UTC)
-        clock = time.perf_counter()
+        state: CallState,
+        probe_only: bool,
+    ) -> ModelResponse | OpenStream:
+        """Send one request; on success the usage and cost are added to `state`."""
+        loop = asyncio.get_running_loop()
+        policy = state.policy
+        reservation = await self._reserve_budget(deployment, request, state) if state.budgets else None
+        permit: Permit | None = None
+        queued_ms = 0.0
+        limits = self._limits_of(name, deployment)
+        if limits is not None:
+            waited_from = loop.time()
+            max_wait = 0.0 if probe_only else policy.limit_wait_max_s
+            if state.deadline is not None:
+                max_wait = max(min(max_wait, state.deadline - waited_from), 0.0)
+            try:
+                permit = await self.limiter.acquire(
+                    name, limits, reserved_tokens(request, deployment), max_wait_s=max_wait
+                )
+            except LimitWaitTooLong as refusal:
+                if reservation is not None:
+                    await self.ledger.settle(reservation, 0.0)
+                raise _Refused(
+                    "rate_limit",
+                    CallError(f"deployment {name}: {refusal}", kind=ErrorKind.RATE_LIMITED),
+                ) from refusal
+            queued_ms = (loop.time() - waited_from) * 1000.0
+        timeout = policy.timeout_s
+        if state.deadline is not None:
+            timeout = min(timeout, state.deadline - loop.time())
         attempt = {
             "attempt_number": len(state.attempts) + 1,
             "deployment": name,
             "provider": provider.name,
             "model": request.model,
-            "started_at": started_at,
+            "started_at": datetime.now(UTC),
+            "queued_ms": queued_ms,
         }
+        clock = time.perf_counter()
         try:
-            async with asyncio.timeout(policy.timeout_s):
+            if timeout <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(timeout):
+                if state.spec is None and state.streaming:
+                    stream = provider.stream(request)
+                    first = await anext(stream)
+                    state.time_to_first_token_ms = (time.perf_counter() - state.clock) * 1000.0
+                    return OpenStream(
+                        stream, first, attempt, clock, permit, reservation, name, deployment
+                    )
                 response = await provider.complete(request)
-        except ProviderError as error:
-            self._add_failed_attempt(state, attempt, clock, error)
-            raise
-        except TrunklineError:
-            raise
-        except Exception as error:
-            failure = _attempt_failure(error, name, provider.name, request.model, policy.timeout_s)
-            self._add_failed_attempt(state, attempt, clock, failure)
+        except BaseException as error:
+            await self._settle(permit, reservation, None, None)
+            if isinstance(error, ProviderError):
+                failure = error
+            elif isinstance(error, Exception) and not isinstance(error, TrunklineError):
+                failure = _attempt_failure(error, name, provider.name, request.model, timeout)
+            else:
+                raise
+            self.add_failed_attempt(state, attempt, clock, failure)
+            if failure is error:
+                raise
             raise failure from error
         latency_ms = (time.perf_counter() - clock) * 1000.0
-        state.attempts.append(Attempt(**attempt, outcome="ok", latency_ms=latency_ms))
-        logger.info(
-            "call to %s/%s ok in %.0f ms", provider.name, request.model, latency_ms
-        )
+        cost = self.charge(deployment, response, state)
+        await self._settle(permit, reservation, response, cost.total_usd)
+        state.attempts.append(Attempt.model_construct(**attempt, outcome="ok", latency_ms=latency_ms))
         return response
 
+    async def _reserve_budget(
+        self, deployment: Deployment, request: ModelRequest, state: CallState
+    ) -> Reservation:
+        worst = worst_case_usd(self.settings, deployment, request, state.started_at)
+        if worst is None:
+            scope, limit = next(iter(state.budgets.items()))
+            raise _Refused(
+                "budget",
+                BudgetExceeded(
+                    f"no price is known for model {deployment.model!r}, so its calls cannot be "
+                    f"checked against the budget {scope} of ${limit:.4f}; add "
+                    f"[prices.{deployment.model}] to trunkline.toml",
+                    scope=scope,
+                    limit_usd=limit,
+                    spent_usd=0.0,
+                    needed_usd=float("inf"),
+                ),
+            )
+        try:
+            return await self.ledger.reserve(state.budgets, worst)
+        except BudgetExceeded as error:
+            raise _Refused("budget", error) from None
+
+    async def _settle(
+        self,
+        permit: Permit | None,
+        reservation: Reservation | None,
+        response: ModelResponse | None,
+        cost_usd: float | None,
+    ) -> None:
+        if permit is not None:
+            tokens = None
+            if response is not None:
+                tokens = response.usage.input_tokens + response.usage.output_tokens
+            await self.limiter.settle(permit, tokens)
+        if reservation is not None:
+            await self.ledger.settle(reservation, cost_usd or 0.0)
+
+    def charge(self, deployment: Deployment, response: ModelResponse, state: CallState):  # noqa: ANN201
+        """Add a response's usage and its cost to the call."""
+        state.add_usage(response.usage)
+        overrides = self.settings.prices
+        model = deployment.model if deployment.model in overrides else response.model
+        cost = price_usage(
+            response.usage, model, provider=deployment.provider, at=state.started_at, overrides=overrides
+        )
+        state.add_cost(cost)
+        return cost
+
     @staticmethod
-    def _add_failed_attempt(
-        state: _CallState, attempt: dict[str, Any], clock: float, error: ProviderError
+    def add_failed_attempt(
+        state: CallState, attempt: dict[str, Any], clock: float, error: CallError
     ) -> None:
         state.attempts.append(
-            Attempt(
+            Attempt.model_construct(
                 **attempt,
                 outcome="error",
                 error_kind=error.kind,
                 error_message=str(error),
-                status_code=error.status_code,
+                status_code=getattr(error, "status_code", None),
                 latency_ms=(time.perf_counter() - clock) * 1000.0,
             )
         )
 
-    def _add_usage(self, deployment: Deployment, response: ModelResponse, state: _CallState) -> None:
-        state.usage = state.usage + response.usage
-        overrides = self.settings.prices
-        model = deployment.model if deployment.model in overrides else response.model
-        state.add_cost(
-            price_usage(
-                response.usage,
-                model,
-                provider=deployment.provider,
-                at=state.started_at,
-                overrides=overrides,
-            )
-        )
-
     @staticmethod
-    def _validate(spec: OutputSpec, response: ModelResponse, repairs: int, state: _CallState) -> Any:
-        state.validation = Validation(output_schema=spec.json_schema, repairs=repairs)
+    def _validate(spec: OutputSpec, response: ModelResponse, repairs: int, state: CallState) -> Any:
         try:
-            if response.finish_reason == "length":
-                raise OutputMismatch("output was cut by the max_tokens limit before it was complete")
-            parsed = spec.parse(response.text)
+            parsed = spec.check(response)
         except OutputMismatch as mismatch:
-            state.validation = state.validation.model_copy(update={"error": str(mismatch)})
+            state.validation = Validation(
+                output_schema=spec.json_schema, repairs=repairs, error=f"{mismatch.kind.value}: {mismatch}"
+            )
             raise
-        state.validation = state.validation.model_copy(update={"valid": True})
+        state.validation = Validation(output_schema=spec.json_schema, repairs=repairs, valid=True)
         return parsed
 
-    def _record(
-        self,
-        base: dict[str, Any],
-        state: _CallState,
-        clock: float,
-        response: ModelResponse | None,
-        parsed: Any,
-        error: BaseException | None,
-    ) -> CallRecord:
-        deployment = self.settings.deployments.get(state.deployment or "")
-        fields: dict[str, Any] = {
-            **base,
-            "provider": state.provider,
-            "deployment": state.deployment,
-            "model_requested": deployment.model if deployment else base["model_requested"],
-            "usage": state.usage,
-            "cost": state.cost,
-            "started_at": state.started_at,
-            "ended_at": datetime.now(UTC),
-            "latency_ms": (time.perf_counter() - clock) * 1000.0,
-            "attempts": state.attempts,
-            "fallbacks": state.fallbacks,
-            "validation": state.validation,
-        }
-        if response is not None:
-            fields.update(
-                model_served=response.model,
-                model_version=response.model_version,
-                response_id=response.response_id,
-                output_text=response.text,
-                output_parsed=_jsonable(parsed),
-                finish_reason=response.finish_reason,
-                tool_calls=list(response.tool_calls),
-                outcome="ok",
+    def _limits_of(self, name: str, deployment: Deployment) -> Limits | None:
+        if name not in self._limits:
+            limits = Limits(rpm=deployment.rpm, tpm=deployment.tpm, max_concurrent=deployment.max_concurrent)
+            self._limits[name] = limits if limits.active else None
+        return self._limits[name]
+
+    def _retry_policy(self, state: CallState) -> RetryPolicy:
+        policy = self._retry.get(state.route_name)
+        if policy is None:
+            route = state.policy
+            policy = RetryPolicy(
+                max_attempts=route.max_attempts,
+                base_s=route.backoff_base_s,
+                max_s=route.backoff_max_s,
+                retry_after_max_s=route.retry_after_max_s,
             )
-        else:
-            kind = error.kind if isinstance(error, CallError) else ErrorKind.CANCELLED
-            text = error.text if isinstance(error, OutputInvalid) else None
-            fields.update(
-                outcome="error",
-                error_kind=kind,
-                error_message=str(error) or type(error).__name__,
-                output_text=text,
-                finish_reason="error",
+            self._retry[state.route_name] = policy
+        return policy
+
+    def _cheapest_first(self, state: CallState) -> list[str]:
+        """Return the route's downgrade deployments by price, cheapest first; cached per day."""
+        if not state.policy.downgrade_to:
+            return []
+        key = (state.route_name, state.started_at.date())
+        order = self._cheapest.get(key)
+        if order is None:
+            deployments = self.settings.deployments
+            order = sorted(
+                state.policy.downgrade_to,
+                key=lambda name: unit_price_usd(self.settings, deployments[name], state.started_at),
             )
-        return CallRecord(**fields)
+            self._cheapest[key] = order
+        return order
+
+    async def _task_scores(self, task: str) -> Mapping[str, TaskScore]:
+        now = time.monotonic()
+        cached = self._scores.get(task)
+        if cached is not None and now - cached[0] < SCORES_TTL_S:
+            return cached[1]
+        reader = self._score_reader or _store_scores(self.settings)
+        try:
+            scores = await asyncio.to_thread(reader, task)
+        except TrunklineError as error:
+            logger.warning("cannot read golden-set scores of task %r: %s", task, error)
+            scores = {}
+        self._scores[task] = (now, scores)
+        return scores
+
+
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _store_scores(settings: Settings) -> ScoreReader:
+    """Read scores from the record store; a store that does not exist yet has none."""
+
+    def read(task: str) -> Mapping[str, TaskScore]:
+        # Imported here: the store is optional for routing, and only this reads it.
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from trunkline.errors import StoreError
+        from trunkline.store.database import open_store
+        from trunkline.store.experiments import golden_scores
+
+        try:
+            store = open_store(settings.database_url(), migrate=False, must_exist=True)
+        except StoreError:
+            return {}
+        try:
+            return golden_scores(store, task)
+        except SQLAlchemyError as error:
+            raise StoreError(f"cannot read experiments from {store.safe_url()}: {error}") from error
+        finally:
+            store.dispose()
+
+    return read
+
+
+def _request_for(deployment: Deployment, state: CallState) -> ModelRequest:
+    """Build the deployment's request, moving the schema into the prompt where it has no native mode."""
+    template = state.template
+    if state.spec is None or deployment.structured_output == "native":
+        if template.model == deployment.model:
+            return template
+        return template.model_copy(update={"model": deployment.model})
+    messages = (*template.messages, Message.system(state.spec.instructions()))
+    extra = dict(template.extra)
+    if deployment.structured_output == "json_object":
+        extra["response_format"] = {"type": "json_object"}
+    return template.model_copy(
+        update={"model": deployment.model, "messages": messages, "output_schema": None, "extra": extra}
+    )
+
+
+def _repair_request(
+    request: ModelRequest, response: ModelResponse, mismatch: OutputMismatch, has_schema: bool
+) -> ModelRequest:
+    """Append the unusable output and what was wrong with it, so the model can correct itself."""
+    wanted = "only output that matches the required JSON schema" if has_schema else "a usable reply"
+    messages = (
+        *request.messages,
+        Message.assistant(response.text),
+        Message.user(f"That reply was not usable: {mismatch}. Reply again with {wanted}."),
+    )
+    return request.model_copy(update={"messages": messages})
+
+
+def _deadline_passed(state: CallState) -> CallError:
+    return CallError(
+        f"the deadline of {state.policy.deadline_s}s for route {state.route_name!r} passed "
+        "before the call could finish",
+        kind=ErrorKind.TIMEOUT,
+    )
+
+
+def _route_failure(state: CallState, failures: list[CallError]) -> CallError:
+    if not failures:
+        skipped = "; ".join(f"{hop.deployment}: {hop.detail}" for hop in state.fallbacks)
+        return AllDeploymentsFailed(
+            f"no deployment of route {state.route_name!r} could take the call: {skipped}",
+            kind=ErrorKind.OVERLOADED,
+            causes=[],
+        )
+    last = failures[-1]
+    if len(failures) == 1:
+        return last
+    return AllDeploymentsFailed(
+        f"every deployment of route {state.route_name!r} failed; last error: {last}",
+        kind=last.kind,
+        causes=failures,
+    )
 
 
 def _attempt_failure(
@@ -440,7 +758,7 @@ def _attempt_failure(
     """Turn a timeout, or an adapter's failure to read a response, into a `ProviderError`."""
     if isinstance(error, TimeoutError):
         return ProviderError(
-            f"attempt at {deployment} timed out after {timeout_s}s",
+            f"attempt at {deployment} timed out after {max(timeout_s, 0.0):.3g}s",
             kind=ErrorKind.TIMEOUT,
             provider=provider,
             model=model,
@@ -456,35 +774,3 @@ def _attempt_failure(
         provider=provider,
         model=model,
     )
-
-
-def _repair_request(request: ModelRequest, bad_output: str, problem: str) -> ModelRequest:
-    """Append the invalid output and the validation error so the model can correct itself."""
-    messages = (
-        *request.messages,
-        Message.assistant(bad_output),
-        Message.user(
-            f"That output is invalid: {problem}. Reply again with only output that matches "
-            "the required JSON schema."
-        ),
-    )
-    return request.model_copy(update={"messages": messages})
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return value
-
-
-def _span_attributes(record: CallRecord) -> dict[str, Any]:
-    return {
-        "call_id": record.call_id,
-        "provider": record.provider,
-        "model": record.model_served or record.model_requested,
-        "input_tokens": record.usage.input_tokens,
-        "output_tokens": record.usage.output_tokens,
-        "cost_usd": record.cost.total_usd,
-        "attempts": len(record.attempts),
-        "outcome": record.outcome,
-    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Text, case, func, select
@@ -110,3 +110,35 @@ def cost_summary(store: Store, by: CostGrouping) -> list[dict[str, Any]]:
     )
     with store.engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def recent_attempts(store: Store, *, since: datetime, limit: int = 5000) -> list[dict[str, Any]]:
+    """Return the attempts of calls started since `since`, oldest first.
+
+    Each item has ``deployment``, ``outcome``, ``error_kind`` and ``ended_at``
+    (a UTC datetime), which is what replaying a circuit breaker needs.
+    """
+    query = (
+        select(calls.c.record)
+        .where(calls.c.started_at >= since)
+        .order_by(calls.c.started_at.desc())
+        .limit(limit)
+    )
+    with store.engine.connect() as connection:
+        records = [CallRecord.model_validate_json(row.record) for row in connection.execute(query)]
+    attempts = []
+    for record in records:
+        for attempt in record.attempts:
+            started = attempt.started_at
+            if started.tzinfo is None:
+                started = started.replace(tzinfo=UTC)
+            attempts.append(
+                {
+                    "deployment": attempt.deployment,
+                    "outcome": attempt.outcome,
+                    "error_kind": attempt.error_kind,
+                    "ended_at": started + timedelta(milliseconds=attempt.latency_ms),
+                }
+            )
+    attempts.sort(key=lambda item: item["ended_at"])
+    return attempts

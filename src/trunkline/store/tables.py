@@ -117,3 +117,53 @@ run_rows = Table(
     Column("fallbacks", Integer, nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
 )
+
+# One evaluation of one deployment (and prompt version) on one dataset. The
+# router reads the latest golden-set results of a task to decide whether a
+# cheaper deployment scores close enough to take that task's calls.
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("experiment_id", String(64), primary_key=True),
+    Column("name", String(200)),
+    Column("task", String(200), nullable=False),
+    Column("route", String(200)),
+    Column("deployment", String(200), nullable=False),
+    Column("model", String(200)),
+    Column("prompt_name", String(200)),
+    Column("prompt_version", String(64)),
+    Column("dataset_name", String(200)),
+    # SHA-256 of the rows scored, so two experiments on "the same data" can be checked.
+    Column("dataset_hash", String(64), nullable=False),
+    # True when the dataset is the task's golden set, the only kind a downgrade trusts.
+    Column("golden", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("mean_score", Float),
+    Column("ci_low", Float),
+    Column("ci_high", Float),
+    Column("cost_usd", Float),
+    Column("latency_p50_ms", Float),
+    Column("latency_p95_ms", Float),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("details", JSON, nullable=False),
+    Index("ix_experiments_task", "task", "deployment"),
+)
+
+experiment_rows = Table(
+    "experiment_rows",
+    metadata,
+    Column("experiment_id", String(64), primary_key=True),
+    Column("row_key", String(200), primary_key=True),
+    Column("repeat", Integer, primary_key=True),
+    Column("inputs", JSON, nullable=False),
+    Column("expected", JSON),
+    Column("output", JSON),
+    Column("score", Float),
+    Column("explanation", Text),
+    Column("call_id", String(32)),
+    Column("cost_usd", Float),
+    Column("latency_ms", Float),
+    Column("error", Text),
+)

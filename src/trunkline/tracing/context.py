@@ -8,7 +8,6 @@ work to a thread must copy the context itself (`contextvars.copy_context`);
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -16,20 +15,19 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from trunkline.ids import random_hex
 from trunkline.tracing.exporters import export_span
 from trunkline.types.spans import SpanKind, SpanRecord
 
 
-# Ids need to be unique, not secret, so they come from `random` as in the
-# OpenTelemetry SDK's id generator: several times cheaper than os.urandom.
 def new_trace_id() -> str:
     """Return a random 128-bit trace id as 32 hex digits, as OpenTelemetry uses."""
-    return f"{random.getrandbits(128):032x}"
+    return random_hex(128)
 
 
 def new_span_id() -> str:
     """Return a random 64-bit span id as 16 hex digits."""
-    return f"{random.getrandbits(64):016x}"
+    return random_hex(64)
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,10 @@ class TraceContext:
     run_id: str | None = None
     session_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    #: Spending limits in USD of the open run and session; they win over
+    #: the configuration's ``[budgets]`` for calls made inside them.
+    run_budget_usd: float | None = None
+    session_budget_usd: float | None = None
 
 
 _context: ContextVar[TraceContext | None] = ContextVar("trunkline_trace_context", default=None)
@@ -75,8 +77,12 @@ class LiveSpan:
         self.status = "error"
         self.error = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
 
+    def end(self) -> None:
+        """Export the span; for spans opened with `open_span`."""
+        export_span(self.finish())
+
     def finish(self) -> SpanRecord:
-        return SpanRecord(
+        return SpanRecord.model_construct(
             span_id=self.span_id,
             trace_id=self.context.trace_id,
             parent_span_id=self.parent_span_id,
@@ -90,6 +96,23 @@ class LiveSpan:
             error=self.error,
             attributes=self.attributes,
         )
+
+
+def open_span(name: str, kind: SpanKind, **attributes: Any) -> LiveSpan:
+    """Start a child span of the current context without making it current.
+
+    For leaf spans such as a model call, inside which nothing opens spans
+    of its own; the caller ends it with `LiveSpan.end`.
+    """
+    parent = current_context()
+    return LiveSpan(
+        name=name,
+        kind=kind,
+        context=replace(parent, span_id=new_span_id()),
+        parent_span_id=parent.span_id,
+        started_at=datetime.now(UTC),
+        attributes=attributes,
+    )
 
 
 @contextmanager
@@ -126,15 +149,21 @@ def start_run(
     run_id: str,
     session_id: str | None = None,
     tags: dict[str, str] | None = None,
+    budget_usd: float | None = None,
     **attributes: Any,
 ) -> Iterator[LiveSpan]:
-    """Open a new trace for a run; every span and call inside it carries `run_id`."""
+    """Open a new trace for a run; every span and call inside it carries `run_id`.
+
+    `budget_usd` caps what the run's model calls may spend together.
+    """
     outer = _context.get()
     context = TraceContext(
         trace_id=new_trace_id(),
         run_id=run_id,
         session_id=session_id or (outer.session_id if outer else None),
         tags={**(outer.tags if outer else {}), **(tags or {})},
+        run_budget_usd=budget_usd,
+        session_budget_usd=outer.session_budget_usd if outer else None,
     )
     token = _context.set(context)
     try:
@@ -145,11 +174,21 @@ def start_run(
 
 
 @contextmanager
-def session(session_id: str, **tags: str) -> Iterator[TraceContext]:
-    """Group the calls made inside the block under `session_id` and `tags`."""
+def session(
+    session_id: str, *, budget_usd: float | None = None, **tags: str
+) -> Iterator[TraceContext]:
+    """Group the calls made inside the block under `session_id` and `tags`.
+
+    `budget_usd` caps what the session's model calls may spend together.
+    """
     outer = _context.get()
     base = outer or TraceContext(trace_id=new_trace_id())
-    context = replace(base, session_id=session_id, tags={**base.tags, **tags})
+    context = replace(
+        base,
+        session_id=session_id,
+        tags={**base.tags, **tags},
+        session_budget_usd=budget_usd if budget_usd is not None else base.session_budget_usd,
+    )
     token = _context.set(context)
     try:
         yield context

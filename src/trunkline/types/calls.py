@@ -82,15 +82,35 @@ class Attempt(BaseModel):
     latency_ms: float
     #: Seconds waited after this attempt before the next one, or None.
     wait_s: float | None = None
-    #: Why that wait was chosen: ``backoff`` or ``retry-after``.
+    #: Why that wait was chosen (``backoff``, ``retry-after``), or why no
+    #: further attempt was made at this deployment.
     wait_reason: str | None = None
+    #: Milliseconds spent waiting for the deployment's rate limits before sending.
+    queued_ms: float = 0.0
 
 
 class FallbackHop(BaseModel):
-    """A deployment the call left, and why."""
+    """A deployment the call left or skipped, and why.
+
+    `reason` is the error kind that made the call leave it, or one of
+    ``circuit_open``, ``context_window``, ``content_filter_not_allowed``,
+    ``rate_limited`` and ``budget_exceeded`` for a deployment skipped before
+    any attempt; `detail` says more in words.
+    """
 
     deployment: str
     reason: ErrorKind | str
+    detail: str | None = None
+
+
+class Downgrade(BaseModel):
+    """A call moved from the route's preferred deployment to a cheaper one it allows."""
+
+    from_deployment: str
+    to_deployment: str
+    #: ``budget``, ``rate_limit`` or ``scores``.
+    reason: Literal["budget", "rate_limit", "scores"]
+    detail: str
 
 
 class Validation(BaseModel):
@@ -141,6 +161,7 @@ class CallRecord(BaseModel):
 
     attempts: list[Attempt] = Field(default_factory=list)
     fallbacks: list[FallbackHop] = Field(default_factory=list)
+    downgrades: list[Downgrade] = Field(default_factory=list)
     validation: Validation | None = None
 
     outcome: Literal["ok", "error"]

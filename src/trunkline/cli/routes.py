@@ -1,0 +1,138 @@
+"""`trunkline routes`: the configured routes, and with --status each deployment's health."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trunkline.config import Settings, load_settings
+from trunkline.errors import ErrorKind, StoreError
+from trunkline.resilience.breaker import BreakerStatus, CircuitBreaker
+from trunkline.store.database import open_store
+from trunkline.store.queries import recent_attempts
+
+console = Console()
+
+
+def routes_command(
+    status: Annotated[
+        bool,
+        typer.Option(
+            "--status",
+            help="Show each deployment's circuit breaker, replayed from the recorded attempts.",
+        ),
+    ] = False,
+    hours: Annotated[
+        float, typer.Option("--hours", min=0.01, help="How far back --status reads attempts.")
+    ] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the routes with their deployments and policies."""
+    settings = load_settings()
+    if status:
+        _print_status(settings, hours, as_json)
+        return
+    if as_json:
+        payload = {name: route.model_dump() for name, route in _routes(settings).items()}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    table = Table("route", "deployments", "attempts", "timeout", "deadline", "breaker", "downgrade to")
+    for name, route in _routes(settings).items():
+        table.add_row(
+            name + (" (default)" if name == settings.default_route else ""),
+            " -> ".join(route.deployments),
+            str(route.max_attempts),
+            f"{route.timeout_s:g}s",
+            "-" if route.deadline_s is None else f"{route.deadline_s:g}s",
+            f"{route.breaker_failures} fails / {route.breaker_cooldown_s:g}s",
+            ", ".join(route.downgrade_to) or "-",
+        )
+    console.print(table)
+
+
+def _routes(settings: Settings):  # noqa: ANN202
+    return dict(sorted(settings.routes.items()))
+
+
+def deployment_status(settings: Settings, attempts: list[dict], now: datetime) -> list[BreakerStatus]:
+    """Replay recorded attempts through each deployment's breaker, as the router would have."""
+    thresholds: dict[str, tuple[int, float]] = {}
+    for route in settings.routes.values():
+        for name in (*route.deployments, *route.downgrade_to):
+            thresholds.setdefault(name, (route.breaker_failures, route.breaker_cooldown_s))
+    breakers = {
+        name: CircuitBreaker(failures=failures, cooldown_s=cooldown)
+        for name, (failures, cooldown) in thresholds.items()
+    }
+    for name in settings.deployments:
+        breakers.setdefault(name, CircuitBreaker())
+    for attempt in attempts:
+        breaker = breakers.get(attempt["deployment"])
+        if breaker is None:
+            continue
+        moment = attempt["ended_at"].timestamp()
+        kind = attempt["error_kind"]
+        if attempt["outcome"] == "error" and kind and ErrorKind(kind).counts_against_deployment:
+            if breaker.state(moment).value == "half_open":
+                breaker.probing = True
+            breaker.record_failure(moment, str(kind))
+        else:
+            breaker.record_success()
+    return [breakers[name].status(name, now.timestamp()) for name in sorted(breakers)]
+
+
+def _print_status(settings: Settings, hours: float, as_json: bool) -> None:
+    now = datetime.now(UTC)
+    try:
+        store = open_store(settings.database_url(), must_exist=True)
+    except StoreError:
+        attempts: list[dict] = []
+    else:
+        attempts = recent_attempts(store, since=now - timedelta(hours=hours))
+        store.dispose()
+    statuses = deployment_status(settings, attempts, now)
+    counts: dict[str, list[int]] = {}
+    for attempt in attempts:
+        seen = counts.setdefault(attempt["deployment"], [0, 0])
+        seen[0] += 1
+        seen[1] += attempt["outcome"] == "error"
+    if as_json:
+        rows = [
+            {**asdict(status), "attempts": counts.get(status.deployment, [0, 0])[0],
+             "errors": counts.get(status.deployment, [0, 0])[1]}
+            for status in statuses
+        ]
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(
+        "deployment", "model", "breaker", "failures in a row", "probe in", "attempts", "errors",
+        "limits", title=f"deployment health over the last {hours:g} h (from recorded attempts)",
+        title_justify="left",
+    )
+    for status in statuses:
+        deployment = settings.deployments[status.deployment]
+        limits = ", ".join(
+            f"{name} {value}"
+            for name, value in (
+                ("rpm", deployment.rpm), ("tpm", deployment.tpm), ("concurrent", deployment.max_concurrent)
+            )
+            if value is not None
+        )
+        seen = counts.get(status.deployment, [0, 0])
+        table.add_row(
+            status.deployment,
+            deployment.model,
+            status.state.value,
+            str(status.consecutive_failures),
+            "-" if status.state.value == "closed" else f"{status.retry_in_s:.0f}s",
+            str(seen[0]),
+            str(seen[1]),
+            limits or "-",
+        )
+    console.print(table)

@@ -1,0 +1,155 @@
+"""What one call gathers while it runs, and the record built from it at the end."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from trunkline.config import Route
+from trunkline.errors import CallError, ErrorKind, OutputInvalid
+from trunkline.routing.output import OutputSpec
+from trunkline.types.calls import (
+    Attempt,
+    CallRecord,
+    Downgrade,
+    FallbackHop,
+    ModelRequest,
+    ModelResponse,
+    Validation,
+)
+from trunkline.types.usage import Cost, Usage
+
+
+@dataclass
+class CallResult:
+    """A finished call: the output and the record that describes it.
+
+    `output` is the validated object when an output schema was given (a
+    model instance for a Pydantic class, decoded JSON for a JSON Schema) and
+    the text otherwise.
+    """
+
+    output: Any
+    record: CallRecord
+
+    @property
+    def text(self) -> str:
+        return self.record.output_text or ""
+
+
+_NO_USAGE = Usage()
+_NO_COST = Cost(total_usd=0.0, input_usd=0.0, output_usd=0.0)
+
+
+@dataclass
+class CallState:
+    """One call's request, policy and deadline, and what it has gathered so far."""
+
+    route_name: str
+    policy: Route
+    template: ModelRequest
+    spec: OutputSpec | None
+    #: Seconds on the event loop's clock by which the call must end, or None.
+    deadline: float | None
+    #: Budget scope name to its limit in USD, for every budget this call falls under.
+    budgets: dict[str, float]
+    task: str
+    #: True for `Router.stream`: attempts open a stream instead of awaiting a response.
+    streaming: bool = False
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    clock: float = field(default_factory=time.perf_counter)
+    attempts: list[Attempt] = field(default_factory=list)
+    fallbacks: list[FallbackHop] = field(default_factory=list)
+    downgrades: list[Downgrade] = field(default_factory=list)
+    usage: Usage = _NO_USAGE
+    cost: Cost = _NO_COST
+    validation: Validation | None = None
+    deployment: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    time_to_first_token_ms: float | None = None
+
+    def add_usage(self, usage: Usage) -> None:
+        self.usage = usage if self.usage is _NO_USAGE else self.usage + usage
+
+    def add_cost(self, cost: Cost) -> None:
+        if self.cost is _NO_COST:
+            self.cost = cost
+            return
+        if self.cost.price_missing or cost.price_missing:
+            self.cost = Cost(price_missing=True, source=cost.source)
+            return
+        self.cost = Cost.model_construct(
+            input_usd=(self.cost.input_usd or 0.0) + (cost.input_usd or 0.0),
+            output_usd=(self.cost.output_usd or 0.0) + (cost.output_usd or 0.0),
+            total_usd=(self.cost.total_usd or 0.0) + (cost.total_usd or 0.0),
+            source=cost.source,
+        )
+
+
+def build_record(
+    base: dict[str, Any],
+    state: CallState,
+    response: ModelResponse | None,
+    parsed: Any,
+    error: BaseException | None,
+    partial_text: str | None = None,
+) -> CallRecord:
+    """Build the call's record; `partial_text` keeps what a broken stream had sent."""
+    fields: dict[str, Any] = {
+        **base,
+        "provider": state.provider,
+        "deployment": state.deployment,
+        "model_requested": state.model or base["model_requested"],
+        "usage": state.usage,
+        "cost": state.cost,
+        "started_at": state.started_at,
+        "ended_at": datetime.now(UTC),
+        "latency_ms": (time.perf_counter() - state.clock) * 1000.0,
+        "time_to_first_token_ms": state.time_to_first_token_ms,
+        "attempts": state.attempts,
+        "fallbacks": state.fallbacks,
+        "downgrades": state.downgrades,
+        "validation": state.validation,
+    }
+    if response is not None and error is None:
+        fields.update(
+            model_served=response.model,
+            model_version=response.model_version,
+            response_id=response.response_id,
+            output_text=response.text,
+            output_parsed=parsed.model_dump(mode="json") if isinstance(parsed, BaseModel) else parsed,
+            finish_reason=response.finish_reason,
+            tool_calls=list(response.tool_calls),
+            outcome="ok",
+        )
+    else:
+        kind = error.kind if isinstance(error, CallError) else ErrorKind.CANCELLED
+        text = error.text if isinstance(error, OutputInvalid) else partial_text
+        fields.update(
+            outcome="error",
+            error_kind=kind,
+            error_message=str(error) or type(error).__name__,
+            output_text=text,
+            finish_reason="error",
+        )
+    # Every field comes from validated records or from the router itself,
+    # so the record is assembled without validating it again.
+    return CallRecord.model_construct(**fields)
+
+
+def span_attributes(record: CallRecord) -> dict[str, Any]:
+    return {
+        "call_id": record.call_id,
+        "provider": record.provider,
+        "model": record.model_served or record.model_requested,
+        "input_tokens": record.usage.input_tokens,
+        "output_tokens": record.usage.output_tokens,
+        "cost_usd": record.cost.total_usd,
+        "attempts": len(record.attempts),
+        "outcome": record.outcome,
+    }

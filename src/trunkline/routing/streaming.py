@@ -1,0 +1,192 @@
+"""Streamed calls: text deltas to the caller, one record at the end.
+
+The router retries and falls back until a stream yields its first item.
+From then on the text is the caller's, so a failure ends the call: the
+record keeps the partial text, the error kind and the estimated usage of
+what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from trunkline.config import Deployment
+from trunkline.errors import CallError, ErrorKind, ProviderError
+from trunkline.providers.base import estimate_tokens
+from trunkline.routing.policies import estimate_input_tokens
+from trunkline.routing.state import CallResult, CallState, build_record, span_attributes
+from trunkline.tracing import export_call, open_span
+from trunkline.types.calls import Attempt, ModelResponse
+from trunkline.types.usage import Usage
+
+if TYPE_CHECKING:
+    from trunkline.resilience.budget import Reservation
+    from trunkline.resilience.limiter import Permit
+    from trunkline.routing.router import Router
+
+
+@dataclass
+class OpenStream:
+    """A provider stream that has yielded its first item, with what must be settled at its end."""
+
+    iterator: AsyncIterator[str | ModelResponse]
+    first: str | ModelResponse
+    attempt: dict[str, Any]
+    clock: float
+    permit: Permit | None
+    reservation: Reservation | None
+    name: str
+    deployment: Deployment
+
+
+class CallStream:
+    """An iterator of text deltas; `result` holds the `CallResult` once it is exhausted.
+
+    Leaving an ``async with`` block, or closing the iterator, before the
+    end records the call as cancelled with the text received so far.
+    """
+
+    def __init__(self, router: Router, state: CallState, base: dict[str, Any]) -> None:
+        self._router = router
+        self._state = state
+        self._base = base
+        self._iterator: Any = None
+        self.result: CallResult | None = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        if self._iterator is None:
+            self._iterator = self._run()
+        return self._iterator
+
+    async def __aenter__(self) -> CallStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._iterator is not None:
+            await self._iterator.aclose()
+
+    async def _run(self) -> AsyncIterator[str]:
+        state, router = self._state, self._router
+        state.streaming = True
+        live = open_span(f"chat {state.route_name}", "call", route=state.route_name, stream=True)
+        self._base.update(span_id=live.span_id, parent_span_id=live.parent_span_id)
+        parts: list[str] = []
+        opened: OpenStream | None = None
+        response: ModelResponse | None = None
+        error: BaseException | None = None
+        try:
+            opened, _ = await router._run_route(state)  # noqa: SLF001
+            item = opened.first
+            while not isinstance(item, ModelResponse):
+                if item:
+                    parts.append(item)
+                    yield item
+                item = await self._next(opened)
+            response = item
+        except (CallError, asyncio.CancelledError, GeneratorExit) as failure:
+            error = failure
+        finally:
+            record_error = error if not isinstance(error, GeneratorExit) else asyncio.CancelledError()
+            if opened is not None:
+                await self._finish_attempt(opened, response, record_error, "".join(parts))
+            record = build_record(self._base, state, response, None, record_error, "".join(parts))
+            live.attributes.update(span_attributes(record))
+            if record_error is not None:
+                live.fail(record_error)
+            live.end()
+            export_call(record)
+            self.result = CallResult(output=record.output_text or "", record=record)
+        if isinstance(error, CallError):
+            error.record = record  # type: ignore[attr-defined]
+        if error is not None:
+            raise error
+
+    async def _next(self, opened: OpenStream) -> str | ModelResponse:
+        """Wait for the next item, no longer than the idle timeout and the deadline allow."""
+        state = self._state
+        loop = asyncio.get_running_loop()
+        limit = state.policy.stream_idle_timeout_s
+        if state.deadline is not None:
+            limit = min(limit, state.deadline - loop.time())
+        try:
+            async with asyncio.timeout(max(limit, 0.0)):
+                return await anext(opened.iterator)
+        except TimeoutError:
+            raise ProviderError(
+                f"stream from {opened.name} sent nothing for {limit:.3g}s "
+                "(stream idle timeout or call deadline)",
+                kind=ErrorKind.TIMEOUT,
+                provider=opened.deployment.provider,
+                model=opened.deployment.model,
+            ) from None
+        except StopAsyncIteration:
+            raise ProviderError(
+                f"stream from {opened.name} ended without its final response",
+                kind=ErrorKind.SERVER_ERROR,
+                provider=opened.deployment.provider,
+                model=opened.deployment.model,
+            ) from None
+        except (CallError, asyncio.CancelledError):
+            raise
+        except Exception as failure:  # a transport error the adapter did not translate
+            raise ProviderError(
+                f"stream from {opened.name} broke off: {type(failure).__name__}: {failure}",
+                kind=ErrorKind.CONNECTION,
+                provider=opened.deployment.provider,
+                model=opened.deployment.model,
+            ) from failure
+
+    async def _finish_attempt(
+        self,
+        opened: OpenStream,
+        response: ModelResponse | None,
+        error: BaseException | None,
+        partial: str,
+    ) -> None:
+        """Close the provider stream, charge what it used and record the attempt."""
+        state, router = self._state, self._router
+        if response is None:
+            aclose = getattr(opened.iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        cost_usd = 0.0
+        if response is not None:
+            cost_usd = router.charge(opened.deployment, response, state).total_usd or 0.0
+        elif partial:
+            # The provider bills what it generated before the break; estimate it.
+            request_like = state.template
+            used = Usage(
+                input_tokens=estimate_input_tokens(request_like),
+                output_tokens=estimate_tokens(partial),
+                estimated=True,
+            )
+            estimate = ModelResponse(text=partial, model=opened.deployment.model, usage=used)
+            cost_usd = router.charge(opened.deployment, estimate, state).total_usd or 0.0
+        await router._settle(opened.permit, opened.reservation, response, cost_usd)  # noqa: SLF001
+        latency_ms = (time.perf_counter() - opened.clock) * 1000.0
+        if error is None:
+            state.attempts.append(Attempt(**opened.attempt, outcome="ok", latency_ms=latency_ms))
+            return
+        kind = error.kind if isinstance(error, CallError) else ErrorKind.CANCELLED
+        breaker = router.breakers.get(
+            opened.name, state.policy.breaker_failures, state.policy.breaker_cooldown_s
+        )
+        if kind.counts_against_deployment:
+            breaker.record_failure(asyncio.get_running_loop().time(), kind.value)
+        state.attempts.append(
+            Attempt(
+                **opened.attempt,
+                outcome="error",
+                error_kind=kind,
+                error_message=str(error) or type(error).__name__,
+                status_code=getattr(error, "status_code", None),
+                latency_ms=latency_ms,
+            )
+        )

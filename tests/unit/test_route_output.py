@@ -1,0 +1,111 @@
+"""Structured output: native and prompted modes, the unusable-output kinds, bounded repairs."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from trunkline.config import Settings
+from trunkline.errors import ErrorKind, OutputInvalid
+from trunkline.providers.fake import FakeReply, ScriptedModel
+from trunkline.routing import Router
+from trunkline.types.messages import ToolCall
+from unit.helpers import router_with
+
+
+class Verdict(BaseModel):
+    label: str
+    confidence: float
+
+
+GOOD = '{"label": "spam", "confidence": 0.9}'
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (FakeReply(""), ErrorKind.EMPTY_OUTPUT),
+        (FakeReply("   \n"), ErrorKind.EMPTY_OUTPUT),
+        (FakeReply('{"label": "sp', finish_reason="length"), ErrorKind.OUTPUT_TRUNCATED),
+        (FakeReply('{"label": 3'), ErrorKind.INVALID_OUTPUT),
+        (FakeReply('{"label": "spam"}'), ErrorKind.INVALID_OUTPUT),
+    ],
+)
+async def test_each_unusable_output_has_its_kind(exported, reply, kind) -> None:
+    model = ScriptedModel([reply])
+    with pytest.raises(OutputInvalid) as caught:
+        await router_with(model, max_repairs=0).complete("classify", output=Verdict)
+    assert caught.value.kind == kind
+    record = exported.calls[0]
+    assert record.error_kind == kind
+    assert record.validation.valid is False
+    assert record.validation.error.startswith(kind.value)
+
+
+async def test_unusable_output_is_repaired_within_the_bound(exported) -> None:
+    model = ScriptedModel([FakeReply(""), FakeReply('{"label": "x"}'), FakeReply(GOOD)])
+    result = await router_with(model, max_repairs=2).complete("classify", output=Verdict)
+    assert result.output == Verdict(label="spam", confidence=0.9)
+    assert result.record.validation.repairs == 2
+    assert len(result.record.attempts) == 3
+    assert "empty" in model.requests[1].messages[-1].content
+
+
+async def test_repairs_are_charged(exported) -> None:
+    model = ScriptedModel(
+        [FakeReply("{}", input_tokens=100, output_tokens=10), FakeReply(GOOD, input_tokens=200, output_tokens=20)]
+    )
+    record = (await router_with(model).complete("classify", output=Verdict)).record
+    assert record.usage.input_tokens == 300
+    assert record.cost.total_usd == pytest.approx((300 * 1.0 + 30 * 2.0) / 1_000_000)
+
+
+async def test_tool_call_arguments_that_are_not_json(exported) -> None:
+    class ToolReply(ScriptedModel):
+        async def complete(self, request):  # noqa: ANN001, ANN202
+            response = await super().complete(request)
+            arguments = '{"city": "Par' if len(self.requests) == 1 else '{"city": "Paris"}'
+            call = ToolCall(id="c1", name="weather", arguments=arguments)
+            return response.model_copy(update={"tool_calls": (call,), "finish_reason": "tool_calls"})
+
+    model = ToolReply(default=FakeReply(""))
+    result = await router_with(model, max_repairs=1).complete("weather?")
+    assert result.record.tool_calls[0].arguments == '{"city": "Paris"}'
+    assert "not valid JSON" in model.requests[1].messages[-1].content
+
+    broken = ToolReply(default=FakeReply(""))
+    broken_router = router_with(broken, max_repairs=0)
+    with pytest.raises(OutputInvalid) as caught:
+        await broken_router.complete("weather?")
+    assert caught.value.kind == ErrorKind.INVALID_TOOL_ARGUMENTS
+
+
+def prompted_router(mode: str, model: ScriptedModel) -> Router:
+    settings = Settings.model_validate(
+        {
+            "deployments": {"d0": {"provider": "fake", "model": "m", "structured_output": mode}},
+            "routes": {"main": {"deployments": ["d0"]}},
+            "default_route": "main",
+            "prices": {"m": {"input_per_mtok": 0, "output_per_mtok": 0}},
+        }
+    )
+    return Router(settings, providers={"d0": model})
+
+
+@pytest.mark.parametrize("mode", ["instructions", "json_object"])
+async def test_schema_in_the_prompt_where_no_native_mode(exported, mode) -> None:
+    model = ScriptedModel([FakeReply(f"```json\n{GOOD}\n```")])
+    result = await prompted_router(mode, model).complete("classify", output=Verdict)
+    assert result.output.label == "spam"
+    sent = model.requests[0]
+    assert sent.output_schema is None
+    assert '"confidence"' in sent.messages[-1].content
+    if mode == "json_object":
+        assert sent.extra["response_format"] == {"type": "json_object"}
+
+
+async def test_native_mode_sends_the_schema(exported) -> None:
+    model = ScriptedModel([FakeReply(GOOD)])
+    await prompted_router("native", model).complete("classify", output=Verdict)
+    assert model.requests[0].output_schema == Verdict.model_json_schema()
+    assert len(model.requests[0].messages) == 1
