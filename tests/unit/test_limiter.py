@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import pickle
 import random
+from dataclasses import dataclass
 
 import pytest
 
@@ -25,19 +27,30 @@ def now() -> float:
     return asyncio.get_running_loop().time()
 
 
-def max_in_any_window(grants: list[tuple[float, int]], window_s: float) -> tuple[int, int]:
-    """Return the most requests and tokens that any window of `window_s` holds.
+@dataclass
+class Grant:
+    """One permit of the load test, with the order of its grant and settle among all events."""
 
-    `grants` are (grant time, tokens). The window ending at a grant contains
-    the grants made at or before it and less than `window_s` earlier, the
-    limiter's own rule, and some such window is always the fullest.
-    """
-    most_requests = most_tokens = 0
-    for end, _ in grants:
-        inside = [tokens for start, tokens in grants if start <= end and not start + window_s <= end]
-        most_requests = max(most_requests, len(inside))
-        most_tokens = max(most_tokens, sum(inside))
-    return most_requests, most_tokens
+    number: int
+    granted_at: float
+    grant_seq: int
+    estimate: int
+    settle_seq: int = -1
+    actual: int = 0
+
+
+def in_window(earlier: Grant, later: Grant, window_s: float) -> bool:
+    """Whether `earlier` still counts when `later` is granted, by the limiter's own rule."""
+    return earlier.grant_seq <= later.grant_seq and not (
+        earlier.granted_at + window_s <= later.granted_at
+    )
+
+
+def counted_tokens(earlier: Grant, later: Grant) -> int:
+    """Return the tokens `earlier` held when `later` was granted: its real count once settled."""
+    if earlier is not later and 0 <= earlier.settle_seq < later.grant_seq:
+        return earlier.actual
+    return earlier.estimate
 
 
 async def test_rpm_binds() -> None:
@@ -69,7 +82,7 @@ async def test_tpm_binds() -> None:
 async def test_concurrency_binds_in_fifo_order() -> None:
     limiter = MemoryRateLimiter()
     limits = Limits(max_concurrent=2)
-    held = [await limiter.acquire("a", limits, 1, max_wait_s=0) for _ in range(2)]
+    slot_permits = [await limiter.acquire("a", limits, 1, max_wait_s=0) for _ in range(2)]
     order: list[int] = []
 
     async def wait_for_slot(number: int) -> Permit:
@@ -81,11 +94,11 @@ async def test_concurrency_binds_in_fifo_order() -> None:
     await asyncio.sleep(1)
     assert order == []
 
-    await limiter.settle(held[0], None)
+    await limiter.settle(slot_permits[0], None)
     await asyncio.sleep(1)
     assert order == [0]
 
-    await limiter.settle(held[1], None)
+    await limiter.settle(slot_permits[1], None)
     await asyncio.sleep(1)
     assert order == [0, 1]
 
@@ -210,7 +223,7 @@ async def test_wait_s_counts_requests_ahead() -> None:
     await asyncio.gather(*queued)
 
 
-async def test_wait_s_is_infinite_when_slots_are_taken() -> None:
+async def test_wait_s_infinite_when_slots_taken() -> None:
     limiter = MemoryRateLimiter()
     limits = Limits(max_concurrent=1)
     permit = await limiter.acquire("a", limits, 1, max_wait_s=0)
@@ -242,14 +255,14 @@ async def test_large_request_is_not_starved() -> None:
 async def test_cancelled_waiter_leaves_the_queue() -> None:
     limiter = MemoryRateLimiter()
     limits = Limits(max_concurrent=1)
-    held = await limiter.acquire("a", limits, 1, max_wait_s=0)
+    slot_permit = await limiter.acquire("a", limits, 1, max_wait_s=0)
     first = asyncio.create_task(limiter.acquire("a", limits, 1, max_wait_s=60))
     second = asyncio.create_task(limiter.acquire("a", limits, 1, max_wait_s=60))
     await asyncio.sleep(1)
 
     first.cancel()
     await asyncio.sleep(1)
-    await limiter.settle(held, None)
+    await limiter.settle(slot_permit, None)
     permit = await second
 
     assert first.cancelled()
@@ -281,9 +294,14 @@ def test_limit_error_survives_pickling() -> None:
     assert str(copy) == str(error)
 
 
-def test_build_limiter_picks_backend() -> None:
-    assert isinstance(build_limiter(None), MemoryRateLimiter)
-    assert isinstance(build_limiter("redis://127.0.0.1:1/0"), RedisRateLimiter)
+async def test_build_limiter_picks_backend() -> None:
+    memory = build_limiter(None)
+    shared = build_limiter("redis://127.0.0.1:1/0")
+
+    assert isinstance(memory, MemoryRateLimiter)
+    assert isinstance(shared, RedisRateLimiter)
+    await memory.aclose()
+    await shared.aclose()
 
 
 async def test_many_tasks_never_exceed_any_window() -> None:
@@ -291,29 +309,33 @@ async def test_many_tasks_never_exceed_any_window() -> None:
     limits = Limits(rpm=20, tpm=2000, max_concurrent=8, window_s=60.0)
     rng = random.Random(7)
     estimates = [rng.randint(10, 200) for _ in range(200)]
-    grants: list[tuple[float, int]] = []
-    order: list[int] = []
+    sequence = itertools.count()
+    grants: list[Grant] = []
     in_flight = peak = 0
 
     async def call(number: int) -> None:
         nonlocal in_flight, peak
         permit = await limiter.acquire("a", limits, estimates[number], max_wait_s=3600)
-        order.append(number)
+        grant = Grant(number, permit.granted_at, next(sequence), estimates[number])
+        grants.append(grant)
         in_flight += 1
         peak = max(peak, in_flight)
         await asyncio.sleep(rng.uniform(0, 30))
-        actual = rng.randint(0, estimates[number])
-        grants.append((permit.granted_at, actual))
+        # Real counts fall on both sides of the estimate.
+        grant.actual = rng.randint(0, estimates[number] * 5 // 4)
+        grant.settle_seq = next(sequence)
         in_flight -= 1
-        await limiter.settle(permit, actual)
+        await limiter.settle(permit, grant.actual)
 
     await asyncio.gather(*(call(n) for n in range(200)))
 
-    most_requests, most_tokens = max_in_any_window(grants, limits.window_s)
     assert len(grants) == 200
-    assert order == list(range(200))
-    assert most_requests <= 20
-    assert most_tokens <= 2000
+    assert [grant.number for grant in grants] == list(range(200))
     assert peak <= 8
+    for later in grants:
+        window = [earlier for earlier in grants if in_window(earlier, later, limits.window_s)]
+        assert len(window) <= 20, f"{len(window)} requests in the window ending at {later}"
+        tokens = sum(counted_tokens(earlier, later) for earlier in window)
+        assert tokens <= 2000, f"{tokens} tokens in the window ending at {later}"
     # 200 requests at 20 per window need at least ten windows.
-    assert max(at for at, _ in grants) >= 9 * 60.0
+    assert max(g.granted_at for g in grants) >= 9 * 60.0

@@ -125,7 +125,9 @@ def _remedy(scope: str) -> str:
     return f"raise {setting}, or lower max_tokens so that a call's worst case is smaller"
 
 
-def budget_exceeded(scope: str, limit_micros: int, spent_micros: int, needed_micros: int) -> BudgetExceeded:
+def budget_exceeded(
+    scope: str, limit_micros: int, spent_micros: int, needed_micros: int
+) -> BudgetExceeded:
     """Build the error for a call that would take `scope` past its limit."""
     limit, spent, needed = (m / MICROS_PER_USD for m in (limit_micros, spent_micros, needed_micros))
     return BudgetExceeded(
@@ -140,7 +142,10 @@ def budget_exceeded(scope: str, limit_micros: int, spent_micros: int, needed_mic
 
 
 class MemoryBudgetLedger(BudgetLedger):
-    """Budgets within one process; reserve checks and reserves with no await in between."""
+    """Budgets within one process.
+
+    `reserve` checks and reserves with no await in between, so one event loop needs no lock.
+    """
 
     def __init__(self) -> None:
         self._spent: dict[str, int] = {}  # scope -> micro-dollars settled plus reserved
@@ -246,7 +251,7 @@ class RedisBudgetLedger(BudgetLedger):
             prefix: the start of every key this ledger writes.
             ttl_s: seconds a scope's spend and an open reservation are kept after their last change.
         """
-        import redis.asyncio  # imported here so in-process use needs no Redis client
+        import redis.asyncio  # imported lazily: in-process ledgers skip its import time
 
         self._redis = redis.asyncio.Redis.from_url(url, decode_responses=True)
         self._reserve = self._redis.register_script(_RESERVE_SCRIPT)

@@ -17,18 +17,17 @@ ahead of it. With Redis the queue is per process, so processes do not wait in
 one common order.
 
 `RedisRateLimiter` runs its own Lua script instead of building on the
-``limits`` library (5.x). That library's strategies consume one rate-limit
-item per ``hit()`` at a fixed cost. Here a reservation's token count must be
-changed after the call to the real count, and rpm and tpm must be checked and
-reserved together in one atomic step, so that no request takes a request slot
-and then fails on tokens.
+``limits`` library. That library's strategies (limits 5.x) consume one
+rate-limit item per ``hit()``, at a cost fixed when it is called. Here a
+reservation's token count must change to the real count after the call.
+Also, rpm and tpm must be checked and reserved together in one atomic step,
+so that no request takes a request slot and then fails on tokens.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import functools
 import itertools
 import logging
 import math
@@ -104,7 +103,8 @@ class LimitWaitTooLong(TrunklineError):
         tokens: int,
         window_s: float,
     ) -> None:
-        super().__init__(_wait_message(key, limit, limit_value, wait_s, max_wait_s, tokens, window_s))
+        message = _wait_message(key, limit, limit_value, wait_s, max_wait_s, tokens, window_s)
+        super().__init__(message)
         self.key = key
         self.limit = limit
         self.limit_value = limit_value
@@ -239,11 +239,26 @@ def _check_request(key: str, limits: Limits, tokens: int, max_wait_s: float) -> 
         )
 
 
-def _too_long(
-    key: str, limits: Limits, limit: LimitName, wait_s: float, max_wait_s: float, tokens: int
-) -> LimitWaitTooLong:
-    value = {"rpm": limits.rpm, "tpm": limits.tpm, "concurrency": limits.max_concurrent}[limit]
-    return LimitWaitTooLong(key, limit, value or 0, wait_s, max_wait_s, tokens, limits.window_s)
+@dataclass(slots=True)
+class _Request:
+    """A request that must wait: the arguments of its acquire call and when the call began."""
+
+    key: str
+    limits: Limits
+    tokens: int
+    start: float  # loop time
+    max_wait_s: float
+
+    @property
+    def deadline(self) -> float:
+        return self.start + self.max_wait_s
+
+    def too_long(self, limit: LimitName, wait_s: float) -> LimitWaitTooLong:
+        limits = self.limits
+        value = {"rpm": limits.rpm, "tpm": limits.tpm, "concurrency": limits.max_concurrent}[limit]
+        return LimitWaitTooLong(
+            self.key, limit, value or 0, wait_s, self.max_wait_s, self.tokens, limits.window_s
+        )
 
 
 class _Waiter:
@@ -371,7 +386,8 @@ class MemoryRateLimiter(RateLimiter):
             if self._fits(state, limits, tokens):
                 return self._grant(state, key, limits, tokens, now)
 
-        return await self._wait_in_queue(state, key, limits, tokens, now, max_wait_s)
+        request = _Request(key, limits, tokens, now, max_wait_s)
+        return await self._wait_in_queue(state, request)
 
     async def settle(self, permit: Permit, actual_tokens: int | None) -> None:
         if permit.settled:
@@ -402,8 +418,11 @@ class MemoryRateLimiter(RateLimiter):
             return 0.0
         now = asyncio.get_running_loop().time()
         self._prune(state, limits.window_s, now)
-        ahead = [waiter.tokens for waiter in state.waiters]
-        ready, _ = self._ready_after(state, limits, [*ahead, tokens], now)
+        if state.waiters:
+            ahead = [waiter.tokens for waiter in state.waiters]
+            ready, _ = self._ready_after(state, limits, [*ahead, tokens], now)
+        else:
+            ready, _ = self._ready_alone(state, limits, tokens, now)
         if ready > now:
             return ready - now
         if limits.max_concurrent is not None and state.in_flight >= limits.max_concurrent:
@@ -449,7 +468,7 @@ class MemoryRateLimiter(RateLimiter):
     ) -> tuple[float, LimitName | None]:
         """Return when one request fits the rate limits with no queue, and what delays it.
 
-        It gives the same answer as `_ready_after` for one request without
+        It returns the same result as `_ready_after` for one request without
         copying the log, because the head of a long queue calls it per grant.
         `state` must be pruned at `now`.
         """
@@ -479,65 +498,56 @@ class MemoryRateLimiter(RateLimiter):
         amounts = [permit.tokens for permit in state.log]
         return _ready_after_queue(times, amounts, state.tokens, limits, requests, now)
 
-    async def _wait_in_queue(
-        self, state: _KeyState, key: str, limits: Limits, tokens: int, start: float, max_wait_s: float
-    ) -> Permit:
+    async def _wait_in_queue(self, state: _KeyState, request: _Request) -> Permit:
+        limits, tokens, start = request.limits, request.tokens, request.start
         if state.waiters:
             ahead = [waiter.tokens for waiter in state.waiters]
             ready, blocker = self._ready_after(state, limits, [*ahead, tokens], start)
         else:
             ready, blocker = self._ready_alone(state, limits, tokens, start)
-        if ready - start > max_wait_s:
-            raise _too_long(key, limits, blocker or "rpm", ready - start, max_wait_s, tokens)
+        if ready > request.deadline:
+            raise request.too_long(blocker or "rpm", ready - start)
 
         loop = asyncio.get_running_loop()
-        deadline = start + max_wait_s
         me = _Waiter(tokens)
         state.waiters.append(me)
         try:
             while True:
                 now = loop.time()
-                wake_at = deadline
+                wake_at = request.deadline
                 if state.waiters[0] is me:
                     self._prune(state, limits.window_s, now)
                     ready, blocker = self._ready_alone(state, limits, tokens, now)
-                    if ready > deadline:
-                        raise _too_long(key, limits, blocker or "rpm", ready - start, max_wait_s, tokens)
+                    if ready > request.deadline:
+                        raise request.too_long(blocker or "rpm", ready - start)
                     if ready > now:
-                        # asyncio runs a timer up to its clock resolution early, and a
-                        # virtual clock such as looptime's then stays put, so waking a
-                        # hair before `ready` would spin; a microsecond later never does.
+                        # asyncio may run a timer up to its clock resolution early. A
+                        # virtual clock such as looptime's then does not move, so a wake-up
+                        # just before `ready` would loop forever. One microsecond later works.
                         wake_at = max(ready, now + 1e-6)
                         state.head_limit = blocker or "rpm"
                     elif self._fits(state, limits, tokens):
                         state.waiters.popleft()
                         _wake_head(state.waiters)
-                        return self._grant(state, key, limits, tokens, now)
+                        return self._grant(state, request.key, limits, tokens, now)
                     else:
                         state.head_limit = "concurrency"
-                if now >= deadline:
-                    raise self._timeout_error(state, me, key, limits, tokens, start, now, max_wait_s)
+                if now >= request.deadline:
+                    raise self._timeout_error(state, me, request, now)
                 await _sleep_until(me, wake_at)
         finally:
             if me in state.waiters:
                 _leave_queue(state.waiters, me)
 
     def _timeout_error(
-        self,
-        state: _KeyState,
-        me: _Waiter,
-        key: str,
-        limits: Limits,
-        tokens: int,
-        start: float,
-        now: float,
-        max_wait_s: float,
+        self, state: _KeyState, me: _Waiter, request: _Request, now: float
     ) -> LimitWaitTooLong:
-        ahead = [waiter.tokens for waiter in itertools.takewhile(lambda w: w is not me, state.waiters)]
-        ready, blocker = self._ready_after(state, limits, [*ahead, tokens], now)
+        ahead = itertools.takewhile(lambda waiter: waiter is not me, state.waiters)
+        requests = [*(waiter.tokens for waiter in ahead), request.tokens]
+        ready, blocker = self._ready_after(state, request.limits, requests, now)
         if ready > now and blocker is not None:
-            return _too_long(key, limits, blocker, ready - start, max_wait_s, tokens)
-        return _too_long(key, limits, state.head_limit, math.inf, max_wait_s, tokens)
+            return request.too_long(blocker, ready - request.start)
+        return request.too_long(state.head_limit, math.inf)
 
 
 # Reserve a request against rpm, tpm and concurrency in one step, or report
@@ -641,7 +651,7 @@ return 1
 
 @dataclass(frozen=True)
 class _Verdict:
-    """The reserve script's answer."""
+    """The reserve script's result."""
 
     granted: bool
     limit: LimitName | None
@@ -685,7 +695,7 @@ class RedisRateLimiter(RateLimiter):
                 taken, since releases by other processes send no notice.
             clock: the shared clock in Unix seconds; tests may pass a fake one.
         """
-        import redis.asyncio  # imported here so in-process use needs no Redis client
+        import redis.asyncio  # imported lazily: in-process limiters skip its import time
 
         self._redis = redis.asyncio.Redis.from_url(url, decode_responses=True)
         self._reserve = self._redis.register_script(_RESERVE_SCRIPT)
@@ -696,7 +706,8 @@ class RedisRateLimiter(RateLimiter):
         self._clock = clock
         self._queues: dict[str, deque[_Waiter]] = {}
         self._head_limits: dict[str, LimitName] = {}
-        self._background: set[asyncio.Task[object]] = set()
+        # Releases of reservations whose callers were cancelled; aclose awaits them.
+        self._background: set[asyncio.Future[None]] = set()
 
     def redis_keys(self, key: str) -> list[str]:
         """Return the Redis keys of deployment `key`: log, amounts and slots."""
@@ -707,24 +718,25 @@ class RedisRateLimiter(RateLimiter):
         _check_request(key, limits, tokens, max_wait_s)
         if not limits.active:
             return Permit(key, tokens, self._clock())
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        request = _Request(key, limits, tokens, asyncio.get_running_loop().time(), max_wait_s)
         waiters = self._queues.setdefault(key, deque())
         if waiters:
             # Requests of this process are ahead, so check that this one could
             # fit in time at all before queueing behind them.
             verdict = await self._run_reserve(key, limits, tokens, "", reserve=False)
-            if not verdict.granted and verdict.limit != "concurrency":
-                if verdict.wait_s > max_wait_s:
-                    raise _too_long(key, limits, verdict.limit, verdict.wait_s, max_wait_s, tokens)
+            if verdict.limit in ("rpm", "tpm") and verdict.wait_s > max_wait_s:
+                raise request.too_long(verdict.limit, verdict.wait_s)
 
-        return await self._wait_in_queue(waiters, key, limits, tokens, start, max_wait_s)
+        return await self._wait_in_queue(waiters, request)
 
     async def settle(self, permit: Permit, actual_tokens: int | None) -> None:
         if permit.settled:
             return
         if actual_tokens is not None and actual_tokens < 0:
             raise ValueError(f"actual_tokens must be zero or more, got {actual_tokens}")
+        if not permit.id:  # granted with no limit set, so Redis has nothing to release
+            permit.settled = True
+            return
         actual = "" if actual_tokens is None else str(actual_tokens)
         await self._settle(keys=self.redis_keys(permit.key), args=[permit.id, actual])
         permit.settled = True
@@ -735,6 +747,7 @@ class RedisRateLimiter(RateLimiter):
             _wake_head(waiters)
 
     async def wait_s(self, key: str, limits: Limits, tokens: int) -> float:
+        """Estimate the wait from the shared windows alone, without this process's queue."""
         if limits.tpm is not None and tokens > limits.tpm:
             return math.inf
         if not limits.active:
@@ -747,22 +760,14 @@ class RedisRateLimiter(RateLimiter):
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._redis.aclose()
 
-    async def _wait_in_queue(
-        self,
-        waiters: deque[_Waiter],
-        key: str,
-        limits: Limits,
-        tokens: int,
-        start: float,
-        max_wait_s: float,
-    ) -> Permit:
+    async def _wait_in_queue(self, waiters: deque[_Waiter], request: _Request) -> Permit:
+        key, limits, tokens = request.key, request.limits, request.tokens
         loop = asyncio.get_running_loop()
-        deadline = start + max_wait_s
         me = _Waiter(tokens)
         waiters.append(me)
         try:
             while True:
-                wake_at = deadline
+                wake_at = request.deadline
                 if waiters[0] is me:
                     permit_id = random_hex()
                     verdict = await self._reserve_or_release(key, limits, tokens, permit_id)
@@ -770,20 +775,19 @@ class RedisRateLimiter(RateLimiter):
                         waiters.popleft()
                         _wake_head(waiters)
                         holds_slot = limits.max_concurrent is not None
-                        return Permit(key, tokens, verdict.at, permit_id, holds_slot)
+                        return Permit(key, tokens, verdict.at, id=permit_id, holds_slot=holds_slot)
                     now = loop.time()
-                    self._head_limits[key] = verdict.limit or "rpm"
-                    if verdict.limit == "concurrency":
-                        wake_at = min(now + self._poll_s, deadline)
-                    elif now + verdict.wait_s > deadline:
-                        wait = now - start + verdict.wait_s
-                        raise _too_long(key, limits, verdict.limit or "rpm", wait, max_wait_s, tokens)
+                    limit = verdict.limit or "rpm"
+                    self._head_limits[key] = limit
+                    if limit == "concurrency":
+                        wake_at = min(now + self._poll_s, request.deadline)
+                    elif now + verdict.wait_s > request.deadline:
+                        raise request.too_long(limit, now - request.start + verdict.wait_s)
                     else:
                         wake_at = now + verdict.wait_s
-                now = loop.time()
-                if now >= deadline:
+                if loop.time() >= request.deadline:
                     limit = self._head_limits.get(key, "concurrency")
-                    raise _too_long(key, limits, limit, math.inf, max_wait_s, tokens)
+                    raise request.too_long(limit, math.inf)
                 await _sleep_until(me, wake_at)
         finally:
             if me in waiters:
@@ -792,31 +796,44 @@ class RedisRateLimiter(RateLimiter):
     async def _reserve_or_release(
         self, key: str, limits: Limits, tokens: int, permit_id: str
     ) -> _Verdict:
-        """Run the reserve script, releasing the reservation if the caller is cancelled meanwhile."""
-        call = asyncio.ensure_future(self._run_reserve(key, limits, tokens, permit_id, reserve=True))
+        """Run the reserve script, and release its reservation if the caller is cancelled."""
+        reserve = self._run_reserve(key, limits, tokens, permit_id, reserve=True)
+        call = asyncio.ensure_future(reserve)
         try:
             return await asyncio.shield(call)
         except asyncio.CancelledError:
-            call.add_done_callback(functools.partial(self._release_orphan, key, permit_id))
+            release = asyncio.ensure_future(self._release_if_granted(key, permit_id, call))
+            self._background.add(release)
+            release.add_done_callback(self._background.discard)
             raise
 
-    def _release_orphan(self, key: str, permit_id: str, call: asyncio.Future[_Verdict]) -> None:
-        if call.cancelled() or call.exception() is not None or not call.result().granted:
-            return
-        orphan = Permit(key, 0, 0.0, id=permit_id, holds_slot=True)
-        task = asyncio.ensure_future(self._settle_orphan(orphan))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _settle_orphan(self, permit: Permit) -> None:
+    async def _release_if_granted(
+        self, key: str, permit_id: str, call: asyncio.Future[_Verdict]
+    ) -> None:
+        """Settle a reservation whose caller was cancelled before it got the permit."""
         try:
-            await self.settle(permit, None)
-        except Exception:  # noqa: BLE001 - the caller is gone; the slot lease ends it anyway
+            verdict = await call
+        except Exception:  # noqa: BLE001 - nobody waits for this call's outcome any more
+            logger.warning(
+                "the reserve call of cancelled request %s on %r failed; if Redis reserved a "
+                "slot for it anyway, the slot's lease frees it after %.0f s",
+                permit_id,
+                key,
+                self._slot_lease_s,
+                exc_info=True,
+            )
+            return
+        if not verdict.granted:
+            return
+        orphan = Permit(key, 0, verdict.at, id=permit_id, holds_slot=True)
+        try:
+            await self.settle(orphan, None)
+        except Exception:  # noqa: BLE001 - the slot's lease frees it in the end
             logger.warning(
                 "could not release the concurrency slot of cancelled request %s on %r; "
                 "its lease frees it after %.0f s",
-                permit.id,
-                permit.key,
+                permit_id,
+                key,
                 self._slot_lease_s,
                 exc_info=True,
             )
