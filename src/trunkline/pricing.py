@@ -129,7 +129,7 @@ def _cost_from_flat_rates(usage: Usage, rates: _Rates, source: str) -> Cost | No
         + usage.cache_write_tokens * (rates.cache_write or 0.0)
     ) / _PER_MTOK
     output_usd = usage.output_tokens * rates.output / _PER_MTOK
-    return Cost.model_construct(
+    return Cost(
         input_usd=input_usd, output_usd=output_usd, total_usd=input_usd + output_usd, source=source
     )
 

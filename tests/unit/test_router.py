@@ -188,3 +188,11 @@ async def test_cancelled_call_is_recorded(exported) -> None:
 def test_complete_sync() -> None:
     model = ScriptedModel([FakeReply("sync")])
     assert router_with(model).complete_sync("hi").text == "sync"
+
+
+async def test_record_and_span_share_one_trace(exported) -> None:
+    model = ScriptedModel([FakeReply("x")])
+    record = (await router_with(model).complete("hi")).record
+    [call_span] = [span for span in exported.spans if span.kind == "call"]
+    assert call_span.trace_id == record.trace_id
+    assert call_span.span_id == record.span_id

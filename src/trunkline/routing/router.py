@@ -185,7 +185,7 @@ class Router:
             prompt, route, output, temperature, max_tokens, top_p, stop, seed,
             prompt_name, prompt_version, task, tags, extra,
         )
-        live = open_span(f"chat {state.route_name}", "call", route=state.route_name)
+        live = open_span(f"chat {state.route_name}", "call", state.context, route=state.route_name)
         base.update(span_id=live.span_id, parent_span_id=live.parent_span_id)
         try:
             response, parsed = await self._run_route(state)
@@ -287,6 +287,7 @@ class Router:
             deadline=deadline,
             budgets=self._budgets(context.run_id, context.session_id, all_tags, context),
             task=task or policy.task or route_name,
+            context=context,
         )
         base = {
             "call_id": random_hex(),
@@ -445,9 +446,10 @@ class Router:
             except asyncio.CancelledError:
                 breaker.release_probe()
                 raise
-            breaker.record_success()
             if isinstance(result, OpenStream):
+                # The breaker learns the stream's outcome when it ends.
                 return result, None
+            breaker.record_success()
             try:
                 check_tool_arguments(result)
                 parsed = self._validate(state.spec, result, repairs, state) if state.spec else None
@@ -536,7 +538,7 @@ class Router:
         latency_ms = (time.perf_counter() - clock) * 1000.0
         cost = self.charge(deployment, response, state)
         await self._settle(permit, reservation, response, cost.total_usd)
-        state.attempts.append(Attempt.model_construct(**attempt, outcome="ok", latency_ms=latency_ms))
+        state.attempts.append(Attempt(**attempt, outcome="ok", latency_ms=latency_ms))
         return response
 
     async def _reserve_budget(
@@ -593,7 +595,7 @@ class Router:
         state: CallState, attempt: dict[str, Any], clock: float, error: CallError
     ) -> None:
         state.attempts.append(
-            Attempt.model_construct(
+            Attempt(
                 **attempt,
                 outcome="error",
                 error_kind=error.kind,

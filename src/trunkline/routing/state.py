@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from trunkline.config import Route
 from trunkline.errors import CallError, ErrorKind, OutputInvalid
 from trunkline.routing.output import OutputSpec
+from trunkline.tracing import TraceContext
 from trunkline.types.calls import (
     Attempt,
     CallRecord,
@@ -60,6 +61,8 @@ class CallState:
     task: str
     #: True for `Router.stream`: attempts open a stream instead of awaiting a response.
     streaming: bool = False
+    #: The trace context the call was made in; its span is a child of it.
+    context: TraceContext | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     clock: float = field(default_factory=time.perf_counter)
     attempts: list[Attempt] = field(default_factory=list)
@@ -83,7 +86,7 @@ class CallState:
         if self.cost.price_missing or cost.price_missing:
             self.cost = Cost(price_missing=True, source=cost.source)
             return
-        self.cost = Cost.model_construct(
+        self.cost = Cost(
             input_usd=(self.cost.input_usd or 0.0) + (cost.input_usd or 0.0),
             output_usd=(self.cost.output_usd or 0.0) + (cost.output_usd or 0.0),
             total_usd=(self.cost.total_usd or 0.0) + (cost.total_usd or 0.0),
@@ -137,9 +140,7 @@ def build_record(
             output_text=text,
             finish_reason="error",
         )
-    # Every field comes from validated records or from the router itself,
-    # so the record is assembled without validating it again.
-    return CallRecord.model_construct(**fields)
+    return CallRecord(**fields)
 
 
 def span_attributes(record: CallRecord) -> dict[str, Any]:

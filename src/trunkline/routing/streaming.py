@@ -75,7 +75,9 @@ class CallStream:
     async def _run(self) -> AsyncIterator[str]:
         state, router = self._state, self._router
         state.streaming = True
-        live = open_span(f"chat {state.route_name}", "call", route=state.route_name, stream=True)
+        live = open_span(
+            f"chat {state.route_name}", "call", state.context, route=state.route_name, stream=True
+        )
         self._base.update(span_id=live.span_id, parent_span_id=live.parent_span_id)
         parts: list[str] = []
         opened: OpenStream | None = None
@@ -171,15 +173,20 @@ class CallStream:
             cost_usd = router.charge(opened.deployment, estimate, state).total_usd or 0.0
         await router._settle(opened.permit, opened.reservation, response, cost_usd)  # noqa: SLF001
         latency_ms = (time.perf_counter() - opened.clock) * 1000.0
-        if error is None:
-            state.attempts.append(Attempt(**opened.attempt, outcome="ok", latency_ms=latency_ms))
-            return
-        kind = error.kind if isinstance(error, CallError) else ErrorKind.CANCELLED
         breaker = router.breakers.get(
             opened.name, state.policy.breaker_failures, state.policy.breaker_cooldown_s
         )
-        if kind.counts_against_deployment:
+        kind = None
+        if error is not None:
+            kind = error.kind if isinstance(error, CallError) else ErrorKind.CANCELLED
+        if kind is not None and kind.counts_against_deployment:
             breaker.record_failure(asyncio.get_running_loop().time(), kind.value)
+        else:
+            # The deployment answered, even if the caller left early.
+            breaker.record_success()
+        if kind is None:
+            state.attempts.append(Attempt(**opened.attempt, outcome="ok", latency_ms=latency_ms))
+            return
         state.attempts.append(
             Attempt(
                 **opened.attempt,

@@ -82,7 +82,7 @@ class LiveSpan:
         export_span(self.finish())
 
     def finish(self) -> SpanRecord:
-        return SpanRecord.model_construct(
+        return SpanRecord(
             span_id=self.span_id,
             trace_id=self.context.trace_id,
             parent_span_id=self.parent_span_id,
@@ -98,13 +98,15 @@ class LiveSpan:
         )
 
 
-def open_span(name: str, kind: SpanKind, **attributes: Any) -> LiveSpan:
-    """Start a child span of the current context without making it current.
+def open_span(
+    name: str, kind: SpanKind, parent: TraceContext | None = None, **attributes: Any
+) -> LiveSpan:
+    """Start a child span of `parent` (by default the current context) without making it current.
 
     For leaf spans such as a model call, inside which nothing opens spans
     of its own; the caller ends it with `LiveSpan.end`.
     """
-    parent = current_context()
+    parent = parent or current_context()
     return LiveSpan(
         name=name,
         kind=kind,
