@@ -1,19 +1,25 @@
-"""Per-call overhead of Trunkline over the raw `openai` SDK, side by side in one run.
+"""Per-call overhead and throughput of Trunkline over the raw `openai` SDK, side by side.
 
-Both variants call the same zero-latency fake server (`fake_upstream.py`,
-started here as a subprocess on 127.0.0.1) one call at a time:
+Every variant calls the same zero-latency fake server (`fake_upstream.py`,
+started here as a subprocess on 127.0.0.1):
 
 - ``openai-sdk``: `AsyncOpenAI.chat.completions.create`, SDK retries off;
-- ``trunkline``: `Router.complete` on an OpenAI deployment, with the call
-  priced, recorded and enqueued to a SQLite store's background writer;
-- ``litellm`` (only when installed): `litellm.acompletion`, for comparison.
+- ``trunkline``: `Router.complete` on an OpenAI deployment with the whole
+  resilience path on: up to 3 attempts, a circuit breaker, requests- and
+  tokens-per-minute limits and a concurrency limit set high enough never to
+  bind, pricing, and each record enqueued to a SQLite store's background
+  writer;
+- ``litellm`` (with ``--peers``, where installed): `litellm.acompletion`.
 
-Variants alternate in every round (A, B, A, B, ...) so that drift in the
-machine's speed hits all of them alike. The table gives the median wall time
-and process CPU time per call, the overhead over the SDK in microseconds,
-and the ratio.
+Two measurements, each alternating the variants in every round (A, B, A,
+B, ...) so that drift in the machine's speed hits all of them alike:
 
-    python benchmarks/call_overhead.py --rounds 7 --calls 300
+- concurrency 1: median wall time and process CPU time per call, the
+  overhead over the SDK in microseconds, and the ratio;
+- concurrency 64: calls per second with 64 tasks calling at once, and the
+  ratio to the SDK's throughput.
+
+    python benchmarks/call_overhead.py --rounds 7 --calls 300 --peers
 """
 
 from __future__ import annotations
@@ -80,9 +86,12 @@ async def make_trunkline(base_url: str, store_url: str) -> tuple[Call, Callable[
                     "model": MODEL,
                     "base_url": base_url,
                     "api_key_env": "TRUNKLINE_BENCH_KEY",
+                    "rpm": 10_000_000,
+                    "tpm": 10_000_000_000,
+                    "max_concurrent": 1_000,
                 }
             },
-            "routes": {"bench": {"deployments": ["bench"]}},
+            "routes": {"bench": {"deployments": ["bench"], "max_attempts": 3}},
             "store": {"url": store_url},
         }
     )
@@ -138,9 +147,24 @@ async def measure(call: Call, calls: int) -> tuple[float, float]:
     return statistics.median(latencies) * 1e6, cpu * 1e6
 
 
-async def run(rounds: int, calls: int, with_peers: bool) -> None:
+async def measure_throughput(call: Call, calls: int, concurrency: int) -> float:
+    """Return calls per second with `concurrency` tasks sharing `calls` calls."""
+    remaining = calls
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await call()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return calls / (time.perf_counter() - start)
+
+
+async def run(rounds: int, calls: int, concurrency: int, with_peers: bool) -> None:
     port = free_port()
-    upstream = start_upstream(port, max_seconds=rounds * calls * 0.05 + 120)
+    upstream = start_upstream(port, max_seconds=rounds * calls * 0.1 + 300)
     base_url = f"http://127.0.0.1:{port}/v1"
     folder = tempfile.mkdtemp(prefix="trunkline-bench-")
     variants = {
@@ -153,41 +177,70 @@ async def run(rounds: int, calls: int, with_peers: bool) -> None:
             print("litellm is not installed; its row is left out", file=sys.stderr)
         else:
             variants["litellm"] = litellm_variant
+    sequential: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    parallel: dict[str, list[float]] = {name: [] for name in variants}
     try:
+        # Concurrency 1 runs first: once 64 calls have run at once, each
+        # client's pool holds 64 connections, and httpcore scans them all on
+        # every request, which would slow the sequential calls of every variant.
         for call, _ in variants.values():
-            for _ in range(50):
-                await call()
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+            await measure(call, 100)
         for _ in range(rounds):
             for name, (call, _) in variants.items():
-                results[name].append(await measure(call, calls))
+                sequential[name].append(await measure(call, calls))
+        for call, _ in variants.values():
+            await measure_throughput(call, 200, concurrency)
+        for _ in range(rounds):
+            for name, (call, _) in variants.items():
+                parallel[name].append(await measure_throughput(call, calls * 2, concurrency))
     finally:
         for _, close in variants.values():
             await close()
         upstream.terminate()
         upstream.wait(timeout=10)
-    report(results, rounds, calls)
+    report(sequential, parallel, rounds, calls, concurrency)
 
 
-def report(results: dict[str, list[tuple[float, float]]], rounds: int, calls: int) -> None:
-    base_wall = statistics.median(wall for wall, _ in results["openai-sdk"])
-    base_cpu = statistics.median(cpu for _, cpu in results["openai-sdk"])
-    print(f"{rounds} rounds x {calls} sequential calls per variant, medians over rounds")
+def report(
+    sequential: dict[str, list[tuple[float, float]]],
+    parallel: dict[str, list[float]],
+    rounds: int,
+    calls: int,
+    concurrency: int,
+) -> None:
+    base_wall = statistics.median(wall for wall, _ in sequential["openai-sdk"])
+    base_cpu = statistics.median(cpu for _, cpu in sequential["openai-sdk"])
+    base_rate = statistics.median(parallel["openai-sdk"])
+    print(f"concurrency 1: {rounds} rounds x {calls} calls per variant, medians over rounds")
     print(f"{'variant':<12} {'wall us/call':>13} {'cpu us/call':>12} {'overhead us':>12} {'ratio':>7}")
-    for name, samples in results.items():
+    overheads = {}
+    for name, samples in sequential.items():
         wall = statistics.median(value for value, _ in samples)
         cpu = statistics.median(value for _, value in samples)
+        overheads[name] = wall - base_wall
         print(f"{name:<12} {wall:13.0f} {cpu:12.0f} {wall - base_wall:+12.0f} {wall / base_wall:7.2f}")
     print(f"(baseline openai-sdk cpu {base_cpu:.0f} us/call)")
+    if "litellm" in overheads and overheads["litellm"] > 0:
+        share = overheads["trunkline"] / overheads["litellm"]
+        print(f"trunkline's overhead is {share:.3f} of litellm's")
+    print()
+    print(f"concurrency {concurrency}: {rounds} rounds x {calls * 2} calls per variant, medians")
+    print(f"{'variant':<12} {'calls/s':>10} {'ratio':>7}")
+    for name, rates in parallel.items():
+        rate = statistics.median(rates)
+        print(f"{name:<12} {rate:10.0f} {rate / base_rate:7.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Trunkline's per-call overhead over the openai SDK.")
     parser.add_argument("--rounds", type=int, default=7, help="Alternating rounds per variant.")
     parser.add_argument("--calls", type=int, default=300, help="Sequential calls per variant per round.")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="Tasks calling at once in the throughput test."
+    )
     parser.add_argument("--peers", action="store_true", help="Add litellm.acompletion where installed.")
     arguments = parser.parse_args()
-    asyncio.run(run(arguments.rounds, arguments.calls, arguments.peers))
+    asyncio.run(run(arguments.rounds, arguments.calls, arguments.concurrency, arguments.peers))
 
 
 if __name__ == "__main__":
