@@ -51,6 +51,27 @@ async def test_schema_constrained_output() -> None:
     assert response.model_version.endswith(".gguf")
 
 
+async def test_stream_matches_complete() -> None:
+    provider = LocalProvider("smollm2-135m-instruct", {"n_threads": 2})
+    request = ModelRequest(
+        model="smollm2-135m-instruct",
+        messages=(Message.system("Be brief."), Message.user("Write one sentence about the sea.")),
+        max_tokens=24,
+    )
+    whole = await provider.complete(request)
+
+    *deltas, final = [item async for item in provider.stream(request)]
+
+    # Temperature 0 makes both calls generate the same text.
+    assert len(deltas) > 1
+    assert "".join(deltas) == final.text
+    assert final.text == whole.text
+    assert final.finish_reason == whole.finish_reason
+    # The stream's counts come from the tokenizer and must equal the ones llama.cpp reports.
+    assert final.usage == whole.usage
+    assert final.usage.estimated is False
+
+
 async def test_calls_do_not_block_event_loop() -> None:
     router = Router(Settings.model_validate(builtin_defaults()))
     await router.complete("Hi", route="local", max_tokens=4)  # loads the model first

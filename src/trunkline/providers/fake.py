@@ -3,7 +3,10 @@
 `ScriptedModel` replies from a queue of `FakeReply` and `FakeFailure` items,
 in order, so a test can script "429 with Retry-After, then success".
 `SimulatedModel` draws latencies and failures at random from a seeded
-generator, for load rehearsals.
+generator, for load rehearsals. Both stream too: a reply's text arrives in
+chunks, and a `FakeReply` can pause between chunks, break off or stall.
+Every wait is an `asyncio.sleep`, so tests on a virtual clock such as
+looptime's do not really wait.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +28,12 @@ from trunkline.types.usage import Usage
 
 @dataclass(frozen=True)
 class FakeReply:
-    """A successful response; token counts left as None are estimated from the text."""
+    """A successful response; token counts left as None are estimated from the text.
+
+    `latency_s` is the wait before the response, or before the first chunk
+    of a stream. The fields from `chunks` on apply only to `stream`, because
+    `complete` always returns the whole reply.
+    """
 
     text: str
     latency_s: float = 0.0
@@ -34,6 +43,39 @@ class FakeReply:
     cache_read_tokens: int = 0
     reasoning_tokens: int = 0
     model: str | None = None
+    #: The text deltas that `stream` yields, which must join to `text`. None
+    #: splits `text` after each run of whitespace, about one chunk per word.
+    chunks: tuple[str, ...] | None = None
+    #: Seconds `stream` waits before each chunk after the first.
+    chunk_delay_s: float = 0.0
+    #: Number of chunks `stream` yields before it raises `ProviderError`, or None.
+    break_after: int | None = None
+    #: The kind of the error that `break_after` raises.
+    break_kind: ErrorKind = ErrorKind.CONNECTION
+    #: Number of chunks `stream` yields before it waits until cancelled, or None.
+    stall_after: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunks is not None and "".join(self.chunks) != self.text:
+            raise ConfigError(
+                f"FakeReply chunks {self.chunks!r} do not join to its text {self.text!r}"
+            )
+        if self.latency_s < 0 or self.chunk_delay_s < 0:
+            raise ConfigError("FakeReply latency_s and chunk_delay_s must not be negative")
+        count = len(self.stream_chunks())
+        for name in ("break_after", "stall_after"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= count:
+                raise ConfigError(
+                    f"FakeReply {name} must be between 0 and its chunk count {count}, "
+                    f"got {value}"
+                )
+
+    def stream_chunks(self) -> tuple[str, ...]:
+        """Return the text deltas that `stream` yields for this reply."""
+        if self.chunks is not None:
+            return self.chunks
+        return tuple(piece for piece in re.split(r"(?<=\s)(?=\S)", self.text) if piece)
 
 
 @dataclass(frozen=True)
@@ -80,6 +122,36 @@ class _FakeBase(Provider):
             await asyncio.sleep(item.latency_s)
         if isinstance(item, FakeFailure):
             raise self._error(item)
+        return self._response(item, request)
+
+    async def _play_stream(
+        self, item: FakeReply | FakeFailure, request: ModelRequest
+    ) -> AsyncIterator[str | ModelResponse]:
+        if item.latency_s > 0:
+            await asyncio.sleep(item.latency_s)
+        if isinstance(item, FakeFailure):
+            raise self._error(item)
+        chunks = item.stream_chunks()
+        # One step past the last chunk, so that a break or stall can also come
+        # after every chunk but before the final response.
+        for index in range(len(chunks) + 1):
+            if item.break_after == index:
+                raise ProviderError(
+                    f"fake stream broke off after {index} chunks",
+                    kind=item.break_kind,
+                    provider=self.name,
+                    model=self.model,
+                )
+            if item.stall_after == index:
+                await asyncio.get_running_loop().create_future()
+            if index == len(chunks):
+                break
+            if index and item.chunk_delay_s > 0:
+                await asyncio.sleep(item.chunk_delay_s)
+            yield chunks[index]
+        yield self._response(item, request)
+
+    def _response(self, item: FakeReply, request: ModelRequest) -> ModelResponse:
         return ModelResponse(
             text=item.text,
             model=item.model or self.model,
@@ -128,6 +200,15 @@ class ScriptedModel(_FakeBase):
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.requests.append(request)
+        return await self._play(self._next_item(request), request)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        """Stream the next item of the script: its chunks, then the response."""
+        self.requests.append(request)
+        async for part in self._play_stream(self._next_item(request), request):
+            yield part
+
+    def _next_item(self, request: ModelRequest) -> FakeReply | FakeFailure:
         if self.script:
             item = self.script.popleft()
         elif self.default is not None:
@@ -139,7 +220,7 @@ class ScriptedModel(_FakeBase):
             )
         if callable(item):
             item = item(request)
-        return await self._play(item, request)
+        return item
 
 
 class SimulatedModel(_FakeBase):
@@ -152,6 +233,8 @@ class SimulatedModel(_FakeBase):
         text: the reply text; ``{input_chars}`` is replaced by the prompt length.
         output_tokens: output token count reported with each reply.
         seed: seed of the random generator.
+        chunk_delay_ms: pause between streamed chunks in milliseconds. The
+            latency then comes before the first chunk.
     """
 
     def __init__(
@@ -165,18 +248,20 @@ class SimulatedModel(_FakeBase):
         text: str = "ok",
         output_tokens: int = 16,
         seed: int = 0,
+        chunk_delay_ms: float = 0.0,
     ) -> None:
         super().__init__(model)
         if not 0.0 <= error_rate <= 1.0:
             raise ConfigError(f"error_rate must be between 0 and 1, got {error_rate}")
-        if latency_ms < 0 or latency_sigma < 0:
-            raise ConfigError("latency_ms and latency_sigma must not be negative")
+        if latency_ms < 0 or latency_sigma < 0 or chunk_delay_ms < 0:
+            raise ConfigError("latency_ms, latency_sigma and chunk_delay_ms must not be negative")
         self.latency_ms = latency_ms
         self.latency_sigma = latency_sigma
         self.error_rate = error_rate
         self.error_status = error_status
         self.text = text
         self.output_tokens = output_tokens
+        self.chunk_delay_ms = chunk_delay_ms
         self.random = random.Random(seed)
 
     def _latency_s(self) -> float:
@@ -188,20 +273,26 @@ class SimulatedModel(_FakeBase):
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.requests.append(request)
+        return await self._play(self._draw(request), request)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        """Stream a drawn reply in chunks, or fail before the first chunk at the error rate."""
+        self.requests.append(request)
+        async for part in self._play_stream(self._draw(request), request):
+            yield part
+
+    def _draw(self, request: ModelRequest) -> FakeReply | FakeFailure:
         latency = self._latency_s()
         if self.random.random() < self.error_rate:
-            item: FakeReply | FakeFailure = FakeFailure(
-                status=self.error_status, latency_s=latency
-            )
-        else:
-            prompt_chars = sum(len(message.content) for message in request.messages)
-            item = FakeReply(
-                text=self.text.replace("{input_chars}", str(prompt_chars)),
-                latency_s=latency,
-                output_tokens=self.output_tokens,
-                input_tokens=estimate_tokens("x" * prompt_chars),
-            )
-        return await self._play(item, request)
+            return FakeFailure(status=self.error_status, latency_s=latency)
+        prompt_chars = sum(len(message.content) for message in request.messages)
+        return FakeReply(
+            text=self.text.replace("{input_chars}", str(prompt_chars)),
+            latency_s=latency,
+            output_tokens=self.output_tokens,
+            input_tokens=estimate_tokens("x" * prompt_chars),
+            chunk_delay_s=self.chunk_delay_ms / 1000.0,
+        )
 
 
 def fake_from_options(model: str, options: dict[str, Any]) -> Provider:

@@ -15,13 +15,14 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from trunkline.errors import ConfigError, ErrorKind, ProviderError
-from trunkline.providers.base import Provider
+from trunkline.providers.base import Provider, estimate_tokens, is_context_length_message
 from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
 from trunkline.types.usage import Usage
 
@@ -144,34 +145,104 @@ class LocalProvider(Provider):
         return await loop.run_in_executor(model.executor, call)
 
     def _complete_blocking(self, model: _LoadedModel, request: ModelRequest) -> ModelResponse:
-        arguments: dict[str, Any] = {
-            "messages": [message.to_openai() for message in request.messages],
-            "temperature": 0.0 if request.temperature is None else request.temperature,
-            "max_tokens": request.max_tokens or 256,
-        }
-        if request.top_p is not None:
-            arguments["top_p"] = request.top_p
-        if request.stop:
-            arguments["stop"] = list(request.stop)
-        if request.seed is not None:
-            arguments["seed"] = request.seed
-        if request.output_schema is not None:
-            arguments["response_format"] = {
-                "type": "json_object",
-                "schema": request.output_schema,
-            }
+        arguments = _chat_arguments(request)
         try:
             result = model.llama.create_chat_completion(**arguments)
         except ValueError as error:
-            # llama-cpp-python raises ValueError when the prompt exceeds n_ctx.
-            kind = ErrorKind.CONTEXT_LENGTH if "context" in str(error) else ErrorKind.BAD_REQUEST
-            raise ProviderError(
-                f"local model rejected the request: {error}",
-                kind=kind,
-                provider=self.name,
-                model=self.model,
-            ) from error
+            raise _rejected_request(error, self.name, self.model) from error
         return self._response(result)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        """Stream the completion from the model's worker thread without blocking the event loop.
+
+        The worker hands each chunk to the loop through an `asyncio.Queue`.
+        When the consumer stops early or is cancelled, generation stops at the
+        next token. llama-cpp-python reports no usage for a stream, so the
+        tokens are counted with the model's tokenizer (see `_count_stream_usage`).
+        """
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(None, self._ensure_loaded)
+        queue: asyncio.Queue[str | ModelResponse | Exception] = asyncio.Queue()
+        stop = threading.Event()
+
+        def send(item: str | ModelResponse | Exception) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:
+                # The event loop is closed, so no consumer can receive more items.
+                stop.set()
+
+        model.executor.submit(self._stream_blocking, model, request, send, stop)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                if isinstance(item, ModelResponse):
+                    return
+        finally:
+            stop.set()
+
+    def _stream_blocking(
+        self,
+        model: _LoadedModel,
+        request: ModelRequest,
+        send: Callable[[str | ModelResponse | Exception], None],
+        stop: threading.Event,
+    ) -> None:
+        """Generate on the worker thread, sending text deltas and then one response or exception."""
+        try:
+            response = self._generate_stream(model, request, send, stop)
+        except Exception as error:
+            # Sent instead of raised: raised here, it would stay in the executor's
+            # future while the consumer waited for a response that never comes.
+            send(error)
+            return
+        if response is not None:
+            send(response)
+
+    def _generate_stream(
+        self,
+        model: _LoadedModel,
+        request: ModelRequest,
+        send: Callable[[str], None],
+        stop: threading.Event,
+    ) -> ModelResponse | None:
+        """Send each text delta, then return the response, or None when `stop` was set."""
+        arguments = {**_chat_arguments(request), "stream": True}
+        parts: list[str] = []
+        finish_reason: str | None = None
+        response_id: str | None = None
+        try:
+            chunks = model.llama.create_chat_completion(**arguments)
+            try:
+                for chunk in chunks:
+                    if stop.is_set():
+                        return None
+                    response_id = response_id or chunk.get("id")
+                    choice = chunk["choices"][0]
+                    finish_reason = choice.get("finish_reason") or finish_reason
+                    content = choice["delta"].get("content")
+                    if content:
+                        parts.append(content)
+                        send(content)
+            finally:
+                # Closing the generator here, on the worker thread, ends
+                # generation before the next call uses the model.
+                chunks.close()
+        except ValueError as error:
+            raise _rejected_request(error, self.name, self.model) from error
+
+        text = "".join(parts)
+        return ModelResponse(
+            text=text,
+            model=self.model,
+            finish_reason="length" if finish_reason == "length" else "stop",
+            usage=_count_stream_usage(model.llama, arguments["messages"], text),
+            response_id=response_id or uuid.uuid4().hex,
+            model_version=self._version(),
+        )
 
     def _response(self, result: dict[str, Any]) -> ModelResponse:
         choice = result["choices"][0]
@@ -193,3 +264,93 @@ class LocalProvider(Provider):
         path = self._model.path if self._model else self.path
         return path.name if path else self.model
 
+
+def _chat_arguments(request: ModelRequest) -> dict[str, Any]:
+    """Build the `create_chat_completion` arguments for `request`, without ``stream``."""
+    arguments: dict[str, Any] = {
+        "messages": [message.to_openai() for message in request.messages],
+        "temperature": 0.0 if request.temperature is None else request.temperature,
+        "max_tokens": request.max_tokens or 256,
+    }
+    if request.top_p is not None:
+        arguments["top_p"] = request.top_p
+    if request.stop:
+        arguments["stop"] = list(request.stop)
+    if request.seed is not None:
+        arguments["seed"] = request.seed
+    if request.output_schema is not None:
+        arguments["response_format"] = {"type": "json_object", "schema": request.output_schema}
+    return arguments
+
+
+def _rejected_request(error: ValueError, provider: str, model: str) -> ProviderError:
+    """Translate the ValueError that llama-cpp-python raises for a request it cannot run.
+
+    A prompt that does not fit the context window gives "Requested tokens (N)
+    exceed context window of M" (llama-cpp-python 0.3.36). Any other
+    ValueError, such as a parameter the model does not support, is a bad request.
+    """
+    text = str(error)
+    if is_context_length_message(text):
+        return ProviderError(
+            f"local model {model!r} rejected the request: {text}; shorten the messages "
+            "or raise the deployment's options.n_ctx",
+            kind=ErrorKind.CONTEXT_LENGTH,
+            provider=provider,
+            model=model,
+        )
+    return ProviderError(
+        f"local model {model!r} rejected the request: {text}",
+        kind=ErrorKind.BAD_REQUEST,
+        provider=provider,
+        model=model,
+    )
+
+
+def _count_stream_usage(llama: Any, messages: list[dict[str, Any]], text: str) -> Usage:
+    """Count a stream's tokens with the model's tokenizer.
+
+    The output is tokenized again from its text, which gives the count a
+    non-streamed call reports unless the model sampled a token sequence that
+    tokenizes differently. The input is estimated from its characters, and
+    marked as estimated, when the prompt cannot be rendered (see `_render_prompt`).
+    """
+    output_tokens = len(_tokenize(llama, text)) if text else 0
+    prompt = _render_prompt(llama, messages)
+    if prompt is None:
+        contents = "".join(str(message.get("content") or "") for message in messages)
+        return Usage(
+            input_tokens=estimate_tokens(contents), output_tokens=output_tokens, estimated=True
+        )
+    return Usage(input_tokens=len(_tokenize(llama, prompt)), output_tokens=output_tokens)
+
+
+def _tokenize(llama: Any, text: str) -> list[int]:
+    return llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+
+def _render_prompt(llama: Any, messages: list[dict[str, Any]]) -> str | None:
+    """Render the prompt as llama-cpp-python 0.3.36 does for the GGUF file's own chat template.
+
+    Returns None for a model with a custom chat handler or a named chat format,
+    whose prompt this does not reproduce.
+    """
+    template = llama.metadata.get("tokenizer.chat_template")
+    if llama.chat_handler is not None or llama.chat_format != "chat_template.default":
+        return None
+    if not template:
+        return None
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(
+        template=template,
+        eos_token=_token_text(llama, llama.token_eos()),
+        bos_token=_token_text(llama, llama.token_bos()),
+    )
+    return formatter(messages=messages).prompt
+
+
+def _token_text(llama: Any, token: int) -> str:
+    if token < 0:
+        return ""
+    return llama.detokenize([token], special=True).decode("utf-8", errors="ignore")

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from trunkline.errors import ErrorKind, ProviderError
-from trunkline.providers.base import Provider, estimate_tokens, kind_from_status, parse_retry_after
+from trunkline.providers.base import (
+    Provider,
+    estimate_tokens,
+    http_error,
+    kind_from_codes,
+    parse_error_body,
+    redact_secrets,
+    transport_error,
+)
 from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
 from trunkline.types.messages import ToolCall
 from trunkline.types.usage import Usage
@@ -66,10 +78,81 @@ class OpenAIProvider(Provider):
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         try:
-            completion = await self.client.chat.completions.create(**self._arguments(request))
+            # The body is built from an already validated request, so it is
+            # posted as it is: `chat.completions.create` would first run the
+            # SDK's TypedDict transform over it, about 0.3 ms of CPU a call
+            # (openai 3.60, measured on a 2-core VM). Errors, the Azure URL
+            # rewrite and the response model are the same on both paths.
+            completion = await self.client.post(
+                "/chat/completions", body=self._arguments(request), cast_to=ChatCompletion
+            )
         except openai.APIError as error:
             raise self._translate(error) from error
         return self._response(completion, request)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        """Stream the completion's text deltas, then yield the response assembled from its chunks.
+
+        The request sets ``stream_options.include_usage``, so the server sends
+        the usage in a last chunk. A server that sends none gets its usage
+        estimated and marked as estimated. A stream that ends without a finish
+        reason was cut off, so it raises `ProviderError` with kind connection.
+        """
+        arguments = self._arguments(request)
+        arguments["stream"] = True
+        arguments["stream_options"] = {
+            "include_usage": True,
+            **(arguments.get("stream_options") or {}),
+        }
+        try:
+            chunks = await self.client.chat.completions.create(**arguments)
+        except openai.APIError as error:
+            raise self._translate(error) from error
+
+        completion = _StreamedCompletion()
+        # Leaving the block closes the HTTP response, also when the consumer
+        # stops early (GeneratorExit) or is cancelled.
+        async with chunks:
+            while (chunk := await self._next_chunk(chunks)) is not None:
+                delta = completion.add(chunk)
+                if delta:
+                    yield delta
+
+        if completion.finish_reason is None:
+            raise self._stream_failure(
+                "the stream ended before a finish reason", ErrorKind.CONNECTION
+            )
+        response = completion.response(request, self.model)
+        if response.finish_reason == "content_filter" and not response.text and not response.tool_calls:
+            raise _filtered_output_error(
+                self.name, self.model, "a content filter removed the output (finish_reason content_filter)"
+            )
+        yield response
+
+    async def _next_chunk(self, chunks: Any) -> Any | None:
+        """Return the next chunk, or None at the end, as a `ProviderError` on any failure."""
+        try:
+            return await anext(chunks)
+        except StopAsyncIteration:
+            return None
+        except openai.APIError as error:
+            raise self._translate(error) from error
+        except json.JSONDecodeError as error:
+            raise self._stream_failure(
+                f"the server sent an event that is not JSON: {error}", ErrorKind.SERVER_ERROR
+            ) from error
+        except _TRANSPORT_ERRORS as error:
+            raise self._stream_failure(
+                f"reading the stream failed: {error!r}", ErrorKind.CONNECTION
+            ) from error
+
+    def _stream_failure(self, reason: str, kind: ErrorKind) -> ProviderError:
+        return ProviderError(
+            f"{self.name} stream for model {self.model!r} failed: {reason}",
+            kind=kind,
+            provider=self.name,
+            model=self.model,
+        )
 
     async def aclose(self) -> None:
         """Close the SDK client and its connection pool."""
@@ -94,48 +177,125 @@ class OpenAIProvider(Provider):
 
     def _response(self, completion: Any, request: ModelRequest) -> ModelResponse:
         choice = completion.choices[0]
-        message = choice.message
+        message = getattr(choice, "message", None)
         tool_calls = tuple(
             ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
-            for call in (message.tool_calls or [])
+            for call in (getattr(message, "tool_calls", None) or [])
             if getattr(call, "function", None) is not None
         )
+        text = getattr(message, "content", None) or ""
+        if not text and not tool_calls:
+            reason = _empty_output_reason(choice, message)
+            if reason is not None:
+                raise _filtered_output_error(self.name, self.model, reason)
         return ModelResponse(
-            text=message.content or "",
+            text=text,
             model=completion.model or self.model,
             finish_reason=_FINISH_REASONS.get(choice.finish_reason or "stop", "stop"),
-            usage=usage_from_openai(completion.usage, request, message.content or ""),
+            usage=usage_from_openai(completion.usage, request, text),
             response_id=completion.id,
             model_version=getattr(completion, "system_fingerprint", None),
             tool_calls=tool_calls,
         )
 
     def _translate(self, error: openai.APIError) -> ProviderError:
+        secrets = (self.client.api_key,)
         if isinstance(error, openai.APITimeoutError):
-            kind, status, headers = ErrorKind.TIMEOUT, None, None
-        elif isinstance(error, openai.APIConnectionError):
-            kind, status, headers = ErrorKind.CONNECTION, None, None
-        elif isinstance(error, openai.APIStatusError):
-            status = error.status_code
-            headers = dict(error.response.headers)
-            kind = kind_from_status(status, _body_text(error))
-        else:
-            kind, status, headers = ErrorKind.BAD_REQUEST, None, None
+            return transport_error(
+                provider=self.name,
+                model=self.model,
+                kind=ErrorKind.TIMEOUT,
+                detail=_cause_text(error),
+                secrets=secrets,
+            )
+        if isinstance(error, openai.APIConnectionError):
+            return transport_error(
+                provider=self.name,
+                model=self.model,
+                kind=ErrorKind.CONNECTION,
+                detail=_cause_text(error),
+                secrets=secrets,
+            )
+        if isinstance(error, openai.APIStatusError):
+            return http_error(
+                provider=self.name,
+                model=self.model,
+                status=error.status_code,
+                body=_error_body(error),
+                headers=dict(error.response.headers),
+                secrets=secrets,
+            )
+        # An `error` event inside a stream, or a body the SDK could not parse,
+        # has no status, so only a known code in the body can refine the kind.
+        kind = kind_from_codes(parse_error_body(error.body)) or ErrorKind.BAD_REQUEST
         return ProviderError(
-            f"{self.name} request for model {self.model!r} failed: {error}",
+            redact_secrets(
+                f"{self.name} request for model {self.model!r} failed: {error.message}", secrets
+            ),
             kind=kind,
             provider=self.name,
             model=self.model,
-            status_code=status,
-            retry_after_s=parse_retry_after(headers),
         )
 
 
-def _body_text(error: openai.APIStatusError) -> str:
-    body = error.body
-    if isinstance(body, dict):
-        return " ".join(str(value) for value in body.values()) + f" {error.message}"
-    return f"{body or ''} {error.message}"
+def _error_body(error: openai.APIStatusError) -> object:
+    """Return the whole decoded error body.
+
+    The SDK keeps only the object under ``"error"`` in ``error.body``, which
+    loses the fields beside it, such as text-generation-inference's
+    ``error_type``. When ``error.body`` is set, the SDK has read the response,
+    so its text is available.
+    """
+    if error.body is None:
+        return None
+    try:
+        return json.loads(error.response.text)
+    except ValueError:
+        return error.body
+
+
+def _cause_text(error: openai.APIConnectionError) -> str:
+    """Return the transport error behind `error`, such as a refused connection."""
+    cause = error.__cause__
+    return f"{error.message} ({cause})" if cause is not None else error.message
+
+
+def _empty_output_reason(choice: Any, message: Any) -> str | None:
+    """Return why a 200 reply without text or tool calls was blocked, or None.
+
+    Azure OpenAI and OpenAI set finish_reason ``content_filter`` when a filter
+    removed the output, and OpenAI's structured outputs put a safety refusal
+    in ``message.refusal`` instead of the content.
+    """
+    if choice.finish_reason == "content_filter":
+        categories = _filtered_categories(getattr(choice, "content_filter_results", None))
+        suffix = f", filtered categories: {', '.join(categories)}" if categories else ""
+        return f"a content filter removed the output (finish_reason content_filter{suffix})"
+    refusal = getattr(message, "refusal", None)
+    if isinstance(refusal, str) and refusal.strip():
+        return f"the model refused: {refusal.strip()}"
+    return None
+
+
+def _filtered_categories(results: object) -> list[str]:
+    """List the categories that Azure's ``content_filter_results`` marks as filtered."""
+    if not isinstance(results, dict):
+        return []
+    return [
+        name
+        for name, result in results.items()
+        if isinstance(result, dict) and result.get("filtered") is True
+    ]
+
+
+def _filtered_output_error(provider: str, model: str, reason: str) -> ProviderError:
+    return ProviderError(
+        f"{provider} response for model {model!r} has no usable output: {reason}",
+        kind=ErrorKind.CONTENT_FILTER,
+        provider=provider,
+        model=model,
+        status_code=200,
+    )
 
 
 def usage_from_openai(usage: Any, request: ModelRequest, output: str) -> Usage:
@@ -160,3 +320,103 @@ def usage_from_openai(usage: Any, request: ModelRequest, output: str) -> Usage:
         cache_write_tokens=getattr(prompt_details, "cache_write_tokens", None) or 0,
         reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
     )
+
+
+def _transport_error_types() -> tuple[type[BaseException], ...]:
+    """Collect the read errors that can escape the SDK's own wrapping mid-stream.
+
+    The SDK turns most transport failures into `openai.APIConnectionError`.
+    These are the rest, from `httpx2` (openai 3.x) and `httpx` (older SDKs, or a
+    caller's own client), whichever is installed.
+    """
+    errors: list[type[BaseException]] = [OSError]
+    for name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors += [module.HTTPError, module.StreamError]
+    return tuple(errors)
+
+
+_TRANSPORT_ERRORS = _transport_error_types()
+
+
+class _ToolCallParts:
+    """One tool call assembled from its deltas, which share an index."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.id = ""
+        self.name = ""
+        self.arguments: list[str] = []
+
+    def add(self, delta: Any) -> None:
+        if delta.id:
+            self.id = delta.id
+        function = delta.function
+        if function is None:
+            return
+        if function.name:
+            self.name = function.name
+        if function.arguments:
+            self.arguments.append(function.arguments)
+
+    def to_tool_call(self) -> ToolCall:
+        # Some compatible servers send no call id, and a reply must name one.
+        call_id = self.id or f"call_{self.index}"
+        return ToolCall(id=call_id, name=self.name, arguments="".join(self.arguments))
+
+
+class _StreamedCompletion:
+    """The parts of a chat completion gathered from its stream chunks.
+
+    Only the first choice is kept, as `OpenAIProvider._response` keeps it.
+    """
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.finish_reason: str | None = None
+        self.model = ""
+        self.response_id: str | None = None
+        self.system_fingerprint: str | None = None
+        self.usage: Any = None
+        self.tool_calls: dict[int, _ToolCallParts] = {}
+
+    def add(self, chunk: Any) -> str:
+        """Take in one chunk and return its text delta, or an empty string."""
+        # Azure sends a first chunk with only content filter results and an empty model.
+        self.model = chunk.model or self.model
+        self.response_id = self.response_id or chunk.id or None
+        fingerprint = getattr(chunk, "system_fingerprint", None)
+        self.system_fingerprint = fingerprint or self.system_fingerprint
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        # The usage chunk has no choices, and some compatible servers send null there.
+        choice = next((item for item in chunk.choices or [] if item.index == 0), None)
+        if choice is None:
+            return ""
+        if choice.finish_reason:
+            self.finish_reason = choice.finish_reason
+        delta = choice.delta
+        if delta is None:
+            return ""
+        for call in delta.tool_calls or []:
+            self.tool_calls.setdefault(call.index, _ToolCallParts(call.index)).add(call)
+        if delta.content:
+            self.text.append(delta.content)
+            return delta.content
+        return ""
+
+    def response(self, request: ModelRequest, default_model: str) -> ModelResponse:
+        text = "".join(self.text)
+        tool_calls = [self.tool_calls[index].to_tool_call() for index in sorted(self.tool_calls)]
+        return ModelResponse(
+            text=text,
+            model=self.model or default_model,
+            finish_reason=_FINISH_REASONS.get(self.finish_reason or "stop", "stop"),
+            usage=usage_from_openai(self.usage, request, text),
+            response_id=self.response_id,
+            model_version=self.system_fingerprint,
+            tool_calls=tuple(tool_calls),
+        )
