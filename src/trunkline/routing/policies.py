@@ -70,7 +70,7 @@ class FallbackRules:
         elif error.kind is ErrorKind.CONTENT_FILTER:
             self.content_filtered = True
 
-    def refuse(self, name: str, deployment: Deployment, route: Route) -> tuple[str, str] | None:
+    def reject_reason(self, name: str, deployment: Deployment, route: Route) -> tuple[str, str] | None:
         """Return why `name` may not take the call after the failures so far, or None."""
         if self.context_failed:
             window = deployment.context_window

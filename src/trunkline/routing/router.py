@@ -65,7 +65,7 @@ ScoreReader = Callable[[str], Mapping[str, TaskScore]]
 SCORES_TTL_S = 60.0
 
 
-class _Refused(CallError):
+class _Rejected(CallError):
     """A deployment refused the call before anything was sent: budget or rate limit."""
 
     def __init__(self, reason: str, error: CallError) -> None:
@@ -354,7 +354,7 @@ class Router:
                 failures.append(_deadline_passed(state))
                 break
             deployment = self.settings.deployments[name]
-            skip = rules.refuse(name, deployment, policy)
+            skip = rules.reject_reason(name, deployment, policy)
             breaker = self.breakers.get(name, policy.breaker_failures, policy.breaker_cooldown_s)
             if skip is None and not breaker.allow(loop.time()):
                 skip = (
@@ -372,7 +372,7 @@ class Router:
             probe_only = may_downgrade and "rate_limit" in policy.downgrade_when
             try:
                 return await self._run_deployment(name, deployment, state, probe_only)
-            except _Refused as refusal:
+            except _Rejected as refusal:
                 reason = "budget_exceeded" if refusal.reason == "budget" else "rate_limited"
                 state.fallbacks.append(
                     FallbackHop(deployment=name, reason=reason, detail=str(refusal.error))
@@ -418,7 +418,7 @@ class Router:
             first = failures == 0 and repairs == 0
             try:
                 result = await self._attempt(name, deployment, provider, request, state, probe_only and first)
-            except _Refused as refusal:
+            except _Rejected as refusal:
                 breaker.release_probe()
                 if first:
                     raise
@@ -494,7 +494,7 @@ class Router:
             except LimitWaitTooLong as refusal:
                 if reservation is not None:
                     await self.ledger.settle(reservation, 0.0)
-                raise _Refused(
+                raise _Rejected(
                     "rate_limit",
                     CallError(f"deployment {name}: {refusal}", kind=ErrorKind.RATE_LIMITED),
                 ) from refusal
@@ -547,7 +547,7 @@ class Router:
         worst = worst_case_usd(self.settings, deployment, request, state.started_at)
         if worst is None:
             scope, limit = next(iter(state.budgets.items()))
-            raise _Refused(
+            raise _Rejected(
                 "budget",
                 BudgetExceeded(
                     f"no price is known for model {deployment.model!r}, so its calls cannot be "
@@ -562,7 +562,7 @@ class Router:
         try:
             return await self.ledger.reserve(state.budgets, worst)
         except BudgetExceeded as error:
-            raise _Refused("budget", error) from None
+            raise _Rejected("budget", error) from None
 
     async def _settle(
         self,
@@ -719,11 +719,11 @@ def _repair_request(
     request: ModelRequest, response: ModelResponse, mismatch: OutputMismatch, has_schema: bool
 ) -> ModelRequest:
     """Append the unusable output and what was wrong with it, so the model can correct itself."""
-    wanted = "only output that matches the required JSON schema" if has_schema else "a usable reply"
+    expected = "only output that matches the required JSON schema" if has_schema else "a usable reply"
     messages = (
         *request.messages,
         Message.assistant(response.text),
-        Message.user(f"That reply was not usable: {mismatch}. Reply again with {wanted}."),
+        Message.user(f"That reply was not usable: {mismatch}. Reply again with {expected}."),
     )
     return request.model_copy(update={"messages": messages})
 

@@ -1,4 +1,4 @@
-"""What one call gathers while it runs, and the record built from it at the end."""
+"""The state of one call in flight, and the record built from it at the end."""
 
 from __future__ import annotations
 
