@@ -162,6 +162,7 @@ async def test_structured_output_request(provider: OpenAIProvider, fake_server: 
     assert response_format["type"] == "json_schema"
     assert response_format["json_schema"]["name"] == "output"
     assert response_format["json_schema"]["schema"] == OUTPUT_SCHEMA
+    assert response_format["json_schema"]["strict"] is True
 
 
 async def test_structured_output_text(provider: OpenAIProvider, fake_server: FakeServer) -> None:
@@ -393,3 +394,43 @@ async def test_aclose_closes_client(fake_server: FakeServer) -> None:
     await adapter.aclose()
 
     assert adapter.client.is_closed()
+
+
+@pytest.mark.parametrize(
+    ("schema", "strict"),
+    [
+        (
+            {
+                "type": "object",
+                "properties": {"intent": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
+                "required": ["intent", "tags"],
+                "additionalProperties": False,
+            },
+            True,
+        ),
+        ({"type": "object", "properties": {"intent": {"type": "string"}}, "required": ["intent"]}, False),
+        (
+            {
+                "type": "object",
+                "properties": {"intent": {"type": "string"}, "note": {"type": "string"}},
+                "required": ["intent"],
+                "additionalProperties": False,
+            },
+            False,
+        ),
+        (
+            {
+                "type": "object",
+                "properties": {"inner": {"$ref": "#/$defs/Inner"}},
+                "required": ["inner"],
+                "additionalProperties": False,
+                "$defs": {"Inner": {"type": "object", "properties": {"x": {"type": "integer"}}}},
+            },
+            False,
+        ),
+    ],
+)
+def test_strict_mode_only_for_strict_schemas(schema, strict) -> None:
+    from trunkline.providers.openai import is_strict_schema
+
+    assert is_strict_schema(schema) is strict

@@ -169,9 +169,10 @@ class OpenAIProvider(Provider):
             arguments["max_completion_tokens"] = arguments.pop("max_tokens")
         arguments.pop("use_max_completion_tokens", None)
         if request.output_schema is not None:
+            schema = request.output_schema
             arguments["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "output", "schema": request.output_schema},
+                "json_schema": {"name": "output", "schema": schema, "strict": is_strict_schema(schema)},
             }
         return arguments
 
@@ -286,6 +287,26 @@ def _filtered_categories(results: object) -> list[str]:
         for name, result in results.items()
         if isinstance(result, dict) and result.get("filtered") is True
     ]
+
+
+def is_strict_schema(schema: Any) -> bool:
+    """Return whether OpenAI's strict structured outputs accept `schema` as it is.
+
+    Strict mode requires every object to list all its properties as
+    required and to set ``additionalProperties`` to false. Other schemas are
+    sent with ``strict`` false, and the router still validates the reply.
+    """
+    if isinstance(schema, list):
+        return all(is_strict_schema(item) for item in schema)
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("type") == "object" or "properties" in schema:
+        properties = schema.get("properties", {})
+        if schema.get("additionalProperties") is not False:
+            return False
+        if set(schema.get("required", [])) != set(properties):
+            return False
+    return all(is_strict_schema(value) for value in schema.values() if isinstance(value, dict | list))
 
 
 def _filtered_output_error(provider: str, model: str, reason: str) -> ProviderError:
