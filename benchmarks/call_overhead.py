@@ -162,7 +162,9 @@ async def measure_throughput(call: Call, calls: int, concurrency: int) -> float:
     return calls / (time.perf_counter() - start)
 
 
-async def run(rounds: int, calls: int, concurrency: int, with_peers: bool) -> None:
+async def run(
+    rounds: int, calls: int, concurrency: int, parallel_calls: int, with_peers: bool
+) -> None:
     port = free_port()
     upstream = start_upstream(port, max_seconds=rounds * calls * 0.1 + 300)
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -192,13 +194,15 @@ async def run(rounds: int, calls: int, concurrency: int, with_peers: bool) -> No
             await measure_throughput(call, 200, concurrency)
         for _ in range(rounds):
             for name, (call, _) in variants.items():
-                parallel[name].append(await measure_throughput(call, calls * 2, concurrency))
+                parallel[name].append(
+                    await measure_throughput(call, parallel_calls, concurrency)
+                )
     finally:
         for _, close in variants.values():
             await close()
         upstream.terminate()
         upstream.wait(timeout=10)
-    report(sequential, parallel, rounds, calls, concurrency)
+    report(sequential, parallel, rounds, calls, concurrency, parallel_calls)
 
 
 def report(
@@ -207,6 +211,7 @@ def report(
     rounds: int,
     calls: int,
     concurrency: int,
+    parallel_calls: int,
 ) -> None:
     base_wall = statistics.median(wall for wall, _ in sequential["openai-sdk"])
     base_cpu = statistics.median(cpu for _, cpu in sequential["openai-sdk"])
@@ -224,7 +229,7 @@ def report(
         share = overheads["trunkline"] / overheads["litellm"]
         print(f"trunkline's overhead is {share:.3f} of litellm's")
     print()
-    print(f"concurrency {concurrency}: {rounds} rounds x {calls * 2} calls per variant, medians")
+    print(f"concurrency {concurrency}: {rounds} rounds x {parallel_calls} calls per variant, medians")
     print(f"{'variant':<12} {'calls/s':>10} {'ratio':>7}")
     for name, rates in parallel.items():
         rate = statistics.median(rates)
@@ -238,9 +243,20 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=64, help="Tasks calling at once in the throughput test."
     )
+    parser.add_argument(
+        "--parallel-calls", type=int, default=2000, help="Calls per variant per round at that concurrency."
+    )
     parser.add_argument("--peers", action="store_true", help="Add litellm.acompletion where installed.")
     arguments = parser.parse_args()
-    asyncio.run(run(arguments.rounds, arguments.calls, arguments.concurrency, arguments.peers))
+    asyncio.run(
+        run(
+            arguments.rounds,
+            arguments.calls,
+            arguments.concurrency,
+            arguments.parallel_calls,
+            arguments.peers,
+        )
+    )
 
 
 if __name__ == "__main__":

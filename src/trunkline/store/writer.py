@@ -1,9 +1,10 @@
 """The background writer: records leave the call path and are committed in batches.
 
 `StoreWriter` is a tracing exporter whose `export_call` and `export_span`
-only put the record on a queue. One daemon thread commits the queue in
-transactions of up to `batch_size` rows, or of whatever arrived within
-`flush_interval_s`. A crash loses at most the batch in flight; `close()`,
+only put the record on a queue. One daemon thread commits what is queued
+every `flush_interval_s`, or as soon as `batch_size` rows are waiting, in
+transactions of up to `batch_size` rows. A crash loses what was queued but
+not yet committed, at most about `flush_interval_s` of records; `close()`,
 which also runs at interpreter exit, commits everything still queued.
 """
 
@@ -13,7 +14,6 @@ import atexit
 import logging
 import queue
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,8 @@ class StoreWriter:
         # SimpleQueue's put is a C call with no Python-level lock, so the
         # call path pays well under a microsecond per record.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Set when a batch is full, or on flush and close, to end the sleep early.
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="trunkline-store-writer", daemon=True)
         self._closed = False
         #: Rows that could not be committed, counted for reports and tests.
@@ -125,6 +127,8 @@ class StoreWriter:
             self.failed_rows += 1
             return
         self._queue.put(item)
+        if self._queue.qsize() >= self.batch_size:
+            self._wake.set()
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Block until everything queued so far is committed; False on timeout."""
@@ -132,6 +136,7 @@ class StoreWriter:
             return self._queue.empty()
         marker = _FlushMarker(threading.Event())
         self._queue.put(marker)
+        self._wake.set()
         return marker.done.wait(timeout_s)
 
     def close(self) -> None:
@@ -140,36 +145,40 @@ class StoreWriter:
             return
         self._closed = True
         self._queue.put(_STOP)
+        self._wake.set()
         self._thread.join()
         atexit.unregister(self.close)
 
     def _loop(self) -> None:
         stop = False
         while not stop:
+            # The thread sleeps between batches instead of waking for every
+            # record: a wake-up per record would hand the GIL back and forth
+            # with the event loop hundreds of times a second under load.
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
             batch, markers, stop = self._collect()
-            self._commit(batch)
+            for start in range(0, len(batch), self.batch_size):
+                self._commit(batch[start : start + self.batch_size])
             for marker in markers:
                 marker.done.set()
         self._drain()
 
     def _collect(self) -> tuple[list[_Row], list[_FlushMarker], bool]:
-        """Wait for one item, then gather more until the batch is full or the interval ends."""
-        item = self._queue.get()
-        deadline = time.monotonic() + self.flush_interval_s
+        """Take everything queued so far, the flush markers and whether to stop."""
         batch: list[_Row] = []
+        markers: list[_FlushMarker] = []
         while True:
-            if item is _STOP:
-                return batch, [], True
-            if isinstance(item, _FlushMarker):
-                return batch, [item], False
-            batch.append(item)
-            remaining = deadline - time.monotonic()
-            if len(batch) >= self.batch_size or remaining <= 0:
-                return batch, [], False
             try:
-                item = self._queue.get(timeout=remaining)
+                item = self._queue.get_nowait()
             except queue.Empty:
-                return batch, [], False
+                return batch, markers, False
+            if item is _STOP:
+                return batch, markers, True
+            if isinstance(item, _FlushMarker):
+                markers.append(item)
+            else:
+                batch.append(item)
 
     def _drain(self) -> None:
         rest: list[_Row] = []
