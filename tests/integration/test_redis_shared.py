@@ -19,14 +19,16 @@ import redis.asyncio
 
 from trunkline.errors import BudgetExceeded
 from trunkline.resilience.budget import RedisBudgetLedger, to_micros
-from trunkline.resilience.limiter import LimitWaitTooLong, Limits, RedisRateLimiter
+from trunkline.resilience.limiter import LimitWaitTooLong, Limits
+from trunkline.resilience.redis_limiter import RedisRateLimiter
 
 # One process of the shared-limit test: connect, print "ready", wait for a
 # line on stdin so both processes start together, then take COUNT permits one
 # after another and print their grant times as JSON.
 CHILD_SCRIPT = """
 import asyncio, json, sys
-from trunkline.resilience.limiter import Limits, RedisRateLimiter
+from trunkline.resilience.limiter import Limits
+from trunkline.resilience.redis_limiter import RedisRateLimiter
 
 async def main(url, prefix, count, rpm):
     limiter = RedisRateLimiter(url, prefix=prefix)

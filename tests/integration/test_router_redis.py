@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from trunkline.config import Settings
 from trunkline.errors import BudgetExceeded, CallError, ErrorKind
 from trunkline.providers.fake import FakeReply, ScriptedModel
 from trunkline.resilience.budget import RedisBudgetLedger
-from trunkline.resilience.limiter import RedisRateLimiter
+from trunkline.resilience.redis_limiter import RedisRateLimiter
 from trunkline.routing import Router
 from trunkline.tracing import start_run
 

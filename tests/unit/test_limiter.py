@@ -16,9 +16,9 @@ from trunkline.resilience.limiter import (
     Limits,
     MemoryRateLimiter,
     Permit,
-    RedisRateLimiter,
     build_limiter,
 )
+from trunkline.resilience.redis_limiter import RedisRateLimiter
 
 pytestmark = pytest.mark.looptime
 
