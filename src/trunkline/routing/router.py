@@ -26,7 +26,6 @@ from pydantic import BaseModel
 from trunkline.config import Deployment, Settings, load_settings
 from trunkline.ids import random_hex
 from trunkline.errors import (
-    AllDeploymentsFailed,
     BudgetExceeded,
     CallError,
     ErrorKind,
@@ -49,6 +48,8 @@ from trunkline.routing.policies import (
     unit_price_usd,
     worst_case_usd,
 )
+from trunkline.routing.failures import attempt_failure, deadline_passed, route_failure
+from trunkline.routing.requests import repair_request, request_for
 from trunkline.routing.state import CallResult, CallState, build_record, span_attributes
 from trunkline.routing.streaming import CallStream, OpenStream
 from trunkline.tracing import current_context, export_call, open_span
@@ -351,7 +352,7 @@ class Router:
                 continue
             tried.add(name)
             if state.deadline is not None and loop.time() >= state.deadline:
-                failures.append(_deadline_passed(state))
+                failures.append(deadline_passed(state))
                 break
             deployment = self.settings.deployments[name]
             skip = rules.reject_reason(name, deployment, policy)
@@ -402,14 +403,14 @@ class Router:
                 logger.warning(
                     "route %s: leaving deployment %s after %s", state.route_name, name, error.kind.value
                 )
-        raise _route_failure(state, failures)
+        raise route_failure(state, failures)
 
     async def _run_deployment(
         self, name: str, deployment: Deployment, state: CallState, probe_only: bool
     ) -> tuple[Any, Any]:
         provider = self.provider(name)
         retry = self._retry_policy(state)
-        request = _request_for(deployment, state)
+        request = request_for(deployment, state)
         breaker = self.breakers.get(name, state.policy.breaker_failures, state.policy.breaker_cooldown_s)
         loop = asyncio.get_running_loop()
         failures = 0
@@ -462,7 +463,7 @@ class Router:
                         kind=mismatch.kind,
                     ) from mismatch
                 repairs += 1
-                request = _repair_request(request, result, mismatch, state.spec is not None)
+                request = repair_request(request, result, mismatch, state.spec is not None)
                 continue
             return result, parsed
 
@@ -528,7 +529,7 @@ class Router:
             if isinstance(error, ProviderError):
                 failure = error
             elif isinstance(error, Exception) and not isinstance(error, TrunklineError):
-                failure = _attempt_failure(error, name, provider.name, request.model, timeout)
+                failure = attempt_failure(error, name, provider.name, request.model, timeout)
             else:
                 raise
             self.add_failed_attempt(state, attempt, clock, failure)
@@ -697,82 +698,3 @@ def _store_scores(settings: Settings) -> ScoreReader:
             store.dispose()
 
     return read
-
-
-def _request_for(deployment: Deployment, state: CallState) -> ModelRequest:
-    """Build the deployment's request, moving the schema into the prompt where it has no native mode."""
-    template = state.template
-    if state.spec is None or deployment.structured_output == "native":
-        if template.model == deployment.model:
-            return template
-        return template.model_copy(update={"model": deployment.model})
-    messages = (*template.messages, Message.system(state.spec.instructions()))
-    extra = dict(template.extra)
-    if deployment.structured_output == "json_object":
-        extra["response_format"] = {"type": "json_object"}
-    return template.model_copy(
-        update={"model": deployment.model, "messages": messages, "output_schema": None, "extra": extra}
-    )
-
-
-def _repair_request(
-    request: ModelRequest, response: ModelResponse, mismatch: OutputMismatch, has_schema: bool
-) -> ModelRequest:
-    """Append the unusable output and what was wrong with it, so the model can correct itself."""
-    expected = "only output that matches the required JSON schema" if has_schema else "a usable reply"
-    messages = (
-        *request.messages,
-        Message.assistant(response.text),
-        Message.user(f"That reply was not usable: {mismatch}. Reply again with {expected}."),
-    )
-    return request.model_copy(update={"messages": messages})
-
-
-def _deadline_passed(state: CallState) -> CallError:
-    return CallError(
-        f"the deadline of {state.policy.deadline_s}s for route {state.route_name!r} passed "
-        "before the call could finish",
-        kind=ErrorKind.TIMEOUT,
-    )
-
-
-def _route_failure(state: CallState, failures: list[CallError]) -> CallError:
-    if not failures:
-        skipped = "; ".join(f"{hop.deployment}: {hop.detail}" for hop in state.fallbacks)
-        return AllDeploymentsFailed(
-            f"no deployment of route {state.route_name!r} could take the call: {skipped}",
-            kind=ErrorKind.OVERLOADED,
-            causes=[],
-        )
-    last = failures[-1]
-    if len(failures) == 1:
-        return last
-    return AllDeploymentsFailed(
-        f"every deployment of route {state.route_name!r} failed; last error: {last}",
-        kind=last.kind,
-        causes=failures,
-    )
-
-
-def _attempt_failure(
-    error: Exception, deployment: str, provider: str, model: str, timeout_s: float
-) -> ProviderError:
-    """Turn a timeout, or an adapter's failure to read a response, into a `ProviderError`."""
-    if isinstance(error, TimeoutError):
-        return ProviderError(
-            f"attempt at {deployment} timed out after {max(timeout_s, 0.0):.3g}s",
-            kind=ErrorKind.TIMEOUT,
-            provider=provider,
-            model=model,
-        )
-    # An adapter that cannot read the response (an HTML page, a body with no
-    # choices) is treated as a server fault, so the attempt is recorded,
-    # retried and can fall back like any other.
-    logger.warning("deployment %s returned a response the adapter cannot read: %r", deployment, error)
-    return ProviderError(
-        f"{provider} returned a malformed response for model {model!r}: "
-        f"{type(error).__name__}: {error}",
-        kind=ErrorKind.SERVER_ERROR,
-        provider=provider,
-        model=model,
-    )
