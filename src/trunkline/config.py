@@ -12,9 +12,16 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from trunkline.errors import ConfigError
 
@@ -51,12 +58,12 @@ class Deployment(BaseModel):
     context_window: int | None = Field(default=None, gt=0)
     #: Output tokens assumed when a request sets no ``max_tokens``, for
     #: token-per-minute reservations and worst-case budget checks.
-    max_output_tokens: int = Field(default=4096, gt=0)
+    max_output_tokens: int = Field(default=4096, gt=0, strict=True)
     #: Requests and tokens per minute, and calls in flight, that this
     #: deployment may take; None leaves that limit off.
-    rpm: int | None = Field(default=None, gt=0)
-    tpm: int | None = Field(default=None, gt=0)
-    max_concurrent: int | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0, strict=True)
+    tpm: int | None = Field(default=None, gt=0, strict=True)
+    max_concurrent: int | None = Field(default=None, gt=0, strict=True)
     #: How a JSON Schema output contract is sent: ``native`` uses the
     #: provider's structured-output mode, ``json_object`` asks for any JSON
     #: and validates it, ``instructions`` puts the schema in the prompt.
@@ -127,10 +134,23 @@ class Budgets(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run_usd: float | None = Field(default=None, gt=0)
-    session_usd: float | None = Field(default=None, gt=0)
+    run_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    session_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     #: Limits per tag, keyed ``name=value``, such as ``"team=search" = 25.0``.
-    tags: dict[str, float] = Field(default_factory=dict)
+    tags: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tag_keys(cls, tags: dict[str, float]) -> dict[str, float]:
+        for key in tags:
+            name, separator, value = key.partition("=")
+            if not separator or not name or not value:
+                raise ValueError(
+                    f"tag budget key {key!r} must read name=value, such as \"team=search\""
+                )
+        return tags
 
 
 class StoreSettings(BaseModel):
@@ -161,14 +181,28 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
+        known = ", ".join(sorted(self.deployments)) or "none"
         for route_name, route in self.routes.items():
-            for name in (*route.deployments, *route.downgrade_to, *route.content_filter_fallbacks):
-                if name not in self.deployments:
-                    known = ", ".join(sorted(self.deployments)) or "none"
+            for key in ("deployments", "downgrade_to", "content_filter_fallbacks"):
+                for name in getattr(route, key):
+                    if name not in self.deployments:
+                        raise ValueError(
+                            f"routes.{route_name}.{key} names deployment {name!r}, which is "
+                            f"not declared; declared deployments: {known}"
+                        )
+            for name in route.content_filter_fallbacks:
+                if name not in route.deployments:
                     raise ValueError(
-                        f"route {route_name!r} names deployment {name!r}, which is not "
-                        f"declared; declared deployments: {known}"
+                        f"routes.{route_name}.content_filter_fallbacks names {name!r}, which is "
+                        f"not in the route's deployments {route.deployments}; a fallback is "
+                        "only tried from that list, so add it there"
                     )
+        if self.default_route not in self.routes and self.default_route not in self.deployments:
+            choices = ", ".join(sorted({*self.routes, *self.deployments}))
+            raise ValueError(
+                f"default_route {self.default_route!r} is neither a route nor a deployment; "
+                f"configured: {choices}"
+            )
         return self
 
     def database_url(self) -> str:
@@ -257,7 +291,11 @@ def _describe(error: ValidationError, file: Path | None, text: str) -> str:
         key = ".".join(str(part) for part in problem["loc"])
         line = _line_of(text, problem["loc"])
         at = f" (line {line})" if line else ""
-        message = problem["msg"]
+        message = problem["msg"].removeprefix("Value error, ")
+        if not key:
+            # A check across tables names its own keys in the message.
+            lines.append(f"  {message}")
+            continue
         if problem["type"] == "extra_forbidden":
             message += f"; valid keys here: {', '.join(_valid_keys(problem['loc']))}"
         lines.append(f"  {key}{at}: {message}")
@@ -289,7 +327,10 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     lines = text.splitlines()
     start = 0
     if len(keys) >= 2:
-        header = re.compile(rf"^\s*\[\s*{re.escape(keys[0])}\s*\.\s*\"?{re.escape(keys[1])}\"?")
+        # The header must end after the name: [deployments.ab] is not [deployments.a].
+        header = re.compile(
+            rf"^\s*\[\s*{re.escape(keys[0])}\s*\.\s*([\"']?){re.escape(keys[1])}\1\s*\]"
+        )
         start = next((i for i, line in enumerate(lines) if header.match(line)), 0)
     setter = re.compile(rf"^\s*\"?{re.escape(keys[-1])}\"?\s*=")
     for number in range(start, len(lines)):

@@ -41,6 +41,9 @@ class ErrorKind(StrEnum):
     INVALID_TOOL_ARGUMENTS = "invalid_tool_arguments"
     BUDGET_EXCEEDED = "budget_exceeded"
     CANCELLED = "cancelled"
+    #: The configuration or an argument stopped the call, such as a missing
+    #: API key variable or an unreachable Redis; fix it and call again.
+    CONFIGURATION = "configuration"
 
     @property
     def retryable(self) -> bool:

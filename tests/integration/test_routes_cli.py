@@ -76,3 +76,19 @@ def test_routes_lists_policies_and_status(tmp_path: Path) -> None:
     table = run_trunkline(tmp_path, "routes", "--status")
     assert table.returncode == 0, table.stderr
     assert "open" in table.stdout and "rpm" in table.stdout
+
+
+def test_status_reports_a_broken_store(tmp_path: Path) -> None:
+    (tmp_path / "t.db").write_text("this is not a database")
+    (tmp_path / "trunkline.toml").write_text(CONFIG.format(db=tmp_path / "t.db"))
+    result = run_trunkline(tmp_path, "routes", "--status")
+    assert result.returncode == 2
+    assert "error" in result.stderr
+
+
+def test_status_without_a_store_says_so(tmp_path: Path) -> None:
+    (tmp_path / "trunkline.toml").write_text(CONFIG.format(db=tmp_path / "missing.db"))
+    result = run_trunkline(tmp_path, "routes", "--status", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "no store" in result.stderr
+    assert {row["state"] for row in json.loads(result.stdout)} == {"closed"}

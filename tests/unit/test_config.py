@@ -93,3 +93,47 @@ def test_unknown_key_lists_valid_keys(tmp_path) -> None:
     assert "routes.main.retries (line 3)" in message
     assert "valid keys here:" in message
     assert "max_attempts" in message
+
+
+def load_text(tmp_path, text: str) -> str:
+    file = tmp_path / "trunkline.toml"
+    file.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(file)
+    return str(caught.value)
+
+
+def test_line_of_a_table_whose_name_prefixes_another(tmp_path) -> None:
+    message = load_text(
+        tmp_path,
+        '[deployments.ab]\nprovider = "fake"\nmodel = "m"\nrpm = 5\n\n'
+        '[deployments.a]\nprovider = "fake"\nmodel = "m"\nrpm = 0\n',
+    )
+    assert "deployments.a.rpm (line 9)" in message
+
+
+def test_line_of_a_quoted_table_name(tmp_path) -> None:
+    message = load_text(tmp_path, "[deployments.'a']\nprovider = \"fake\"\nmodel = \"m\"\nrpm = true\n")
+    assert "deployments.a.rpm (line 4)" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[routes.r]\ndeployments = ["local"]\ndowngrade_to = ["zzz"]\n', "routes.r.downgrade_to names deployment 'zzz'"),
+        (
+            '[deployments.b]\nprovider = "fake"\nmodel = "m"\n'
+            '[routes.r]\ndeployments = ["local"]\ncontent_filter_fallbacks = ["b"]\n',
+            "not in the route's deployments",
+        ),
+        ('default_route = "nope"\n', "default_route 'nope' is neither a route nor a deployment"),
+        ("[budgets]\nrun_usd = inf\n", "budgets.run_usd (line 2): Input should be a finite number"),
+        ('[budgets]\ntags = { "team" = 5.0 }\n', "must read name=value"),
+        ('[budgets]\ntags = { "team=a" = -5.0 }\n', "budgets.tags.team=a"),
+        ('[deployments.local]\nprovider = "local"\nmodel = "m"\nrpm = "100"\n', "deployments.local.rpm"),
+    ],
+)
+def test_policy_values_are_checked(tmp_path, text, expected) -> None:
+    message = load_text(tmp_path, text)
+    assert expected in message
+    assert ": Value error" not in message

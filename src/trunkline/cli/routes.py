@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from trunkline.config import Settings, load_settings
-from trunkline.errors import ErrorKind, StoreError
+from trunkline.errors import ErrorKind
 from trunkline.resilience.breaker import BreakerStatus, CircuitBreaker
 from trunkline.store.database import open_store
 from trunkline.store.queries import recent_attempts
 
 console = Console()
+errors = Console(stderr=True)
 
 
 def routes_command(
@@ -29,7 +32,8 @@ def routes_command(
         ),
     ] = False,
     hours: Annotated[
-        float, typer.Option("--hours", min=0.01, help="How far back --status reads attempts.")
+        float,
+        typer.Option("--hours", min=0.01, max=87_600, help="How far back --status reads attempts, in hours."),
     ] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -54,6 +58,14 @@ def routes_command(
             ", ".join(route.downgrade_to) or "-",
         )
     console.print(table)
+
+
+def _store_exists(url: str) -> bool:
+    """Return False only for a SQLite file that does not exist; other stores are opened."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return True
+    return Path(parsed.database).is_file()
 
 
 def _routes(settings: Settings):  # noqa: ANN202
@@ -89,13 +101,20 @@ def deployment_status(settings: Settings, attempts: list[dict], now: datetime) -
 
 def _print_status(settings: Settings, hours: float, as_json: bool) -> None:
     now = datetime.now(UTC)
-    try:
-        store = open_store(settings.database_url(), must_exist=True)
-    except StoreError:
-        attempts: list[dict] = []
+    attempts: list[dict] = []
+    url = settings.database_url()
+    if _store_exists(url):
+        # Any other failure to read the store is an error, not "no attempts":
+        # an empty table here would read as every deployment being healthy.
+        store = open_store(url, must_exist=True)
+        try:
+            attempts = recent_attempts(store, since=now - timedelta(hours=hours))
+        finally:
+            store.dispose()
     else:
-        attempts = recent_attempts(store, since=now - timedelta(hours=hours))
-        store.dispose()
+        errors.print(
+            f"no store at {url} yet, so no attempts are recorded; every breaker shows as closed"
+        )
     statuses = deployment_status(settings, attempts, now)
     counts: dict[str, list[int]] = {}
     for attempt in attempts:

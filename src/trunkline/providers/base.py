@@ -63,25 +63,32 @@ def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = Non
     if not headers:
         return None
     lowered = {key.lower(): value for key, value in headers.items()}
-    milliseconds = lowered.get("retry-after-ms")
+    milliseconds = _finite(lowered.get("retry-after-ms"))
     if milliseconds is not None:
-        try:
-            return max(float(milliseconds) / 1000.0, 0.0)
-        except ValueError:
-            pass
+        return max(milliseconds / 1000.0, 0.0)
     value = lowered.get("retry-after")
     if value is None:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    seconds = _finite(value)
+    if seconds is not None:
+        return max(seconds, 0.0)
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     current = time.time() if now is None else now
     return max(moment.timestamp() - current, 0.0)
+
+
+def _finite(value: str | None) -> float | None:
+    """Parse a header number; "nan", "inf" and text that is no number give None."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 # Error classification.

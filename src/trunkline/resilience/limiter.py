@@ -507,7 +507,8 @@ class MemoryRateLimiter(RateLimiter):
         else:
             ready, blocker = self._ready_alone(state, limits, tokens, start)
         if ready > request.deadline:
-            raise request.too_long(blocker or "rpm", ready - start)
+            # With no rate limit in the way, only the concurrency limit can block.
+            raise request.too_long(blocker or "concurrency", ready - start)
 
         loop = asyncio.get_running_loop()
         me = _Waiter(tokens)
@@ -520,7 +521,7 @@ class MemoryRateLimiter(RateLimiter):
                     self._prune(state, limits.window_s, now)
                     ready, blocker = self._ready_alone(state, limits, tokens, now)
                     if ready > request.deadline:
-                        raise request.too_long(blocker or "rpm", ready - start)
+                        raise request.too_long(blocker or state.head_limit, ready - start)
                     if ready > now:
                         # asyncio may run a timer up to its clock resolution early. A
                         # virtual clock such as looptime's then does not move, so a wake-up

@@ -67,9 +67,11 @@ class RetryPolicy:
         else:
             decision = RetryDecision(self.backoff_s(attempt_number), "backoff")
         if remaining_s is not None and decision.wait_s is not None and decision.wait_s >= remaining_s:
+            if remaining_s <= 0:
+                return RetryDecision(None, "the call's deadline has passed")
             return RetryDecision(
                 None,
-                f"the deadline leaves {max(remaining_s, 0.0):.2f}s, less than the "
+                f"the deadline leaves {remaining_s:.2f}s, less than the "
                 f"{decision.wait_s:.2f}s {decision.reason} wait",
             )
         return decision

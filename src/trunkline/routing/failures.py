@@ -10,10 +10,11 @@ from trunkline.routing.state import CallState
 logger = logging.getLogger(__name__)
 
 
-def deadline_passed(state: CallState) -> CallError:
+def deadline_passed(state: CallState, failures: list[CallError]) -> CallError:
+    last = f"; the last failure was: {failures[-1]}" if failures else ""
     return CallError(
-        f"the deadline of {state.policy.deadline_s}s for route {state.route_name!r} passed "
-        "before the call could finish",
+        f"the deadline of {state.policy.deadline_s:g}s for route {state.route_name!r} passed "
+        f"before the call could finish{last}",
         kind=ErrorKind.TIMEOUT,
     )
 

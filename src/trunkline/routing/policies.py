@@ -21,7 +21,11 @@ def estimate_input_tokens(request: ModelRequest) -> int:
 
 def reserved_tokens(request: ModelRequest, deployment: Deployment) -> int:
     """Return the tokens a request may use at most: the prompt plus its output cap."""
-    return estimate_input_tokens(request) + (request.max_tokens or deployment.max_output_tokens)
+    return estimate_input_tokens(request) + _output_cap(request, deployment)
+
+
+def _output_cap(request: ModelRequest, deployment: Deployment) -> int:
+    return deployment.max_output_tokens if request.max_tokens is None else request.max_tokens
 
 
 def worst_case_usd(
@@ -30,7 +34,7 @@ def worst_case_usd(
     """Return the cost of the request if it used its whole output cap; None when unpriced."""
     usage = Usage(
         input_tokens=estimate_input_tokens(request),
-        output_tokens=request.max_tokens or deployment.max_output_tokens,
+        output_tokens=_output_cap(request, deployment),
         estimated=True,
     )
     cost = price_usage(

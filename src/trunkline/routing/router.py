@@ -17,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 from datetime import UTC, datetime
 from typing import Any
 
+import jsonschema
+import redis
 from pydantic import BaseModel
 
 from trunkline.config import Deployment, Settings, load_settings
@@ -28,6 +32,7 @@ from trunkline.ids import random_hex
 from trunkline.errors import (
     BudgetExceeded,
     CallError,
+    ConfigError,
     ErrorKind,
     OutputInvalid,
     ProviderError,
@@ -73,6 +78,18 @@ class _Rejected(CallError):
         super().__init__(str(error), kind=error.kind)
         self.reason = reason
         self.error = error
+
+
+def _output_spec(output: type[BaseModel] | dict[str, Any]) -> OutputSpec:
+    try:
+        return OutputSpec(output)
+    except jsonschema.SchemaError as error:
+        where = "/".join(str(part) for part in error.path) or "(root)"
+        raise ConfigError(
+            f"the output schema is not a valid JSON Schema at {where}: {error.message}"
+        ) from None
+    except TypeError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _to_messages(prompt: MessagesInput) -> tuple[Message, ...]:
@@ -132,14 +149,31 @@ class Router:
     @property
     def limiter(self) -> RateLimiter:
         if self._limiter is None:
-            self._limiter = build_limiter(self.settings.shared_redis_url())
+            with self._shared_state():
+                self._limiter = build_limiter(self.settings.shared_redis_url())
         return self._limiter
 
     @property
     def ledger(self) -> BudgetLedger:
         if self._ledger is None:
-            self._ledger = build_ledger(self.settings.shared_redis_url())
+            with self._shared_state():
+                self._ledger = build_ledger(self.settings.shared_redis_url())
         return self._ledger
+
+    @contextmanager
+    def _shared_state(self) -> Iterator[None]:
+        """Turn a failure of the Redis that keeps shared limits and budgets into a `ConfigError`."""
+        try:
+            yield
+        except (redis.RedisError, OSError, ValueError) as error:
+            url = self.settings.shared_redis_url()
+            if not url:
+                raise
+            raise ConfigError(
+                f"the Redis at {_safe_redis_url(url)} that keeps shared rate limits and budgets "
+                f"failed: {type(error).__name__}: {error}. Start Redis there, fix "
+                "TRUNKLINE_REDIS_URL (or redis_url), or unset it to keep limits in this process"
+            ) from error
 
     def health(self) -> list[BreakerStatus]:
         """Return the circuit breaker of every deployment this router has called."""
@@ -190,13 +224,13 @@ class Router:
         base.update(span_id=live.span_id, parent_span_id=live.parent_span_id)
         try:
             response, parsed = await self._run_route(state)
-        except (CallError, asyncio.CancelledError) as error:
+        except (TrunklineError, asyncio.CancelledError) as error:
             record = build_record(base, state, None, None, error)
             live.fail(error)
             live.attributes.update(span_attributes(record))
             live.end()
             export_call(record)
-            if isinstance(error, CallError):
+            if isinstance(error, TrunklineError):
                 error.record = record  # type: ignore[attr-defined]
             raise
         record = build_record(base, state, response, parsed, None)
@@ -239,7 +273,7 @@ class Router:
         """
         state, base = self._start(
             prompt, route, None, temperature, max_tokens, top_p, stop, seed,
-            prompt_name, prompt_version, task, tags, extra,
+            prompt_name, prompt_version, task, tags, extra, streaming=True,
         )
         return CallStream(self, state, base)
 
@@ -258,11 +292,17 @@ class Router:
         task: str | None,
         tags: Mapping[str, str] | None,
         extra: Mapping[str, Any] | None,
+        *,
+        streaming: bool = False,
     ) -> tuple[CallState, dict[str, Any]]:
         route_name = route or self.settings.default_route
         policy = self.settings.route(route_name)
-        spec = OutputSpec(output) if output is not None else None
+        spec = _output_spec(output) if output is not None else None
         messages = _to_messages(prompt)
+        if max_tokens is not None and max_tokens < 1:
+            raise ConfigError(f"max_tokens must be 1 or more, got {max_tokens}; leave it unset for the default")
+        if tags and not all(isinstance(value, str) for value in tags.values()):
+            raise ConfigError(f"tag values must be strings, got {dict(tags)!r}; convert them with str()")
         template = ModelRequest(
             # The first deployment's model, so the common one-hop call needs no copy.
             model=self.settings.deployments[policy.deployments[0]].model,
@@ -278,7 +318,8 @@ class Router:
         context = current_context()
         all_tags = {**context.tags, **(tags or {})} if tags else context.tags
         deadline = None
-        if policy.deadline_s is not None:
+        # A stream's deadline starts at its first iteration, inside the event loop.
+        if policy.deadline_s is not None and not streaming:
             deadline = asyncio.get_running_loop().time() + policy.deadline_s
         state = CallState(
             route_name=route_name,
@@ -309,11 +350,15 @@ class Router:
         """Return every budget the call falls under, by scope name."""
         configured = self.settings.budgets
         budgets: dict[str, float] = {}
-        run_limit = context.run_budget_usd or configured.run_usd
-        if run_id and run_limit:
+        run_limit = context.run_budget_usd if context.run_budget_usd is not None else configured.run_usd
+        if run_id and run_limit is not None:
             budgets[f"run:{run_id}"] = run_limit
-        session_limit = context.session_budget_usd or configured.session_usd
-        if session_id and session_limit:
+        session_limit = (
+            context.session_budget_usd
+            if context.session_budget_usd is not None
+            else configured.session_usd
+        )
+        if session_id and session_limit is not None:
             budgets[f"session:{session_id}"] = session_limit
         if configured.tags:
             for key, value in tags.items():
@@ -352,8 +397,16 @@ class Router:
                 continue
             tried.add(name)
             if state.deadline is not None and loop.time() >= state.deadline:
-                failures.append(deadline_passed(state))
-                break
+                for untouched in dict.fromkeys(plan[index - 1 :]):
+                    if untouched not in tried or untouched == name:
+                        state.fallbacks.append(
+                            FallbackHop(
+                                deployment=untouched,
+                                reason="deadline",
+                                detail="not tried: the call's deadline had passed",
+                            )
+                        )
+                raise deadline_passed(state, failures)
             deployment = self.settings.deployments[name]
             skip = rules.reject_reason(name, deployment, policy)
             breaker = self.breakers.get(name, policy.breaker_failures, policy.breaker_cooldown_s)
@@ -479,7 +532,10 @@ class Router:
         """Send one request; on success the usage and cost are added to `state`."""
         loop = asyncio.get_running_loop()
         policy = state.policy
-        reservation = await self._reserve_budget(deployment, request, state) if state.budgets else None
+        reservation = None
+        if state.budgets:
+            with self._shared_state():
+                reservation = await self._reserve_budget(deployment, request, state)
         permit: Permit | None = None
         queued_ms = 0.0
         limits = self._limits_of(name, deployment)
@@ -489,15 +545,16 @@ class Router:
             if state.deadline is not None:
                 max_wait = max(min(max_wait, state.deadline - waited_from), 0.0)
             try:
-                permit = await self.limiter.acquire(
-                    name, limits, reserved_tokens(request, deployment), max_wait_s=max_wait
-                )
+                with self._shared_state():
+                    permit = await self.limiter.acquire(
+                        name, limits, reserved_tokens(request, deployment), max_wait_s=max_wait
+                    )
             except LimitWaitTooLong as refusal:
                 if reservation is not None:
-                    await self.ledger.settle(reservation, 0.0)
+                    await self._settle(None, reservation, None, 0.0)
                 raise _Rejected(
                     "rate_limit",
-                    CallError(f"deployment {name}: {refusal}", kind=ErrorKind.RATE_LIMITED),
+                    CallError(str(refusal), kind=ErrorKind.RATE_LIMITED),
                 ) from refusal
             queued_ms = (loop.time() - waited_from) * 1000.0
         timeout = policy.timeout_s
@@ -572,13 +629,14 @@ class Router:
         response: ModelResponse | None,
         cost_usd: float | None,
     ) -> None:
-        if permit is not None:
-            tokens = None
-            if response is not None:
-                tokens = response.usage.input_tokens + response.usage.output_tokens
-            await self.limiter.settle(permit, tokens)
-        if reservation is not None:
-            await self.ledger.settle(reservation, cost_usd or 0.0)
+        with self._shared_state():
+            if permit is not None:
+                tokens = None
+                if response is not None:
+                    tokens = response.usage.input_tokens + response.usage.output_tokens
+                await self.limiter.settle(permit, tokens)
+            if reservation is not None:
+                await self.ledger.settle(reservation, cost_usd or 0.0)
 
     def charge(self, deployment: Deployment, response: ModelResponse, state: CallState):  # noqa: ANN201
         """Add a response's usage and its cost to the call."""
@@ -660,11 +718,25 @@ class Router:
         reader = self._score_reader or _store_scores(self.settings)
         try:
             scores = await asyncio.to_thread(reader, task)
-        except TrunklineError as error:
-            logger.warning("cannot read golden-set scores of task %r: %s", task, error)
+        except Exception as error:  # a failing reader costs the downgrade, not the call
+            logger.warning(
+                "cannot read golden-set scores of task %r, so no score-based downgrade: %s: %s",
+                task,
+                type(error).__name__,
+                error,
+            )
             scores = {}
         self._scores[task] = (now, scores)
         return scores
+
+
+def _safe_redis_url(url: str) -> str:
+    """Return `url` with any password replaced, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _in_loop() -> bool:

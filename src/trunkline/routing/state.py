@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from trunkline.config import Route
-from trunkline.errors import CallError, ErrorKind, OutputInvalid
+from trunkline.errors import CallError, ErrorKind, OutputInvalid, TrunklineError
 from trunkline.routing.output import OutputSpec
 from trunkline.tracing import TraceContext
 from trunkline.types.calls import (
@@ -131,7 +131,12 @@ def build_record(
             outcome="ok",
         )
     else:
-        kind = error.kind if isinstance(error, CallError) else ErrorKind.CANCELLED
+        if isinstance(error, CallError):
+            kind = error.kind
+        elif isinstance(error, TrunklineError):
+            kind = ErrorKind.CONFIGURATION
+        else:
+            kind = ErrorKind.CANCELLED
         text = error.text if isinstance(error, OutputInvalid) else partial_text
         fields.update(
             outcome="error",

@@ -50,7 +50,8 @@ class Store:
             return Store._engine_for(url)
         except (ArgumentError, ImportError) as error:
             raise StoreError(
-                f"cannot open a store at {url!r}: {error}. Use sqlite:///PATH, or a "
+                f"cannot open a store at {Store._hide_password(url)!r}: {error}. "
+                "Use sqlite:///PATH, or a "
                 "postgresql:// URL with its driver installed (pip install psycopg)"
             ) from error
 
@@ -72,6 +73,13 @@ class Store:
             event.listen(engine, "connect", _enable_sqlite_wal)
             return engine
         return create_engine(url, pool_pre_ping=True)
+
+    @staticmethod
+    def _hide_password(url: str) -> str:
+        try:
+            return make_url(url).render_as_string(hide_password=True)
+        except ArgumentError:
+            return url
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as connection:

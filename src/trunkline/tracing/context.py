@@ -8,6 +8,7 @@ work to a thread must copy the context itself (`contextvars.copy_context`);
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from trunkline.errors import ConfigError
 from trunkline.ids import random_hex
 from trunkline.tracing.exporters import export_span
 from trunkline.types.spans import SpanKind, SpanRecord
@@ -158,6 +160,7 @@ def start_run(
 
     `budget_usd` caps what the run's model calls may spend together.
     """
+    _check_budget(budget_usd)
     outer = _context.get()
     context = TraceContext(
         trace_id=new_trace_id(),
@@ -183,6 +186,7 @@ def session(
 
     `budget_usd` caps what the session's model calls may spend together.
     """
+    _check_budget(budget_usd)
     outer = _context.get()
     base = outer or TraceContext(trace_id=new_trace_id())
     context = replace(
@@ -196,3 +200,11 @@ def session(
         yield context
     finally:
         _context.reset(token)
+
+
+def _check_budget(budget_usd: float | None) -> None:
+    if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd > 0):
+        raise ConfigError(
+            f"budget_usd must be a finite amount above 0 USD, got {budget_usd!r}; "
+            "leave it unset for no budget"
+        )
