@@ -228,7 +228,8 @@ class OpenAIProvider(Provider):
             )
         # An `error` event inside a stream, or a body the SDK could not parse,
         # has no status, so only a known code in the body can refine the kind.
-        kind = kind_from_codes(parse_error_body(error.body)) or ErrorKind.BAD_REQUEST
+        # Without one, the fault is the server's: the request was accepted.
+        kind = kind_from_codes(parse_error_body(error.body)) or ErrorKind.SERVER_ERROR
         return ProviderError(
             redact_secrets(
                 f"{self.name} request for model {self.model!r} failed: {error.message}", secrets
