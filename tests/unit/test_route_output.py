@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel
 
 from trunkline.config import Settings
-from trunkline.errors import ErrorKind, OutputInvalid
+from trunkline.errors import CallError, ErrorKind, OutputInvalid
 from trunkline.providers.fake import FakeReply, ScriptedModel
 from trunkline.routing import Router
 from trunkline.types.messages import ToolCall
@@ -109,3 +109,22 @@ async def test_native_mode_sends_the_schema(exported) -> None:
     await prompted_router("native", model).complete("classify", output=Verdict)
     assert model.requests[0].output_schema == Verdict.model_json_schema()
     assert len(model.requests[0].messages) == 1
+
+
+async def test_attempts_say_why_each_output_was_repaired(exported) -> None:
+    model = ScriptedModel([FakeReply(""), FakeReply('{"label": "x"}'), FakeReply(GOOD)])
+    record = (await router_with(model, max_repairs=2).complete("classify", output=Verdict)).record
+    kinds = [attempt.error_kind for attempt in record.attempts]
+    assert kinds == [ErrorKind.EMPTY_OUTPUT, ErrorKind.INVALID_OUTPUT, None]
+    assert [attempt.outcome for attempt in record.attempts] == ["error", "error", "ok"]
+    assert record.attempts[0].wait_reason == "repair"
+
+
+async def test_output_kept_when_every_deployment_gave_invalid_output(exported) -> None:
+    first = ScriptedModel([FakeReply("not json")])
+    second = ScriptedModel([FakeReply("still not json")])
+    with pytest.raises(CallError):
+        await router_with(first, second, max_repairs=0).complete("classify", output=Verdict)
+    record = exported.calls[0]
+    assert record.output_text == "still not json"
+    assert record.attempts[-1].wait_reason == "repairs spent (0)"

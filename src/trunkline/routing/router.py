@@ -508,6 +508,18 @@ class Router:
                 check_tool_arguments(result)
                 parsed = self._validate(state.spec, result, repairs, state) if state.spec else None
             except OutputMismatch as mismatch:
+                # The provider answered, but the answer is unusable: the attempt
+                # says why, so the record shows what each repair fixed.
+                state.attempts[-1] = state.attempts[-1].model_copy(
+                    update={
+                        "outcome": "error",
+                        "error_kind": mismatch.kind,
+                        "error_message": str(mismatch),
+                        "wait_reason": "repair"
+                        if repairs < state.policy.max_repairs
+                        else f"repairs spent ({state.policy.max_repairs})",
+                    }
+                )
                 if repairs >= state.policy.max_repairs:
                     raise OutputInvalid(
                         f"output of {deployment.model!r} was unusable after {repairs} "

@@ -10,7 +10,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from trunkline.config import Route
-from trunkline.errors import CallError, ErrorKind, OutputInvalid, TrunklineError
+from trunkline.errors import (
+    AllDeploymentsFailed,
+    CallError,
+    ErrorKind,
+    OutputInvalid,
+    TrunklineError,
+)
 from trunkline.routing.output import OutputSpec
 from trunkline.tracing import TraceContext
 from trunkline.types.calls import (
@@ -137,7 +143,13 @@ def build_record(
             kind = ErrorKind.CONFIGURATION
         else:
             kind = ErrorKind.CANCELLED
-        text = error.text if isinstance(error, OutputInvalid) else partial_text
+        text = partial_text
+        if isinstance(error, OutputInvalid):
+            text = error.text
+        elif isinstance(error, AllDeploymentsFailed):
+            # Keep the last unusable output when a deployment's repairs ran out.
+            invalid = [cause for cause in error.causes if isinstance(cause, OutputInvalid)]
+            text = invalid[-1].text if invalid else partial_text
         fields.update(
             outcome="error",
             error_kind=kind,
