@@ -197,7 +197,10 @@ class Settings(BaseModel):
                         f"not in the route's deployments {route.deployments}; a fallback is "
                         "only tried from that list, so add it there"
                     )
-        if self.default_route not in self.routes and self.default_route not in self.deployments:
+        # Checked only when set: Settings built in code without the local
+        # model keep the default name until a call needs it.
+        named = "default_route" in self.model_fields_set
+        if named and self.default_route not in {*self.routes, *self.deployments}:
             choices = ", ".join(sorted({*self.routes, *self.deployments}))
             raise ValueError(
                 f"default_route {self.default_route!r} is neither a route nor a deployment; "
