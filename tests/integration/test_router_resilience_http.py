@@ -56,7 +56,8 @@ async def test_retry_after_headers_on_every_attempt(fake_server: FakeServer, key
     first, second, third = result.record.attempts
     assert (first.status_code, first.error_kind, first.wait_s) == (429, ErrorKind.RATE_LIMITED, 0.05)
     assert (second.status_code, second.error_kind, second.wait_s) == (503, ErrorKind.OVERLOADED, 0.0)
-    assert third.outcome == "ok" and third.deployment == "gpt"
+    assert third.outcome == "ok"
+    assert third.deployment == "gpt"
     await router.aclose()
 
 
@@ -114,8 +115,10 @@ async def test_stream_records_usage_and_first_token(fake_server: FakeServer, key
     text = "".join([delta async for delta in stream])
     record = stream.result.record
     assert record.outcome == "ok"
-    assert record.output_text == text and text
-    assert record.usage.input_tokens > 0 and not record.usage.estimated
+    assert record.output_text == text
+    assert text
+    assert record.usage.input_tokens > 0
+    assert not record.usage.estimated
     assert record.time_to_first_token_ms is not None
     await router.aclose()
 
@@ -147,7 +150,8 @@ async def test_anthropic_error_event_mid_stream(fake_server: FakeServer, keys) -
             received.append(delta)
     assert caught.value.kind == ErrorKind.OVERLOADED
     assert caught.value.record.error_kind == ErrorKind.OVERLOADED
-    assert caught.value.record.output_text == "".join(received) and received
+    assert caught.value.record.output_text == "".join(received)
+    assert received
     await router.aclose()
 
 

@@ -58,7 +58,8 @@ def test_routes_lists_policies_and_status(tmp_path: Path) -> None:
 
     listing = run_trunkline(tmp_path, "routes")
     assert listing.returncode == 0, listing.stderr
-    assert "main" in listing.stdout and "primary" in listing.stdout
+    assert "main" in listing.stdout
+    assert "primary" in listing.stdout
 
     listed = run_trunkline(tmp_path, "routes", "--json")
     route = json.loads(listed.stdout)["main"]
@@ -70,12 +71,15 @@ def test_routes_lists_policies_and_status(tmp_path: Path) -> None:
     rows = {row["deployment"]: row for row in json.loads(status.stdout)}
     assert rows["primary"]["state"] == live["primary"]
     assert rows["primary"]["consecutive_failures"] == 3
-    assert rows["primary"]["attempts"] == 3 and rows["primary"]["errors"] == 3
-    assert rows["backup"]["state"] == "closed" and rows["backup"]["attempts"] == 4
+    assert rows["primary"]["attempts"] == 3
+    assert rows["primary"]["errors"] == 3
+    assert rows["backup"]["state"] == "closed"
+    assert rows["backup"]["attempts"] == 4
 
     table = run_trunkline(tmp_path, "routes", "--status")
     assert table.returncode == 0, table.stderr
-    assert "open" in table.stdout and "rpm" in table.stdout
+    assert "open" in table.stdout
+    assert "rpm" in table.stdout
 
 
 def test_status_reports_a_broken_store(tmp_path: Path) -> None:

@@ -49,7 +49,8 @@ async def test_context_length_falls_back_only_to_larger_windows(exported) -> Non
         ("same", "context_window"),
         ("unknown", "context_window"),
     ]
-    assert models["same"].requests == [] and models["unknown"].requests == []
+    assert models["same"].requests == []
+    assert models["unknown"].requests == []
 
 
 async def test_content_filter_falls_back_only_to_allowed(exported) -> None:

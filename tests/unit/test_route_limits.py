@@ -219,7 +219,8 @@ async def test_downgrade_when_the_preferred_rate_limit_is_spent(exported) -> Non
     )
     first = await router.complete("a")
     second = await router.complete("b")
-    assert first.text == "from big" and not first.record.downgrades
+    assert first.text == "from big"
+    assert not first.record.downgrades
     assert second.text == "from small"
     assert second.record.downgrades[0].reason == "rate_limit"
 

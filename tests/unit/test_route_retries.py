@@ -80,7 +80,8 @@ async def test_backoff_is_capped_and_attempts_bounded(exported) -> None:
     with pytest.raises(ProviderError):
         await router_with(model, max_attempts=4, backoff_base_s=1.0, backoff_max_s=2.0).complete("hi")
     waits = [attempt.wait_s for attempt in exported.calls[0].attempts]
-    assert len(waits) == 4 and waits[-1] is None
+    assert len(waits) == 4
+    assert waits[-1] is None
     assert all(0.0 <= wait <= 2.0 for wait in waits[:-1])
     assert exported.calls[0].attempts[-1].wait_reason == "attempts spent (4)"
 
