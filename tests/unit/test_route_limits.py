@@ -282,3 +282,19 @@ async def test_scores_are_read_from_the_store(exported, tmp_path) -> None:
     router.settings.store.url = url
     result = await router.complete("hi")
     assert result.text == "from small"
+
+
+async def test_tpm_below_the_output_allowance_says_how_to_fit(exported) -> None:
+    router, models = make_router({"big": {"tpm": 1000}}, {"deployments": ["big"], "limit_wait_max_s": 600})
+    with pytest.raises(CallError) as caught:
+        await router.complete("hi")
+    assert "max_output_tokens (4096)" in str(caught.value)
+    assert models["big"].requests == []
+
+
+async def test_explicit_max_tokens_over_tpm_is_rejected(exported) -> None:
+    router, models = make_router({"big": {"tpm": 1000}}, {"deployments": ["big"], "limit_wait_max_s": 600})
+    with pytest.raises(CallError) as caught:
+        await router.complete("hi", max_tokens=5000)
+    assert caught.value.kind == ErrorKind.RATE_LIMITED
+    assert models["big"].requests == []

@@ -564,9 +564,15 @@ class Router:
             except LimitWaitTooLong as refusal:
                 if reservation is not None:
                     await self._settle(None, reservation, None, 0.0)
+                message = str(refusal)
+                if refusal.limit == "tpm" and request.max_tokens is None:
+                    message += (
+                        f" The request set no max_tokens, so the deployment's "
+                        f"max_output_tokens ({deployment.max_output_tokens}) was reserved for "
+                        "its output; set max_tokens, or lower max_output_tokens."
+                    )
                 raise _Rejected(
-                    "rate_limit",
-                    CallError(str(refusal), kind=ErrorKind.RATE_LIMITED),
+                    "rate_limit", CallError(message, kind=ErrorKind.RATE_LIMITED)
                 ) from refusal
             queued_ms = (loop.time() - waited_from) * 1000.0
         timeout = policy.timeout_s
