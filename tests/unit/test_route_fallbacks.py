@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from trunkline.config import Settings
-from trunkline.errors import AllDeploymentsFailed, CallError, ErrorKind
+from trunkline.errors import AllDeploymentsFailed, CallError, ConfigError, ErrorKind
 from trunkline.providers.fake import FakeFailure, FakeReply, ScriptedModel
 from trunkline.resilience.breaker import BreakerState
 from trunkline.routing import Router
@@ -160,3 +160,16 @@ async def test_every_deployment_skipped_says_why(exported) -> None:
         await router.complete("hi")
     assert "circuit open" in str(caught.value)
     assert caught.value.kind == ErrorKind.OVERLOADED
+
+
+async def test_probe_is_given_back_when_no_attempt_is_made(exported) -> None:
+    flaky = ScriptedModel([FakeFailure(500)])
+    backup = ScriptedModel(default=FakeReply("backup"))
+    router = router_with(flaky, backup, max_attempts=1, breaker_failures=1, breaker_cooldown_s=10)
+    await router.complete("hi")
+    await asyncio.sleep(11)
+    # The script has run out, so the probe call stops with a ConfigError before any attempt.
+    with pytest.raises(ConfigError):
+        await router.complete("hi")
+    flaky.add(FakeReply("recovered"))
+    assert (await router.complete("hi")).text == "recovered"

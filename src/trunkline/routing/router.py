@@ -461,10 +461,15 @@ class Router:
     async def _run_deployment(
         self, name: str, deployment: Deployment, state: CallState, probe_only: bool
     ) -> tuple[Any, Any]:
-        provider = self.provider(name)
+        breaker = self.breakers.get(name, state.policy.breaker_failures, state.policy.breaker_cooldown_s)
+        try:
+            provider = self.provider(name)
+        except TrunklineError:
+            # No attempt was made, so a probe claimed for this call is given back.
+            breaker.release_probe()
+            raise
         retry = self._retry_policy(state)
         request = request_for(deployment, state)
-        breaker = self.breakers.get(name, state.policy.breaker_failures, state.policy.breaker_cooldown_s)
         loop = asyncio.get_running_loop()
         failures = 0
         repairs = 0
@@ -497,7 +502,8 @@ class Router:
                 )
                 await asyncio.sleep(decision.wait_s)
                 continue
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, TrunklineError):
+                # Cancelled, or stopped by the configuration: the deployment gave no answer.
                 breaker.release_probe()
                 raise
             if isinstance(result, OpenStream):
