@@ -128,3 +128,28 @@ async def test_output_kept_when_every_deployment_gave_invalid_output(exported) -
     record = exported.calls[0]
     assert record.output_text == "still not json"
     assert record.attempts[-1].wait_reason == "repairs spent (0)"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"```json\n{GOOD}\n```",
+        f"```json {GOOD}```",
+        f"```json-object\n{GOOD}\n```",
+        f"Here is the result:\n```\n{GOOD}\n```\nHope it helps.",
+        f"Sure! {GOOD}",
+        f"  {GOOD}\n",
+    ],
+)
+async def test_json_inside_prose_or_fences_is_accepted(exported, text) -> None:
+    model = ScriptedModel([FakeReply(text)])
+    result = await router_with(model, max_repairs=0).complete("classify", output=Verdict)
+    assert result.output == Verdict(label="spam", confidence=0.9)
+
+
+async def test_embedded_json_that_does_not_match_reports_the_schema(exported) -> None:
+    model = ScriptedModel([FakeReply('Result: {"label": "spam"}')])
+    with pytest.raises(OutputInvalid) as caught:
+        await router_with(model, max_repairs=0).complete("classify", output=Verdict)
+    assert caught.value.kind == ErrorKind.INVALID_OUTPUT
+    assert "confidence" in str(caught.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import jsonschema
@@ -75,7 +76,16 @@ class OutputSpec:
             )
         if not response.text.strip():
             raise OutputMismatch("output is empty; a JSON value was required", ErrorKind.EMPTY_OUTPUT)
-        return self.parse(_strip_fence(response.text))
+        text = response.text.strip()
+        try:
+            return self.parse(text)
+        except OutputMismatch:
+            # Prompted models often wrap the JSON in a code fence or a sentence,
+            # so the JSON inside is checked, and its problem is the one reported.
+            embedded = _embedded_json(text)
+            if embedded is None or embedded == text:
+                raise
+        return self.parse(embedded)
 
     def parse(self, text: str) -> Any:
         """Return the validated value: a model instance, or the decoded JSON.
@@ -99,17 +109,20 @@ class OutputSpec:
         return value
 
 
-def _strip_fence(text: str) -> str:
-    """Drop a Markdown code fence around the JSON, which prompted models often add."""
-    stripped = text.strip()
-    if stripped.startswith("```") and stripped.endswith("```") and len(stripped) > 6:
-        body = stripped[3:-3]
-        newline = body.find("\n")
-        # The fence's first line may name a language, such as ```json.
-        if newline != -1 and body[:newline].strip().isalnum():
-            body = body[newline + 1 :]
-        return body.strip()
-    return stripped
+_FENCE = re.compile(r"```[\w+-]*[ \t]*\n?(.*?)```", re.DOTALL)
+
+
+def _embedded_json(text: str) -> str | None:
+    """Return the JSON inside a Markdown code fence, or between the first and last brace."""
+    fenced = _FENCE.search(text)
+    if fenced is not None:
+        return fenced.group(1).strip()
+    starts = [index for index in (text.find("{"), text.find("[")) if index != -1]
+    if not starts:
+        return None
+    start = min(starts)
+    end = text.rfind("}" if text[start] == "{" else "]")
+    return text[start : end + 1] if end > start else None
 
 
 def _summarise(error: ValidationError) -> str:
