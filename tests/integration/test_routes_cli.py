@@ -60,6 +60,7 @@ def test_routes_lists_policies_and_status(tmp_path: Path) -> None:
     assert listing.returncode == 0, listing.stderr
     assert "main" in listing.stdout
     assert "primary" in listing.stdout
+    assert "600" in listing.stdout
 
     listed = run_trunkline(tmp_path, "routes", "--json")
     route = json.loads(listed.stdout)["main"]
@@ -79,7 +80,7 @@ def test_routes_lists_policies_and_status(tmp_path: Path) -> None:
     table = run_trunkline(tmp_path, "routes", "--status")
     assert table.returncode == 0, table.stderr
     assert "open" in table.stdout
-    assert "rpm" in table.stdout
+    assert "closed" in table.stdout
 
 
 def test_status_reports_a_broken_store(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
@@ -46,18 +47,49 @@ def routes_command(
         payload = {name: route.model_dump() for name, route in _routes(settings).items()}
         typer.echo(json.dumps(payload, indent=2))
         return
-    table = Table("route", "deployments", "attempts", "timeout", "deadline", "breaker", "downgrade to")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        caption="attempts: per deployment, each under the timeout; "
+        "breaker: failures to open it / seconds open",
+        caption_justify="left",
+    )
+    table.add_column("route", no_wrap=True)
+    table.add_column("deployments in order", overflow="fold")
+    for name in ("attempts", "deadline", "breaker"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("downgrade to", overflow="fold")
     for name, route in _routes(settings).items():
         table.add_row(
             name + (" (default)" if name == settings.default_route else ""),
-            " -> ".join(route.deployments),
-            str(route.max_attempts),
-            f"{route.timeout_s:g}s",
+            ", ".join(route.deployments),
+            f"{route.max_attempts} x {route.timeout_s:g}s",
             "-" if route.deadline_s is None else f"{route.deadline_s:g}s",
-            f"{route.breaker_failures} fails / {route.breaker_cooldown_s:g}s",
+            f"{route.breaker_failures} / {route.breaker_cooldown_s:g}s",
             ", ".join(route.downgrade_to) or "-",
         )
     console.print(table)
+    deployments = Table(box=box.SIMPLE_HEAD)
+    deployments.add_column("deployment", overflow="fold")
+    deployments.add_column("provider", no_wrap=True)
+    deployments.add_column("model", overflow="fold")
+    for name in ("rpm", "tpm", "concurrent", "context"):
+        deployments.add_column(name, no_wrap=True, justify="right")
+    for name, deployment in sorted(settings.deployments.items()):
+        deployments.add_row(
+            name,
+            deployment.provider,
+            deployment.model,
+            *(
+                "-" if value is None else f"{value:,}"
+                for value in (
+                    deployment.rpm,
+                    deployment.tpm,
+                    deployment.max_concurrent,
+                    deployment.context_window,
+                )
+            ),
+        )
+    console.print(deployments)
 
 
 def _store_exists(url: str) -> bool:
@@ -130,28 +162,23 @@ def _print_status(settings: Settings, hours: float, as_json: bool) -> None:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     table = Table(
-        "deployment", "model", "breaker", "failures in a row", "probe in", "attempts", "errors",
-        "limits", title=f"deployment health over the last {hours:g} h (from recorded attempts)",
+        title=f"deployment health over the last {hours:g} h (from recorded attempts)",
         title_justify="left",
+        caption="failures: consecutive failures that count against the breaker",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
     )
+    table.add_column("deployment", overflow="fold")
+    for name in ("breaker", "failures", "probe in", "attempts", "errors"):
+        table.add_column(name, no_wrap=True, justify="right" if name != "breaker" else "left")
     for status in statuses:
-        deployment = settings.deployments[status.deployment]
-        limits = ", ".join(
-            f"{name} {value}"
-            for name, value in (
-                ("rpm", deployment.rpm), ("tpm", deployment.tpm), ("concurrent", deployment.max_concurrent)
-            )
-            if value is not None
-        )
         seen = counts.get(status.deployment, [0, 0])
         table.add_row(
             status.deployment,
-            deployment.model,
             status.state.value,
             str(status.consecutive_failures),
             "-" if status.state.value == "closed" else f"{status.retry_in_s:.0f}s",
             str(seen[0]),
             str(seen[1]),
-            limits or "-",
         )
     console.print(table)
