@@ -9,10 +9,14 @@ from pathlib import Path
 
 
 def run_trunkline(
-    folder: Path, *arguments: str, timeout_s: float = 120
+    folder: Path, *arguments: str, timeout_s: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m trunkline`` in `folder` with no TRUNKLINE_* variable of this process."""
+    """Run ``python -m trunkline`` in `folder` with no TRUNKLINE_* variable of this process.
+
+    `env` adds variables, such as ``TRUNKLINE_LOG_LEVEL``, for this run only.
+    """
     environment = {key: value for key, value in os.environ.items() if not key.startswith("TRUNKLINE_")}
+    environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "trunkline", *arguments],
         cwd=folder,

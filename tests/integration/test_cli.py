@@ -232,3 +232,27 @@ def finished_rows(database: Path) -> int:
             return connection.execute("select count(*) from run_rows where status = 'ok'").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
+
+
+def test_info_logs_are_json_lines_with_run_ids(project: Path) -> None:
+    completed = run_trunkline(
+        project, "run", "flow", "--json", env={"TRUNKLINE_LOG_LEVEL": "INFO"}
+    )
+    assert completed.returncode == 0, completed.stderr
+    run_id = json.loads(completed.stdout)["run_id"]
+    lines = [json.loads(line) for line in completed.stderr.splitlines() if line.startswith("{")]
+    events = [line["event"] for line in lines]
+    assert any(event.startswith(f"run {run_id} of workflow yes-no started") for event in events)
+    assert any(event.startswith(f"run {run_id} finished: 3 rows, 3 ok") for event in events)
+    finished = next(line for line in lines if "finished" in line["event"])
+    assert finished["level"] == "info"
+    assert "timestamp" in finished
+    assert finished["run_id"] == run_id
+    assert len(finished["trace_id"]) == 32
+    assert "is water wet" not in completed.stderr
+
+
+def test_invalid_log_level_is_reported(project: Path) -> None:
+    completed = run_trunkline(project, "runs", env={"TRUNKLINE_LOG_LEVEL": "LOUD"})
+    assert completed.returncode == 2
+    assert "TRUNKLINE_LOG_LEVEL" in completed.stderr

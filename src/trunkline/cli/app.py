@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 
 from trunkline.cli import records, routes, run
 from trunkline.errors import TrunklineError
+from trunkline.logs import configure_logging
 
 app = typer.Typer(
     name="trunkline",
@@ -31,19 +30,14 @@ app.command("routes")(routes.routes_command)
 errors = Console(stderr=True)
 
 
-def _configure_logging() -> None:
-    handler = RichHandler(console=errors, show_path=False, show_time=False)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s")
-
-
 def main() -> None:
     """Run the app; Trunkline's errors become one clear line and exit status 2.
 
     Typer's standalone mode already turns usage errors into a message with
     status 2 and Ctrl-C into status 1.
     """
-    _configure_logging()
     try:
+        configure_logging()
         app()
     except TrunklineError as error:
         errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)

@@ -621,6 +621,15 @@ class Router:
         cost = self.charge(deployment, response, state)
         await self._settle(permit, reservation, response, cost.total_usd)
         state.attempts.append(Attempt(**attempt, outcome="ok", latency_ms=latency_ms))
+        logger.debug(
+            "attempt %d at %s (%s) ok in %.0f ms: %d input and %d output tokens",
+            attempt["attempt_number"],
+            name,
+            request.model,
+            latency_ms,
+            response.usage.input_tokens,
+            response.usage.output_tokens,
+        )
         return response
 
     async def _reserve_budget(
@@ -677,6 +686,14 @@ class Router:
     def add_failed_attempt(
         state: CallState, attempt: dict[str, Any], clock: float, error: CallError
     ) -> None:
+        logger.debug(
+            "attempt %d at %s (%s) failed with %s: %s",
+            attempt["attempt_number"],
+            attempt["deployment"],
+            attempt["model"],
+            error.kind.value,
+            error,
+        )
         state.attempts.append(
             Attempt(
                 **attempt,

@@ -50,6 +50,11 @@ class TraceContext:
 _context: ContextVar[TraceContext | None] = ContextVar("trunkline_trace_context", default=None)
 
 
+def active_context() -> TraceContext | None:
+    """Return the open trace context, or None outside any."""
+    return _context.get()
+
+
 def current_context() -> TraceContext:
     """Return the active context, or a fresh trace when none is open."""
     context = _context.get()

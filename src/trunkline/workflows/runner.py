@@ -136,8 +136,6 @@ class BatchRunner:
             if done.get(index, {}).get("row_hash") != row_hash(self.row_inputs(row))
         ]
         resumed = len(rows) - len(pending)
-        if resumed:
-            logger.info("run %s: %d rows already done, %d to go", run_id, resumed, len(pending))
         if on_start is not None:
             on_start(len(pending), resumed)
         semaphore = asyncio.Semaphore(self.concurrency)
@@ -150,6 +148,14 @@ class BatchRunner:
                 on_row(result)
 
         with start_run(self.workflow.name, run_id=run_id, workflow=self.workflow.name) as live:
+            logger.info(
+                "run %s of workflow %s started: %d rows to run, %d already done, concurrency %d",
+                run_id,
+                self.workflow.name,
+                len(pending),
+                resumed,
+                self.concurrency,
+            )
             try:
                 async with asyncio.TaskGroup() as group:
                     for index, row in pending:
@@ -167,6 +173,15 @@ class BatchRunner:
             stored = [row for row in all_rows(self.store, run_id) if row["row_index"] < len(rows)]
             summary = summarise(run_id, stored, resumed=resumed)
             live.attributes.update(summary.public())
+            logger.info(
+                "run %s finished: %d rows, %d ok, %d errors, accuracy %s, cost %s USD",
+                run_id,
+                summary.rows,
+                summary.ok,
+                summary.errors,
+                "-" if summary.accuracy is None else f"{summary.accuracy:.3f}",
+                "unknown" if summary.cost_usd is None else f"{summary.cost_usd:.6f}",
+            )
         mark_run(self.store, run_id, status="done", summary=summary.public())
         return summary
 
