@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trunkline.cli import records, routes, run
+from trunkline.cli import records, routes, run, trace
 from trunkline.errors import TrunklineError
 from trunkline.logs import configure_logging
 
@@ -26,6 +26,7 @@ app.command("show")(records.show_command)
 app.command("costs")(records.costs_command)
 app.command("migrate")(records.migrate_command)
 app.command("routes")(routes.routes_command)
+app.command("trace")(trace.trace_command)
 
 errors = Console(stderr=True)
 

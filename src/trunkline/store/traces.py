@@ -1,0 +1,114 @@
+"""Reading a trace back as a tree of spans, with each model call's figures attached."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from trunkline.errors import StoreError
+from trunkline.store.database import Store
+from trunkline.store.tables import calls, runs, spans
+from trunkline.types.calls import CallRecord
+
+
+@dataclass
+class TraceNode:
+    """One span of a trace, its model call if it is one, and its children in start order."""
+
+    span_id: str
+    name: str
+    kind: str
+    started_at: datetime
+    ended_at: datetime
+    status: str
+    error: str | None
+    attributes: dict[str, Any]
+    call: CallRecord | None = None
+    children: list[TraceNode] = field(default_factory=list)
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.ended_at - self.started_at).total_seconds() * 1000.0
+
+
+def resolve_trace_id(store: Store, reference: str) -> str:
+    """Return the trace id that `reference` names: a trace id, a run id, or a call id or prefix.
+
+    Raises:
+        StoreError: nothing matches, or a prefix matches several calls.
+    """
+    if not reference:
+        raise StoreError("a trace, run or call id is required; list them with `trunkline calls`")
+    with store.engine.connect() as connection:
+        found = connection.execute(
+            select(spans.c.trace_id).where(spans.c.trace_id == reference).limit(1)
+        ).first()
+        if found is not None:
+            return found.trace_id
+        run = connection.execute(select(runs.c.run_id).where(runs.c.run_id == reference)).first()
+        if run is not None:
+            found = connection.execute(
+                select(spans.c.trace_id)
+                .where(spans.c.run_id == reference, spans.c.kind == "run")
+                .order_by(spans.c.started_at.desc())
+                .limit(1)
+            ).first()
+            if found is not None:
+                return found.trace_id
+        matches = connection.execute(
+            select(calls.c.trace_id, calls.c.call_id)
+            .where(calls.c.call_id.startswith(reference, autoescape=True))
+            .limit(3)
+        ).all()
+    if len(matches) == 1:
+        return matches[0].trace_id
+    if len(matches) > 1:
+        raise StoreError(
+            f"call id prefix {reference!r} matches several calls; give more characters"
+        )
+    raise StoreError(
+        f"no trace, run or call with id {reference!r} in {store.safe_url()}; "
+        "list ids with `trunkline runs` or `trunkline calls`"
+    )
+
+
+def load_trace(store: Store, trace_id: str) -> list[TraceNode]:
+    """Return the root spans of `trace_id` with their subtrees; calls hang under their spans."""
+    with store.engine.connect() as connection:
+        span_rows = connection.execute(
+            select(spans).where(spans.c.trace_id == trace_id).order_by(spans.c.started_at)
+        ).mappings().all()
+        call_rows = connection.execute(
+            select(calls.c.span_id, calls.c.record).where(calls.c.trace_id == trace_id)
+        ).all()
+    records = {row.span_id: CallRecord.model_validate_json(row.record) for row in call_rows}
+    nodes = {
+        row["span_id"]: TraceNode(
+            span_id=row["span_id"],
+            name=row["name"],
+            kind=row["kind"],
+            started_at=_utc(row["started_at"]),
+            ended_at=_utc(row["ended_at"]),
+            status=row["status"],
+            error=row["error"],
+            attributes=dict(row["attributes"] or {}),
+            call=records.get(row["span_id"]),
+        )
+        for row in span_rows
+    }
+    roots: list[TraceNode] = []
+    for row in span_rows:
+        node = nodes[row["span_id"]]
+        parent = nodes.get(row["parent_span_id"]) if row["parent_span_id"] else None
+        if parent is None:
+            roots.append(node)
+        else:
+            parent.children.append(node)
+    return roots
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

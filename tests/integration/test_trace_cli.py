@@ -1,0 +1,61 @@
+"""`trunkline trace`: the span tree of a run or a call, read back from the store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from integration.cli import run_trunkline
+from integration.test_cli import CONFIG, WORKFLOW
+
+
+@pytest.fixture
+def traced_run(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "trunkline.toml").write_text(CONFIG)
+    flow = tmp_path / "flow"
+    flow.mkdir()
+    (flow / "workflow.toml").write_text(WORKFLOW)
+    (flow / "prompt.jinja").write_text("Answer yes or no: {{ question }}")
+    (flow / "schema.json").write_text('{"type": "object", "properties": {"label": {"type": "string"}}}')
+    (flow / "tools.py").write_text("def pick(answer):\n    return {'label': answer['label']}\n")
+    (flow / "rows.csv").write_text("text,gold\nis water wet,yes\nis fire cold,no\n")
+    completed = run_trunkline(tmp_path, "run", "flow", "--json")
+    assert completed.returncode == 0, completed.stderr
+    return tmp_path, json.loads(completed.stdout)["run_id"]
+
+
+def test_trace_of_a_run_is_a_tree(traced_run) -> None:
+    folder, run_id = traced_run
+    completed = run_trunkline(folder, "trace", run_id, "--json")
+    assert completed.returncode == 0, completed.stderr
+    [root] = json.loads(completed.stdout)
+    assert root["kind"] == "run"
+    rows = root["children"]
+    assert [row["kind"] for row in rows] == ["row", "row"]
+    steps = rows[0]["children"]
+    assert [step["name"] for step in steps] == ["ask", "pick"]
+    [call] = steps[0]["children"]
+    assert call["kind"] == "call"
+    assert call["call"]["usage"]["input_tokens"] > 0
+    assert call["call"]["cost"]["total_usd"] > 0
+    assert len(call["call"]["attempts"]) == 1
+    assert "messages" not in call["call"]
+
+
+def test_trace_by_call_id_prefix_and_table(traced_run) -> None:
+    folder, run_id = traced_run
+    listed = run_trunkline(folder, "calls", "--run", run_id, "--json")
+    call_id = json.loads(listed.stdout.splitlines()[0])["call_id"]
+    completed = run_trunkline(folder, "trace", call_id[:10])
+    assert completed.returncode == 0, completed.stderr
+    assert "attempt 1 at fake: ok" in completed.stdout
+    assert "tokens" in completed.stdout
+
+
+def test_trace_of_an_unknown_id(traced_run) -> None:
+    folder, _ = traced_run
+    completed = run_trunkline(folder, "trace", "nothing-here")
+    assert completed.returncode == 2
+    assert "no trace, run or call with id 'nothing-here'" in completed.stderr
