@@ -161,6 +161,9 @@ class StoreSettings(BaseModel):
     batch_size: int = Field(default=200, ge=1)
     #: Seconds the writer waits to fill a batch before it commits what it has.
     flush_interval_s: float = Field(default=0.5, gt=0)
+    #: Age in days past which `trunkline prune` deletes records when it is
+    #: given no --older-than; None keeps everything.
+    retention_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class Settings(BaseModel):

@@ -59,3 +59,16 @@ def test_trace_of_an_unknown_id(traced_run) -> None:
     completed = run_trunkline(folder, "trace", "nothing-here")
     assert completed.returncode == 2
     assert "no trace, run or call with id 'nothing-here'" in completed.stderr
+
+
+def test_prune_command(traced_run) -> None:
+    folder, _ = traced_run
+    planned = run_trunkline(folder, "prune", "--older-than", "1m", "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.startswith("would delete 0 calls")
+    missing = run_trunkline(folder, "prune")
+    assert missing.returncode == 2
+    assert "--older-than" in missing.stderr
+    invalid = run_trunkline(folder, "prune", "--older-than", "soon")
+    assert invalid.returncode == 2
+    assert "30d" in invalid.stderr

@@ -25,6 +25,7 @@ app.command("calls")(records.calls_command)
 app.command("show")(records.show_command)
 app.command("costs")(records.costs_command)
 app.command("migrate")(records.migrate_command)
+app.command("prune")(records.prune_command)
 app.command("routes")(routes.routes_command)
 app.command("trace")(trace.trace_command)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import typer
@@ -12,8 +13,10 @@ from rich.table import Column, Table
 
 from trunkline.cli.render import format_cost, format_ms
 from trunkline.config import load_settings
+from trunkline.errors import ConfigError
 from trunkline.store.database import open_store
 from trunkline.store.queries import cost_summary, get_call, list_calls
+from trunkline.store.retention import parse_age, prune
 from trunkline.store.runs import list_runs
 
 console = Console()
@@ -174,3 +177,38 @@ def migrate_command() -> None:
     """Create the store or upgrade it to the latest schema revision."""
     store = open_store(load_settings().database_url())
     typer.echo(f"store {store.safe_url()} is at revision {store.current_revision()}")
+
+
+def prune_command(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Delete records that started longer ago than this, such as 30d, 12h or 2w; "
+            "by default [store] retention_days.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted, and delete nothing.")
+    ] = False,
+) -> None:
+    """Delete old calls, spans and finished runs in small transactions."""
+    settings = load_settings()
+    if older_than is not None:
+        age = parse_age(older_than)
+    elif settings.store.retention_days is not None:
+        age = timedelta(days=settings.store.retention_days)
+    else:
+        raise ConfigError(
+            "no age given: pass --older-than (such as 30d), or set retention_days under "
+            "[store] in trunkline.toml"
+        )
+    cutoff = datetime.now(UTC) - age
+    store = open_store(settings.database_url(), must_exist=True)
+    try:
+        counts = prune(store, cutoff, dry_run=dry_run)
+    finally:
+        store.dispose()
+    verb = "would delete" if dry_run else "deleted"
+    summary = ", ".join(f"{count} {table}" for table, count in counts.items())
+    typer.echo(f"{verb} {summary} from before {cutoff:%Y-%m-%d %H:%M} UTC")
