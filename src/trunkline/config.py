@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from trunkline.errors import ConfigError
+from trunkline.redaction import add_pattern, register_secret
 
 CONFIG_FILE = "trunkline.toml"
 DEFAULT_DATABASE_URL = "sqlite:///.trunkline/trunkline.db"
@@ -76,6 +77,7 @@ class Deployment(BaseModel):
         if self.api_key_env is None:
             return None
         key = os.environ.get(self.api_key_env)
+        register_secret(key)
         if not key:
             raise ConfigError(
                 f"environment variable {self.api_key_env} is not set; the deployment of "
@@ -177,6 +179,9 @@ class Settings(BaseModel):
     prices: dict[str, Price] = Field(default_factory=dict)
     store: StoreSettings = Field(default_factory=StoreSettings)
     budgets: Budgets = Field(default_factory=Budgets)
+    #: Regular expressions whose matches are replaced by [REDACTED] in
+    #: everything stored, logged or exported, beside the built-in key formats.
+    redact_patterns: list[str] = Field(default_factory=list)
     #: Redis URL for limits, budgets and breakers shared between processes;
     #: ``TRUNKLINE_REDIS_URL`` wins over it.
     redis_url: str | None = None
@@ -184,6 +189,13 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
+        for pattern in self.redact_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(
+                    f"redact_patterns entry {pattern!r} is not a valid regular expression: {error}"
+                ) from None
         known = ", ".join(sorted(self.deployments)) or "none"
         for route_name, route in self.routes.items():
             for key in ("deployments", "downgrade_to", "content_filter_fallbacks"):
@@ -271,6 +283,9 @@ def find_config_file(start: Path | None = None) -> Path | None:
 def load_settings(path: Path | str | None = None) -> Settings:
     """Load and validate the configuration, merged over the built-in defaults.
 
+    The file's ``redact_patterns`` are registered with `trunkline.redaction`,
+    for every later record, span and log line of the process.
+
     Raises:
         ConfigError: the file is not valid TOML or a value is invalid; the
             message names the key and, where it can be found, the line.
@@ -285,9 +300,13 @@ def load_settings(path: Path | str | None = None) -> Settings:
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{file} is not valid TOML: {error}") from error
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_describe(error, file, text)) from error
+    # Redaction is process-wide, so the patterns apply to every path from here on.
+    for pattern in settings.redact_patterns:
+        add_pattern(pattern)
+    return settings
 
 
 def _describe(error: ValidationError, file: Path | None, text: str) -> str:

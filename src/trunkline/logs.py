@@ -21,6 +21,7 @@ from typing import Any, Literal, TextIO
 import structlog
 
 from trunkline.errors import ConfigError
+from trunkline.redaction import redact
 from trunkline.tracing.context import active_context
 
 LogFormat = Literal["auto", "console", "json"]
@@ -39,6 +40,14 @@ def _add_trace_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[st
             event.setdefault("run_id", context.run_id)
         if context.session_id:
             event.setdefault("session_id", context.session_id)
+    return event
+
+
+def _redact_event(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Remove secrets from the message and every string value of a log line."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = redact(value)
     return event
 
 
@@ -91,6 +100,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            _redact_event,
             renderer,
         ],
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trunkline.errors import ErrorKind, ProviderError
+from trunkline.redaction import redact
 from trunkline.types.calls import ModelRequest, ModelResponse
 
 
@@ -244,15 +245,6 @@ _MAX_DETAIL_CHARS = 500
 
 # Key formats that a provider may echo in a message: OpenAI and Anthropic
 # (sk-...), Groq (gsk_...), xAI (xai-...) and Google (AIza...).
-_KEY_PATTERNS = (
-    re.compile(r"\b(?:sk|gsk|xai)[-_][A-Za-z0-9_\-*.]{6,}"),
-    re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"),
-)
-_BEARER_PATTERN = re.compile(r"(\bbearer\s+)[^\s\"',]+", re.IGNORECASE)
-_KEY_PARAMETER_PATTERN = re.compile(r"([?&](?:api[-_]?)?key=)[^&\s\"']+", re.IGNORECASE)
-# Shorter strings are placeholders such as "not-needed", not keys.
-_MIN_SECRET_CHARS = 16
-_REDACTED = "[REDACTED]"
 
 
 def parse_error_body(body: object) -> ErrorBody:
@@ -420,14 +412,8 @@ def _refine_by_message(kind: ErrorKind, message: str) -> ErrorKind:
 
 
 def redact_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Replace API keys in `text`: each of `secrets` and any known key format."""
-    for secret in secrets:
-        if secret and len(secret) >= _MIN_SECRET_CHARS:
-            text = text.replace(secret, _REDACTED)
-    for pattern in _KEY_PATTERNS:
-        text = pattern.sub(_REDACTED, text)
-    text = _BEARER_PATTERN.sub(rf"\g<1>{_REDACTED}", text)
-    return _KEY_PARAMETER_PATTERN.sub(rf"\g<1>{_REDACTED}", text)
+    """Replace API keys in `text`: each of `secrets`, every registered key and any known format."""
+    return redact(text, tuple(secrets))
 
 
 def http_error(

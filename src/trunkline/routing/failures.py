@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from trunkline.errors import AllDeploymentsFailed, CallError, ErrorKind, ProviderError
+from trunkline.redaction import redact
 from trunkline.routing.state import CallState
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ def attempt_failure(
     # retried and can fall back like any other.
     logger.warning("deployment %s returned a response the adapter cannot read: %r", deployment, error)
     return ProviderError(
-        f"{provider} returned a malformed response for model {model!r}: "
-        f"{type(error).__name__}: {error}",
+        redact(
+            f"{provider} returned a malformed response for model {model!r}: "
+            f"{type(error).__name__}: {error}"
+        ),
         kind=ErrorKind.SERVER_ERROR,
         provider=provider,
         model=model,

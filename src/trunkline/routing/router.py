@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from trunkline.config import Deployment, Settings, load_settings
 from trunkline.ids import random_hex
+from trunkline.redaction import redact
 from trunkline.errors import (
     BudgetExceeded,
     CallError,
@@ -429,7 +430,7 @@ class Router:
             except _Rejected as refusal:
                 reason = "budget_exceeded" if refusal.reason == "budget" else "rate_limited"
                 state.fallbacks.append(
-                    FallbackHop(deployment=name, reason=reason, detail=str(refusal.error))
+                    FallbackHop(deployment=name, reason=reason, detail=redact(str(refusal.error)))
                 )
                 if may_downgrade and refusal.reason in policy.downgrade_when:
                     target = untried[0]
@@ -438,7 +439,7 @@ class Router:
                             from_deployment=name,
                             to_deployment=target,
                             reason=refusal.reason,  # type: ignore[arg-type]
-                            detail=str(refusal.error),
+                            detail=redact(str(refusal.error)),
                         )
                     )
                     plan.insert(index, target)
@@ -452,7 +453,9 @@ class Router:
                 if not error.kind.falls_back:
                     break
                 rules.learn(error, deployment)
-                state.fallbacks.append(FallbackHop(deployment=name, reason=error.kind, detail=str(error)))
+                state.fallbacks.append(
+                    FallbackHop(deployment=name, reason=error.kind, detail=redact(str(error)))
+                )
                 logger.warning(
                     "route %s: leaving deployment %s after %s", state.route_name, name, error.kind.value
                 )
@@ -520,7 +523,7 @@ class Router:
                     update={
                         "outcome": "error",
                         "error_kind": mismatch.kind,
-                        "error_message": str(mismatch),
+                        "error_message": redact(str(mismatch)),
                         "wait_reason": "repair"
                         if repairs < state.policy.max_repairs
                         else f"repairs spent ({state.policy.max_repairs})",
@@ -699,7 +702,7 @@ class Router:
                 **attempt,
                 outcome="error",
                 error_kind=error.kind,
-                error_message=str(error),
+                error_message=redact(str(error)),
                 status_code=getattr(error, "status_code", None),
                 latency_ms=(time.perf_counter() - clock) * 1000.0,
             )

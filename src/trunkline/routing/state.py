@@ -17,6 +17,7 @@ from trunkline.errors import (
     OutputInvalid,
     TrunklineError,
 )
+from trunkline.redaction import redact
 from trunkline.routing.output import OutputSpec
 from trunkline.tracing import TraceContext
 from trunkline.types.calls import (
@@ -153,7 +154,7 @@ def build_record(
         fields.update(
             outcome="error",
             error_kind=kind,
-            error_message=str(error) or type(error).__name__,
+            error_message=redact(str(error)) or type(error).__name__,
             output_text=text,
             finish_reason="error",
         )

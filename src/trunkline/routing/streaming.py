@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from trunkline.config import Deployment
 from trunkline.errors import CallError, ErrorKind, ProviderError, TrunklineError
 from trunkline.providers.base import estimate_tokens
+from trunkline.redaction import redact
 from trunkline.routing.policies import estimate_input_tokens
 from trunkline.routing.state import CallResult, CallState, build_record, span_attributes
 from trunkline.tracing import export_call, open_span
@@ -208,7 +209,7 @@ async def _finish_attempt(
             **opened.attempt,
             outcome="error",
             error_kind=kind,
-            error_message=str(error) or type(error).__name__,
+            error_message=redact(str(error)) or type(error).__name__,
             status_code=getattr(error, "status_code", None),
             latency_ms=latency_ms,
         )

@@ -18,6 +18,7 @@ from typing import Any
 
 from trunkline.errors import ConfigError
 from trunkline.ids import random_hex
+from trunkline.redaction import redact
 from trunkline.tracing.exporters import export_span
 from trunkline.types.spans import SpanKind, SpanRecord
 
@@ -82,7 +83,8 @@ class LiveSpan:
 
     def fail(self, error: BaseException | str) -> None:
         self.status = "error"
-        self.error = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        text = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self.error = redact(text)
 
     def end(self) -> None:
         """Export the span; for spans opened with `open_span`."""

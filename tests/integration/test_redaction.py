@@ -1,0 +1,133 @@
+"""An API key sent through every path that stores, logs or exports text is found nowhere."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from fakeserver import FakeServer, PlannedReply, openai_error
+from trunkline.config import Settings
+from trunkline.errors import CallError
+from trunkline.logs import configure_logging
+from trunkline.providers.base import Provider
+from trunkline.recording import recording
+from trunkline.redaction import add_pattern, redact
+from trunkline.routing import Router
+from trunkline.tracing import add_exporter, remove_exporter, start_run
+from unit.helpers import ListExporter
+
+# No known key format: only the registered secret can catch it.
+KEY = "tl-secret-0123456789abcdef0123"
+
+
+class EchoingProvider(Provider):
+    """Fails with an exception whose text carries the key in a URL, as some clients do."""
+
+    name = "echo"
+
+    async def complete(self, request):  # noqa: ANN001, ANN201
+        raise RuntimeError(f"GET https://models.example/v1/chat?api_key={KEY} failed: reset")
+
+
+@pytest.fixture
+def restore_logging():  # noqa: ANN201
+    logger = logging.getLogger("trunkline")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers, logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+async def test_key_is_found_nowhere(fake_server: FakeServer, tmp_path: Path, monkeypatch, restore_logging) -> None:
+    monkeypatch.setenv("TL_TEST_KEY", KEY)
+    fake_server.plan(
+        PlannedReply(
+            status=401,
+            body=openai_error(
+                f"Incorrect API key provided: {KEY}. Request: {fake_server.openai_base_url}"
+                f"/chat/completions?key={KEY} with Authorization: Bearer {KEY}",
+                code="invalid_api_key",
+            ),
+        )
+    )
+    settings = Settings.model_validate(
+        {
+            "deployments": {
+                "remote": {
+                    "provider": "openai",
+                    "model": "gpt-4o-mini",
+                    "base_url": fake_server.openai_base_url,
+                    "api_key_env": "TL_TEST_KEY",
+                },
+                "echo": {"provider": "fake", "model": "m"},
+            },
+            "routes": {"main": {"deployments": ["remote", "echo"], "max_attempts": 1}},
+            "default_route": "main",
+            "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
+        }
+    )
+    logs = io.StringIO()
+    configure_logging("DEBUG", "json", logs)
+    exported = ListExporter()
+    add_exporter(exported)
+    router = Router(settings, providers={"echo": EchoingProvider()})
+    try:
+        with recording(settings), start_run("redaction", run_id="redaction-run"):
+            with pytest.raises(CallError) as caught:
+                await router.complete("hi")
+    finally:
+        remove_exporter(exported)
+        await router.aclose()
+
+    assert fake_server.requests[0].headers.get("authorization") == f"Bearer {KEY}"
+    texts = {
+        "exception": str(caught.value),
+        "causes": " ".join(str(cause) for cause in caught.value.causes),
+        "log lines": logs.getvalue(),
+        "exported records": "".join(record.model_dump_json() for record in exported.calls),
+        "exported spans": "".join(span.model_dump_json() for span in exported.spans),
+        "store file": (tmp_path / "store.db").read_bytes().decode("latin-1"),
+    }
+    assert "[REDACTED]" in texts["exported records"]
+    assert len(json.loads(exported.calls[0].model_dump_json())["attempts"]) == 2
+    for where, text in texts.items():
+        assert KEY not in text, f"the key leaked into the {where}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "api-key: 0123456789abcdef0123456789abcdef",
+        "x-api-key: sk-ant-api03-abcdefghijklmnop",
+        '{"Authorization": "Basic dXNlcjpwYXNzd29yZA=="}',
+        "https://example.openai.azure.com/?api-version=1&key=abcdef0123456789",
+        "token AIzaSyA1234567890abcdefghijklmnopqrs",
+    ],
+)
+def test_header_and_key_forms_are_redacted(text) -> None:
+    redacted = redact(text)
+    assert "[REDACTED]" in redacted
+    assert not any(part in redacted for part in ("0123456789abcdef0123", "abcdefghijklmnop", "dXNlcjpw", "abcdef0123456789", "SyA1234567890"))
+
+
+def test_configured_patterns_are_redacted() -> None:
+    add_pattern(r"acme_[0-9a-f]{12}")
+    assert redact("token acme_0123456789ab in use") == "token [REDACTED] in use"
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        add_pattern("(")
+
+
+def test_patterns_from_the_configuration(tmp_path: Path) -> None:
+    from trunkline.config import load_settings
+    from trunkline.errors import ConfigError
+
+    file = tmp_path / "trunkline.toml"
+    file.write_text('redact_patterns = ["cust-[0-9]{8}"]\n')
+    load_settings(file)
+    assert redact("customer cust-12345678 called") == "customer [REDACTED] called"
+    file.write_text('redact_patterns = ["(unclosed"]\n')
+    with pytest.raises(ConfigError, match="not a valid regular expression"):
+        load_settings(file)
