@@ -179,6 +179,10 @@ class Settings(BaseModel):
     prices: dict[str, Price] = Field(default_factory=dict)
     store: StoreSettings = Field(default_factory=StoreSettings)
     budgets: Budgets = Field(default_factory=Budgets)
+    #: OTLP/HTTP traces URL that recorded spans are also sent to, such as
+    #: ``http://127.0.0.1:4318/v1/traces``; the OpenTelemetry variables
+    #: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` and ``OTEL_EXPORTER_OTLP_ENDPOINT`` win over it.
+    otlp_endpoint: str | None = None
     #: Regular expressions whose matches are replaced by [REDACTED] in
     #: everything stored, logged or exported, beside the built-in key formats.
     redact_patterns: list[str] = Field(default_factory=list)

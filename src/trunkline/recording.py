@@ -10,6 +10,7 @@ from trunkline.config import Settings, load_settings
 from trunkline.store.database import Store, open_store
 from trunkline.store.writer import StoreWriter
 from trunkline.tracing import add_exporter, remove_exporter
+from trunkline.tracing.otlp import OtlpExporter, otlp_endpoint
 
 
 @dataclass
@@ -18,14 +19,18 @@ class Recorder:
 
     store: Store
     writer: StoreWriter
+    #: The OTLP exporter, when an endpoint is configured.
+    otlp: OtlpExporter | None = None
 
 
 @contextmanager
 def recording(settings: Settings | None = None, *, url: str | None = None) -> Iterator[Recorder]:
-    """Record every call and span made inside the block to the store.
+    """Record every call and span made inside the block to the store, and to OTLP if configured.
 
-    The store is `url`, or the configured one. Leaving the block commits
-    everything still queued.
+    The store is `url`, or the configured one. Spans also go to an
+    OpenTelemetry collector when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+    ``otlp_endpoint`` in the configuration) names one. Leaving the block
+    commits everything still queued and sends what the collector accepts.
 
     Example::
 
@@ -40,9 +45,16 @@ def recording(settings: Settings | None = None, *, url: str | None = None) -> It
         flush_interval_s=settings.store.flush_interval_s,
     )
     add_exporter(writer)
+    endpoint = otlp_endpoint() or settings.otlp_endpoint
+    otlp = OtlpExporter(endpoint) if endpoint else None
+    if otlp is not None:
+        add_exporter(otlp)
     try:
-        yield Recorder(store=store, writer=writer)
+        yield Recorder(store=store, writer=writer, otlp=otlp)
     finally:
         remove_exporter(writer)
         writer.close()
         store.dispose()
+        if otlp is not None:
+            remove_exporter(otlp)
+            otlp.close()

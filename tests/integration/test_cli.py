@@ -55,17 +55,22 @@ function = "tools:pick"
 """
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    (tmp_path / "trunkline.toml").write_text(CONFIG)
-    flow = tmp_path / "flow"
+def write_project(folder: Path, rows: str = "is water wet,yes\nis fire cold,no\nis ice cold,yes\n") -> Path:
+    """Write the yes-no workflow over the fake model into `folder`, with `rows` as its data."""
+    (folder / "trunkline.toml").write_text(CONFIG)
+    flow = folder / "flow"
     flow.mkdir()
     (flow / "workflow.toml").write_text(WORKFLOW)
     (flow / "prompt.jinja").write_text("Answer yes or no: {{ question }}")
     (flow / "schema.json").write_text('{"type": "object", "properties": {"label": {"type": "string"}}}')
     (flow / "tools.py").write_text("def pick(answer):\n    return {'label': answer['label']}\n")
-    (flow / "rows.csv").write_text("text,gold\nis water wet,yes\nis fire cold,no\nis ice cold,yes\n")
-    return tmp_path
+    (flow / "rows.csv").write_text("text,gold\n" + rows)
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return write_project(tmp_path)
 
 
 def trunkline(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:

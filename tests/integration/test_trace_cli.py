@@ -8,19 +8,12 @@ from pathlib import Path
 import pytest
 
 from integration.cli import run_trunkline
-from integration.test_cli import CONFIG, WORKFLOW
+from integration.test_cli import write_project
 
 
 @pytest.fixture
 def traced_run(tmp_path: Path) -> tuple[Path, str]:
-    (tmp_path / "trunkline.toml").write_text(CONFIG)
-    flow = tmp_path / "flow"
-    flow.mkdir()
-    (flow / "workflow.toml").write_text(WORKFLOW)
-    (flow / "prompt.jinja").write_text("Answer yes or no: {{ question }}")
-    (flow / "schema.json").write_text('{"type": "object", "properties": {"label": {"type": "string"}}}')
-    (flow / "tools.py").write_text("def pick(answer):\n    return {'label': answer['label']}\n")
-    (flow / "rows.csv").write_text("text,gold\nis water wet,yes\nis fire cold,no\n")
+    write_project(tmp_path, "is water wet,yes\nis fire cold,no\n")
     completed = run_trunkline(tmp_path, "run", "flow", "--json")
     assert completed.returncode == 0, completed.stderr
     return tmp_path, json.loads(completed.stdout)["run_id"]

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from trunkline.cli import records, routes, run, trace
+from trunkline.cli.export import export_app
 from trunkline.errors import TrunklineError
 from trunkline.logs import configure_logging
 
@@ -28,6 +29,7 @@ app.command("migrate")(records.migrate_command)
 app.command("prune")(records.prune_command)
 app.command("routes")(routes.routes_command)
 app.command("trace")(trace.trace_command)
+app.add_typer(export_app, name="export")
 
 errors = Console(stderr=True)
 

@@ -1,0 +1,151 @@
+"""Sending spans to an OpenTelemetry collector over OTLP/HTTP, off the call path.
+
+`OtlpExporter` is a tracing exporter: `export_call` and `export_span` only
+convert and enqueue. A daemon thread sends batches with the OpenTelemetry
+SDK's `OTLPSpanExporter`. The queue is bounded: when the collector is down
+or slow and the queue is full, new spans are dropped and counted, with one
+warning per minute, so memory never grows without bound and no call waits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import deque
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from trunkline.tracing.otel import span_from_record, spans_from_call
+from trunkline.types.calls import CallRecord
+from trunkline.types.spans import SpanRecord
+
+logger = logging.getLogger(__name__)
+
+_WARN_EVERY_S = 60.0
+
+
+def otlp_endpoint() -> str | None:
+    """Return the traces endpoint from the standard OpenTelemetry variables, or None."""
+    traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return f"{base.rstrip('/')}/v1/traces" if base else None
+
+
+class OtlpExporter:
+    """Queues spans and sends them in batches to an OTLP/HTTP traces endpoint.
+
+    Args:
+        endpoint: the full traces URL, such as ``http://127.0.0.1:4318/v1/traces``.
+        max_queue: spans kept waiting at most; more are dropped and counted.
+        batch_size: spans sent per request.
+        interval_s: seconds between sends when the queue is not full.
+        timeout_s: seconds one send may take, its retries included.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        headers: dict[str, str] | None = None,
+        max_queue: int = 4096,
+        batch_size: int = 512,
+        interval_s: float = 1.0,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self._client = OTLPSpanExporter(endpoint=endpoint, headers=headers, timeout=timeout_s)
+        self._queue: deque[ReadableSpan] = deque()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._closed = False
+        self._last_warning = 0.0
+        #: Spans dropped because the queue was full or a send failed.
+        self.dropped = 0
+        #: Spans the collector accepted.
+        self.sent = 0
+        self._thread = threading.Thread(target=self._loop, name="trunkline-otlp", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def export_call(self, record: CallRecord) -> None:
+        self._enqueue(spans_from_call(record))
+
+    def export_span(self, record: SpanRecord) -> None:
+        # A call's span is built from its record, which carries the call's figures.
+        if record.kind != "call":
+            self._enqueue([span_from_record(record)])
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Send everything queued so far; False when it did not finish within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue or not self._idle.is_set():
+            self._wake.set()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self) -> None:
+        """Send what is queued, then stop; calling it twice is harmless."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._client.shutdown()
+        atexit.unregister(self.close)
+
+    def _enqueue(self, spans: list[ReadableSpan]) -> None:
+        room = self.max_queue - len(self._queue)
+        if room < len(spans) or self._closed:
+            self._drop(len(spans), "the queue is full")
+            return
+        self._queue.extend(spans)
+        if len(self._queue) >= self.batch_size:
+            self._wake.set()
+
+    def _drop(self, count: int, reason: str) -> None:
+        self.dropped += count
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY_S:
+            self._last_warning = now
+            logger.warning(
+                "dropped %d spans for %s because %s (%d dropped so far); check that the "
+                "collector is running, or raise its capacity",
+                count,
+                self.endpoint,
+                reason,
+                self.dropped,
+            )
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            self._idle.clear()
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+                try:
+                    result = self._client.export(batch)
+                except Exception as error:  # a failing collector must not stop the thread
+                    logger.debug("sending %d spans failed: %r", len(batch), error)
+                    result = SpanExportResult.FAILURE
+                if result is SpanExportResult.SUCCESS:
+                    self.sent += len(batch)
+                else:
+                    self._drop(len(batch), "the collector did not accept them")
+            self._idle.set()
+            if self._closed:
+                return
