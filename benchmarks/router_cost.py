@@ -9,7 +9,9 @@ and three variants alternate in every round:
 - ``provider``: the provider's `complete` alone, the floor;
 - ``router``: `Router.complete` with retries, breaker, limits and pricing;
 - ``router+store``: the same with every record and span enqueued to a
-  SQLite store's background writer, whose commits run in this process too.
+  SQLite store's background writer, whose commits run in this process too;
+- ``router+store+otlp``: the same, with every span also converted and sent
+  over OTLP/HTTP to a sink in a separate process on 127.0.0.1.
 
     python benchmarks/router_cost.py --rounds 7 --calls 3000
 """
@@ -19,16 +21,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from trunkline.config import Settings
 from trunkline.providers.base import Provider
 from trunkline.recording import recording
 from trunkline.routing import Router
 from trunkline.tracing import add_exporter, exporters, remove_exporter
+from trunkline.tracing.otlp import OtlpExporter
 from trunkline.types.calls import ModelRequest, ModelResponse
 from trunkline.types.messages import Message
 from trunkline.types.usage import Usage
@@ -94,7 +100,23 @@ async def run(rounds: int, calls: int) -> None:
     async def recorded_call() -> object:
         return await recorded.complete(MESSAGES, route="bench", max_tokens=16)
 
-    variants = {"provider": provider_call, "router": router_call, "router+store": recorded_call}
+    sink = start_sink()
+    exporter = OtlpExporter(f"http://127.0.0.1:{sink.port}/v1/traces", max_queue=100_000)
+    traced = Router(settings, providers={"bench": provider})
+
+    async def traced_call() -> object:
+        add_exporter(exporter)
+        try:
+            return await traced.complete(MESSAGES, route="bench", max_tokens=16)
+        finally:
+            remove_exporter(exporter)
+
+    variants = {
+        "provider": provider_call,
+        "router": router_call,
+        "router+store": recorded_call,
+        "router+store+otlp": traced_call,
+    }
     results: dict[str, list[float]] = {name: [] for name in variants}
     with recorder:
         for call in variants.values():
@@ -107,12 +129,55 @@ async def run(rounds: int, calls: int) -> None:
                         results[name].append(await per_call_us(call, calls))
                 else:
                     results[name].append(await per_call_us(call, calls))
+                if name == "router+store+otlp":
+                    # The sends of this round are charged to this round.
+                    exporter.flush(timeout_s=60)
+    exporter.close()
+    sink.process.terminate()
+    if exporter.dropped:
+        print(f"warning: {exporter.dropped} spans were dropped", file=sys.stderr)
     floor = statistics.median(results["provider"])
     print(f"{rounds} rounds x {calls} calls per variant, median CPU per call")
-    print(f"{'variant':<14} {'cpu us/call':>12} {'over provider':>14}")
+    print(f"{'variant':<18} {'cpu us/call':>12} {'over provider':>14}")
     for name, samples in results.items():
         value = statistics.median(samples)
-        print(f"{name:<14} {value:12.1f} {value - floor:+14.1f}")
+        print(f"{name:<18} {value:12.1f} {value - floor:+14.1f}")
+    stored = statistics.median(results["router+store"]) - floor
+    traced = statistics.median(results["router+store+otlp"]) - floor
+    print(f"OTLP export adds {traced / stored - 1:+.1%} to the cost with the store")
+
+
+@dataclass
+class _Sink:
+    process: subprocess.Popen
+    port: int
+
+
+# An OTLP/HTTP endpoint that accepts every request with an empty reply, which
+# is a valid ExportTraceServiceResponse. It stops by itself after ten minutes.
+_SINK = """
+import http.server, sys, threading
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+threading.Timer(600, server.shutdown).start()
+server.serve_forever()
+"""
+
+
+def start_sink() -> _Sink:
+    process = subprocess.Popen([sys.executable, "-c", _SINK], stdout=subprocess.PIPE, text=True)
+    port = int(process.stdout.readline()) if process.stdout else 0
+    return _Sink(process, port)
 
 
 @contextmanager

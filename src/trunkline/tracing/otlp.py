@@ -1,8 +1,8 @@
 """Sending spans to an OpenTelemetry collector over OTLP/HTTP, off the call path.
 
 `OtlpExporter` is a tracing exporter: `export_call` and `export_span` only
-convert and enqueue. A daemon thread sends batches with the OpenTelemetry
-SDK's `OTLPSpanExporter`. The queue is bounded: when the collector is down
+enqueue the record. A daemon thread converts records to spans and sends them
+in batches with the OpenTelemetry SDK's `OTLPSpanExporter`. The queue is bounded: when the collector is down
 or slow and the queue is full, new spans are dropped and counted, with one
 warning per minute, so memory never grows without bound and no call waits.
 """
@@ -38,13 +38,24 @@ def otlp_endpoint() -> str | None:
     return f"{base.rstrip('/')}/v1/traces" if base else None
 
 
+def _spans(record: CallRecord | SpanRecord) -> list[ReadableSpan]:
+    if isinstance(record, CallRecord):
+        return spans_from_call(record)
+    return [span_from_record(record)]
+
+
+def _span_count(record: CallRecord | SpanRecord) -> int:
+    return 1 + len(record.attempts) if isinstance(record, CallRecord) else 1
+
+
 class OtlpExporter:
     """Queues spans and sends them in batches to an OTLP/HTTP traces endpoint.
 
     Args:
         endpoint: the full traces URL, such as ``http://127.0.0.1:4318/v1/traces``.
-        max_queue: spans kept waiting at most; more are dropped and counted.
-        batch_size: spans sent per request.
+        max_queue: records (calls and spans) kept waiting at most; more are
+            dropped, and their spans counted.
+        batch_size: records converted and sent per request.
         interval_s: seconds between sends when the queue is not full.
         timeout_s: seconds one send may take, its retries included.
     """
@@ -64,7 +75,9 @@ class OtlpExporter:
         self.batch_size = batch_size
         self.interval_s = interval_s
         self._client = OTLPSpanExporter(endpoint=endpoint, headers=headers, timeout=timeout_s)
-        self._queue: deque[ReadableSpan] = deque()
+        # Records wait here unconverted: conversion costs the sending thread,
+        # not the call path.
+        self._queue: deque[CallRecord | SpanRecord] = deque()
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -79,12 +92,12 @@ class OtlpExporter:
         atexit.register(self.close)
 
     def export_call(self, record: CallRecord) -> None:
-        self._enqueue(spans_from_call(record))
+        self._enqueue(record)
 
     def export_span(self, record: SpanRecord) -> None:
         # A call's span is built from its record, which carries the call's figures.
         if record.kind != "call":
-            self._enqueue([span_from_record(record)])
+            self._enqueue(record)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Send everything queued so far; False when it did not finish within `timeout_s`."""
@@ -107,12 +120,11 @@ class OtlpExporter:
         self._client.shutdown()
         atexit.unregister(self.close)
 
-    def _enqueue(self, spans: list[ReadableSpan]) -> None:
-        room = self.max_queue - len(self._queue)
-        if room < len(spans) or self._closed:
-            self._drop(len(spans), "the queue is full")
+    def _enqueue(self, record: CallRecord | SpanRecord) -> None:
+        if len(self._queue) >= self.max_queue or self._closed:
+            self._drop(_span_count(record), "the queue is full")
             return
-        self._queue.extend(spans)
+        self._queue.append(record)
         if len(self._queue) >= self.batch_size:
             self._wake.set()
 
@@ -136,7 +148,8 @@ class OtlpExporter:
             self._wake.clear()
             self._idle.clear()
             while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+                records = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+                batch = [span for record in records for span in _spans(record)]
                 try:
                     result = self._client.export(batch)
                 except Exception as error:  # a failing collector must not stop the thread
