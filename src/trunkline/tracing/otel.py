@@ -13,17 +13,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    InstrumentationScope,
+    KeyValue,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from trunkline.ids import random_hex
 from trunkline.types.calls import CallRecord
 from trunkline.types.spans import SpanRecord
 
-SCOPE = InstrumentationScope("trunkline")
-RESOURCE = Resource.create({"service.name": "trunkline"})
+_INTERNAL = Span.SpanKind.SPAN_KIND_INTERNAL
+_CLIENT = Span.SpanKind.SPAN_KIND_CLIENT
 
 # GenAI names for the providers, as the semantic conventions spell them.
 _PROVIDER_NAMES = {
@@ -35,55 +40,66 @@ _PROVIDER_NAMES = {
 }
 
 
-def _context(trace_id: str, span_id: str) -> SpanContext:
-    return SpanContext(
-        trace_id=int(trace_id, 16),
-        span_id=int(span_id, 16),
-        is_remote=False,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-    )
-
-
 def _nanoseconds(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000_000)
 
 
 def _status(ok: bool, error: str | None) -> Status:
-    return Status(StatusCode.OK) if ok else Status(StatusCode.ERROR, error or "error")
+    if ok:
+        return Status(code=Status.StatusCode.STATUS_CODE_OK)
+    return Status(code=Status.StatusCode.STATUS_CODE_ERROR, message=error or "error")
 
 
-def _plain(attributes: dict[str, Any]) -> dict[str, Any]:
-    """Keep values OpenTelemetry accepts; others become strings, None is left out."""
-    plain: dict[str, Any] = {}
-    for key, value in attributes.items():
-        if value is None:
-            continue
-        if isinstance(value, str | bool | int | float):
-            plain[key] = value
-        elif isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
-            plain[key] = tuple(value)
-        else:
-            plain[key] = str(value)
-    return plain
+def _any_value(value: Any) -> AnyValue:
+    # bool first: it is also an int.
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, list | tuple):
+        return AnyValue(array_value=ArrayValue(values=[_any_value(item) for item in value]))
+    return AnyValue(string_value=str(value))
 
 
-def span_from_record(record: SpanRecord) -> ReadableSpan:
+def _attributes(attributes: dict[str, Any]) -> list[KeyValue]:
+    """Encode attributes; None values are left out."""
+    return [
+        KeyValue(key=key, value=_any_value(value))
+        for key, value in attributes.items()
+        if value is not None
+    ]
+
+
+def encode_request(spans: list[Span]) -> bytes:
+    """Return the OTLP ``ExportTraceServiceRequest`` that carries `spans`, serialized."""
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(attributes=_attributes({"service.name": "trunkline"})),
+                scope_spans=[ScopeSpans(scope=InstrumentationScope(name="trunkline"), spans=spans)],
+            )
+        ]
+    )
+    return request.SerializeToString()
+
+
+def span_from_record(record: SpanRecord) -> Span:
     """Convert a run, row, step or tool span."""
-    parent = _context(record.trace_id, record.parent_span_id) if record.parent_span_id else None
     attributes = {f"trunkline.{key}": value for key, value in record.attributes.items()}
     attributes.update({"trunkline.span_kind": record.kind, "trunkline.run_id": record.run_id})
     attributes["trunkline.session_id"] = record.session_id
-    return ReadableSpan(
+    return Span(
+        trace_id=bytes.fromhex(record.trace_id),
+        span_id=bytes.fromhex(record.span_id),
+        parent_span_id=bytes.fromhex(record.parent_span_id) if record.parent_span_id else b"",
         name=record.name,
-        context=_context(record.trace_id, record.span_id),
-        parent=parent,
-        resource=RESOURCE,
-        attributes=_plain(attributes),
-        kind=SpanKind.INTERNAL,
+        kind=_INTERNAL,
+        start_time_unix_nano=_nanoseconds(record.started_at),
+        end_time_unix_nano=_nanoseconds(record.ended_at),
+        attributes=_attributes(attributes),
         status=_status(record.status == "ok", record.error),
-        start_time=_nanoseconds(record.started_at),
-        end_time=_nanoseconds(record.ended_at),
-        instrumentation_scope=SCOPE,
     )
 
 
@@ -125,26 +141,25 @@ def call_attributes(record: CallRecord) -> dict[str, Any]:
     }
     if record.error_kind is not None:
         attributes["error.type"] = record.error_kind.value
-    return _plain(attributes)
+    return attributes
 
 
-def spans_from_call(record: CallRecord) -> list[ReadableSpan]:
+def spans_from_call(record: CallRecord) -> list[Span]:
     """Convert a call record to its call span and one child span per attempt."""
-    parent = _context(record.trace_id, record.parent_span_id) if record.parent_span_id else None
-    call_context = _context(record.trace_id, record.span_id)
+    trace_id = bytes.fromhex(record.trace_id)
+    call_span_id = bytes.fromhex(record.span_id)
     model = record.model_served or record.model_requested
     spans = [
-        ReadableSpan(
+        Span(
+            trace_id=trace_id,
+            span_id=call_span_id,
+            parent_span_id=bytes.fromhex(record.parent_span_id) if record.parent_span_id else b"",
             name=f"chat {model}",
-            context=call_context,
-            parent=parent,
-            resource=RESOURCE,
-            attributes=call_attributes(record),
-            kind=SpanKind.CLIENT,
+            kind=_CLIENT,
+            start_time_unix_nano=_nanoseconds(record.started_at),
+            end_time_unix_nano=_nanoseconds(record.ended_at),
+            attributes=_attributes(call_attributes(record)),
             status=_status(record.outcome == "ok", record.error_message),
-            start_time=_nanoseconds(record.started_at),
-            end_time=_nanoseconds(record.ended_at),
-            instrumentation_scope=SCOPE,
         )
     ]
     for attempt in record.attempts:
@@ -161,17 +176,16 @@ def spans_from_call(record: CallRecord) -> list[ReadableSpan]:
             "trunkline.attempt.wait_reason": attempt.wait_reason,
         }
         spans.append(
-            ReadableSpan(
+            Span(
+                trace_id=trace_id,
+                span_id=bytes.fromhex(random_hex(64)),
+                parent_span_id=call_span_id,
                 name=f"attempt {attempt.attempt_number} {attempt.deployment}",
-                context=_context(record.trace_id, random_hex(64)),
-                parent=call_context,
-                resource=RESOURCE,
-                attributes=_plain(attributes),
-                kind=SpanKind.CLIENT,
+                kind=_CLIENT,
+                start_time_unix_nano=started,
+                end_time_unix_nano=started + int(attempt.latency_ms * 1_000_000),
+                attributes=_attributes(attributes),
                 status=_status(attempt.outcome == "ok", attempt.error_message),
-                start_time=started,
-                end_time=started + int(attempt.latency_ms * 1_000_000),
-                instrumentation_scope=SCOPE,
             )
         )
     return spans
