@@ -6,9 +6,9 @@ routes the ``trunkline`` loggers through structlog's `ProcessorFormatter`, which
 renders each line as JSON or for a terminal and adds the ids of the trace,
 span, run and session open where the line was logged.
 
-Levels: INFO says what a run did (start, end, summary), DEBUG says each
-attempt, WARNING and ERROR say what went wrong and what to do. No level logs
-a prompt or an output.
+Levels: INFO reports what a run did (start, end, summary), DEBUG reports
+each attempt, and WARNING and ERROR report what went wrong and what to do.
+No level logs a prompt or an output.
 """
 
 from __future__ import annotations

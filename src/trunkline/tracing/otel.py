@@ -2,7 +2,7 @@
 
 A model call becomes a ``chat MODEL`` span with the attributes of the
 OpenTelemetry GenAI semantic conventions (``gen_ai.*``) and Trunkline's own
-under ``trunkline.``; each of its attempts becomes a child span. Runs, rows,
+under ``trunkline.``. Each of its attempts becomes a child span. Runs, rows,
 steps and tool calls keep their names. Trace and span ids are Trunkline's, so
 a span exported later (`trunkline export otlp`) joins the same trace.
 Message contents are never set here.
