@@ -183,7 +183,7 @@ async def run(
     parallel: dict[str, list[float]] = {name: [] for name in variants}
     try:
         # Concurrency 1 runs first: once 64 calls have run at once, each
-        # client's pool holds 64 connections, and httpcore scans them all on
+        # client's pool contains 64 connections, and httpcore scans them all on
         # every request, which would slow the sequential calls of every variant.
         for call, _ in variants.values():
             await measure(call, 100)

@@ -3,7 +3,7 @@
 `call_overhead.py` compares whole calls, so its figure mixes Trunkline's
 bookkeeping with the OpenAI adapter's savings (the adapter posts its body
 without the SDK's request transform). This script isolates the bookkeeping:
-a provider that returns a ready response at once stands in for the network,
+a provider that returns a ready response at once replaces the network,
 and three variants alternate in every round:
 
 - ``provider``: the provider's `complete` alone, the floor;

@@ -35,7 +35,7 @@ class ReceivedSpan:
 
 @dataclass
 class OtlpReceiver:
-    """Serves ``POST /v1/traces``; `spans` holds what arrived, `fail` makes it answer 503."""
+    """Serves ``POST /v1/traces``. `spans` contains what arrived, and `fail` makes it reply 503."""
 
     spans: list[ReceivedSpan] = field(default_factory=list)
     fail: bool = False

@@ -66,7 +66,7 @@ class Deployment(BaseModel):
     tpm: int | None = Field(default=None, gt=0, strict=True)
     max_concurrent: int | None = Field(default=None, gt=0, strict=True)
     #: How a JSON Schema output contract is sent: ``native`` uses the
-    #: provider's structured-output mode, ``json_object`` asks for any JSON
+    #: provider's structured-output mode, ``json_object`` requests any JSON
     #: and validates it, ``instructions`` puts the schema in the prompt.
     structured_output: Literal["native", "json_object", "instructions"] = "native"
     #: Provider-specific settings, such as ``n_threads`` for the local model.
@@ -108,7 +108,7 @@ class Route(BaseModel):
     deadline_s: float | None = Field(default=None, gt=0)
     #: Seconds a stream may stay open without sending anything.
     stream_idle_timeout_s: float = Field(default=30.0, gt=0)
-    #: Longest wait for a deployment's rate limit before the call goes to
+    #: Maximum wait for a deployment's rate limit before the call goes to
     #: the next deployment, or fails with rate_limited at the last one.
     limit_wait_max_s: float = Field(default=10.0, ge=0)
     #: Consecutive failures that open a deployment's circuit breaker, and

@@ -66,7 +66,7 @@ class ErrorKind(StrEnum):
 
     @property
     def counts_against_deployment(self) -> bool:
-        """Whether this failure says the deployment is unwell, for its circuit breaker."""
+        """Whether this failure shows the deployment is unwell, for its circuit breaker."""
         return self in _UNHEALTHY
 
 

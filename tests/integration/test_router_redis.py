@@ -56,14 +56,14 @@ async def test_routers_share_one_run_budget(redis_url, key_prefix) -> None:
         for model in models
     ]
     # Each call costs $0.0025 and reserves about $0.0031 first.
-    refused = 0
+    rejected = 0
     with start_run("shared", run_id=f"run-{uuid.uuid4().hex[:8]}", budget_usd=0.01):
         for index in range(6):
             try:
                 await routers[index % 2].complete("hi", max_tokens=100)
             except BudgetExceeded:
-                refused += 1
+                rejected += 1
     assert sum(len(model.requests) for model in models) == 3
-    assert refused == 3
+    assert rejected == 3
     for router in routers:
         await router.aclose()

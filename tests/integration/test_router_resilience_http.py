@@ -61,7 +61,7 @@ async def test_retry_after_headers_on_every_attempt(fake_server: FakeServer, key
     await router.aclose()
 
 
-async def test_quota_and_auth_are_sent_once_then_fall_back(fake_server: FakeServer, keys) -> None:
+async def test_quota_and_auth_fall_back(fake_server: FakeServer, keys) -> None:
     fake_server.plan(
         PlannedReply(status=429, body=openai_error("quota", error_type="insufficient_quota",
                                                     code="insufficient_quota")),

@@ -71,6 +71,6 @@ async def test_prune_deletes_old_records_in_batches(tmp_path) -> None:
     assert count(store, calls) == 5
     assert count(store, spans) == 0
     with store.engine.connect() as connection:
-        kept = [row.run_id for row in connection.execute(select(runs.c.run_id))]
-    assert kept == ["old-running"]
+        remaining = [row.run_id for row in connection.execute(select(runs.c.run_id))]
+    assert remaining == ["old-running"]
     store.dispose()

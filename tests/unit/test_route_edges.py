@@ -139,6 +139,6 @@ async def test_deadline_names_deployments_not_tried(exported) -> None:
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "soon"])
-def test_retry_after_that_is_no_finite_number_is_ignored(value) -> None:
+def test_non_finite_retry_after_ignored(value) -> None:
     assert parse_retry_after({"retry-after": value}) is None
     assert parse_retry_after({"retry-after-ms": value}) is None

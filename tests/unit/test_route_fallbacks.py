@@ -162,7 +162,7 @@ async def test_every_deployment_skipped_says_why(exported) -> None:
     assert caught.value.kind == ErrorKind.OVERLOADED
 
 
-async def test_probe_is_given_back_when_no_attempt_is_made(exported) -> None:
+async def test_probe_released_without_attempt(exported) -> None:
     flaky = ScriptedModel([FakeFailure(500)])
     backup = ScriptedModel(default=FakeReply("backup"))
     router = router_with(flaky, backup, max_attempts=1, breaker_failures=1, breaker_cooldown_s=10)

@@ -147,7 +147,7 @@ async def test_json_inside_prose_or_fences_is_accepted(exported, text) -> None:
     assert result.output == Verdict(label="spam", confidence=0.9)
 
 
-async def test_embedded_json_that_does_not_match_reports_the_schema(exported) -> None:
+async def test_embedded_json_schema_mismatch(exported) -> None:
     model = ScriptedModel([FakeReply('Result: {"label": "spam"}')])
     with pytest.raises(OutputInvalid) as caught:
         await router_with(model, max_repairs=0).complete("classify", output=Verdict)

@@ -43,7 +43,7 @@ async def test_retry_after_as_http_date(exported) -> None:
     assert result.record.attempts[0].wait_s == pytest.approx(30, abs=1.5)
 
 
-async def test_retry_after_over_cap_ends_retries_with_reason_and_falls_back(exported) -> None:
+async def test_retry_after_over_cap_falls_back(exported) -> None:
     first = ScriptedModel([FakeFailure(429, headers={"retry-after": "300"})])
     second = ScriptedModel([FakeReply("elsewhere")])
     started = now()

@@ -34,7 +34,7 @@ async def test_deltas_usage_and_time_to_first_token(exported) -> None:
     assert exported.spans[-1].attributes["stream"] is True
 
 
-async def test_failures_before_the_first_delta_are_retried_and_fall_back(exported) -> None:
+async def test_failures_before_first_delta_retried(exported) -> None:
     first = ScriptedModel([FakeFailure(503), FakeFailure(503)])
     second = ScriptedModel([FakeReply("ok", chunks=("o", "k"))])
     stream = router_with(first, second, max_attempts=2).stream("hi")

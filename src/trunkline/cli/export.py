@@ -37,6 +37,7 @@ def export_otlp(
             "no OTLP endpoint: pass --endpoint, set OTEL_EXPORTER_OTLP_ENDPOINT, or set "
             "otlp_endpoint in trunkline.toml"
         )
+
     store = open_store(settings.database_url(), must_exist=True)
     try:
         with store.engine.connect() as connection:
@@ -46,6 +47,7 @@ def export_otlp(
         store.dispose()
     if not span_rows and not call_rows:
         raise StoreError(f"no spans or calls of run {run!r} in the store; list runs with `trunkline runs`")
+
     exporter = OtlpExporter(target, max_queue=len(span_rows) + 4 * len(call_rows) + 16)
     for row in span_rows:
         exporter.export_span(SpanRecord.model_validate(dict(row)))

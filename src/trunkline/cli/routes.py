@@ -47,6 +47,11 @@ def routes_command(
         payload = {name: route.model_dump() for name, route in _routes(settings).items()}
         typer.echo(json.dumps(payload, indent=2))
         return
+    _print_routes(settings)
+    _print_deployments(settings)
+
+
+def _print_routes(settings: Settings) -> None:
     table = Table(
         box=box.SIMPLE_HEAD,
         caption="attempts: per deployment, each under the timeout; "
@@ -68,6 +73,9 @@ def routes_command(
             ", ".join(route.downgrade_to) or "-",
         )
     console.print(table)
+
+
+def _print_deployments(settings: Settings) -> None:
     deployments = Table(box=box.SIMPLE_HEAD)
     deployments.add_column("deployment", overflow="fold")
     deployments.add_column("provider", no_wrap=True)
@@ -136,8 +144,8 @@ def _print_status(settings: Settings, hours: float, as_json: bool) -> None:
     attempts: list[dict] = []
     url = settings.database_url()
     if _store_exists(url):
-        # Any other failure to read the store is an error, not "no attempts":
-        # an empty table here would read as every deployment being healthy.
+        # Any other failure to read the store is an error, because an empty
+        # table here would read as every deployment being healthy.
         store = open_store(url, must_exist=True)
         try:
             attempts = recent_attempts(store, since=now - timedelta(hours=hours))
@@ -145,8 +153,9 @@ def _print_status(settings: Settings, hours: float, as_json: bool) -> None:
             store.dispose()
     else:
         errors.print(
-            f"no store at {url} yet, so no attempts are recorded; every breaker shows as closed"
+            f"no store at {url} yet, so no attempts are recorded and every breaker shows as closed"
         )
+
     statuses = deployment_status(settings, attempts, now)
     counts: dict[str, list[int]] = {}
     for attempt in attempts:

@@ -1,6 +1,6 @@
 """Circuit breakers: stop sending calls to a deployment that keeps failing.
 
-A breaker is closed while its deployment answers. After `failures`
+A breaker is closed while its deployment replies. After `failures`
 consecutive failures that say the deployment is unwell (see
 `ErrorKind.counts_against_deployment`), it opens: calls skip the
 deployment for `cooldown_s` seconds. Then it lets one probe call through
@@ -58,7 +58,7 @@ class CircuitBreaker:
         if self.opened_at is None:
             return True
         if self.probing or now - self.opened_at < self.cooldown_s:
-            # One probe at a time: the others wait until it has answered.
+            # One probe at a time, so the others wait until it has a reply.
             return False
         self.probing = True
         return True
@@ -91,7 +91,7 @@ class CircuitBreaker:
         self.probing = False
 
     def release_probe(self) -> None:
-        """Give the probe back when the probing call ended without an answer (cancelled)."""
+        """Give the probe back when the probing call ended without a reply, such as when it was cancelled."""
         self.probing = False
 
 

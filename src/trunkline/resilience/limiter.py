@@ -166,7 +166,7 @@ class Permit:
         granted_at: the grant time on the limiter's clock: the event loop's
             time for `MemoryRateLimiter`, Unix seconds for `RedisRateLimiter`.
         id: the reservation's member name in Redis; empty in memory.
-        holds_slot: whether it holds a concurrency slot until settled.
+        holds_slot: whether it takes a concurrency slot until settled.
         settled: whether settle has run.
         in_window: in memory, whether it is still in its key's log.
     """

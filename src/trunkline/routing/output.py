@@ -16,7 +16,7 @@ from trunkline.types.calls import ModelResponse
 class OutputMismatch(ValueError):
     """The output is empty, cut short, not JSON, or does not match the schema.
 
-    `kind` says which, so that each is recorded under its own error kind.
+    `kind` tells which, so that each is recorded under its own error kind.
     """
 
     def __init__(self, message: str, kind: ErrorKind = ErrorKind.INVALID_OUTPUT) -> None:
@@ -61,7 +61,7 @@ class OutputSpec:
             )
 
     def instructions(self) -> str:
-        """Return the prompt text that asks for this schema where no native mode is used."""
+        """Return the prompt text that requests this schema where no native mode is used."""
         return (
             "Reply with only a JSON value, no prose and no code fence, that matches this "
             f"JSON Schema:\n{json.dumps(self.json_schema, separators=(',', ':'))}"

@@ -57,7 +57,7 @@ def unit_price_usd(settings: Settings, deployment: Deployment, at: datetime) -> 
 
 @dataclass
 class FallbackRules:
-    """What earlier failures of a call demand of the deployments tried after them."""
+    """Constraints that earlier failures of a call put on the deployments tried after them."""
 
     #: After a context_length failure, later deployments need a larger window than this.
     context_window_above: int | None = None

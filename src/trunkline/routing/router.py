@@ -56,9 +56,9 @@ from trunkline.routing.policies import (
 )
 from trunkline.routing.failures import attempt_failure, deadline_passed, route_failure
 from trunkline.routing.requests import repair_request, request_for
-from trunkline.routing.state import CallResult, CallState, build_record, span_attributes
+from trunkline.routing.state import CallResult, CallState, finish_call
 from trunkline.routing.streaming import CallStream, OpenStream
-from trunkline.tracing import current_context, export_call, open_span
+from trunkline.tracing import current_context, open_span
 from trunkline.types.calls import Attempt, Downgrade, FallbackHop, ModelRequest, ModelResponse, Validation
 from trunkline.types.messages import Message
 from trunkline.types.scores import TaskScore
@@ -226,18 +226,9 @@ class Router:
         try:
             response, parsed = await self._run_route(state)
         except (TrunklineError, asyncio.CancelledError) as error:
-            record = build_record(base, state, None, None, error)
-            live.fail(error)
-            live.attributes.update(span_attributes(record))
-            live.end()
-            export_call(record)
-            if isinstance(error, TrunklineError):
-                error.record = record  # type: ignore[attr-defined]
+            finish_call(base, state, live, None, None, error)
             raise
-        record = build_record(base, state, response, parsed, None)
-        live.attributes.update(span_attributes(record))
-        live.end()
-        export_call(record)
+        record = finish_call(base, state, live, response, parsed, None)
         return CallResult(output=parsed if state.spec is not None else response.text, record=record)
 
     def complete_sync(self, prompt: MessagesInput, **options: Any) -> CallResult:
@@ -260,11 +251,11 @@ class Router:
         tags: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> CallStream:
-        """Stream the completion of `prompt`: iterate the returned object for text deltas.
+        """Stream the completion of `prompt` as text deltas from the returned object.
 
-        Retries and fallbacks happen only before the first delta; once text
+        Retries and fallbacks happen only before the first delta. Once text
         has reached the caller, a failure ends the call, and its record
-        keeps the partial text. After the loop, ``stream.result`` holds the
+        keeps the partial text. After the loop, ``stream.result`` is the
         `CallResult`. Example::
 
             stream = router.stream("Tell a story", route="fast")
@@ -506,7 +497,7 @@ class Router:
                 await asyncio.sleep(decision.wait_s)
                 continue
             except (asyncio.CancelledError, TrunklineError):
-                # Cancelled, or stopped by the configuration: the deployment gave no answer.
+                # Cancelled, or stopped by the configuration, so the deployment sent no reply.
                 breaker.release_probe()
                 raise
             if isinstance(result, OpenStream):
@@ -517,8 +508,8 @@ class Router:
                 check_tool_arguments(result)
                 parsed = self._validate(state.spec, result, repairs, state) if state.spec else None
             except OutputMismatch as mismatch:
-                # The provider answered, but the answer is unusable: the attempt
-                # says why, so the record shows what each repair fixed.
+                # The provider replied, but the output is unusable. The attempt
+                # records why, so the record shows what each repair fixed.
                 state.attempts[-1] = state.attempts[-1].model_copy(
                     update={
                         "outcome": "error",

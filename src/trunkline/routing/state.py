@@ -19,7 +19,7 @@ from trunkline.errors import (
 )
 from trunkline.redaction import redact
 from trunkline.routing.output import OutputSpec
-from trunkline.tracing import TraceContext
+from trunkline.tracing import LiveSpan, TraceContext, export_call
 from trunkline.types.calls import (
     Attempt,
     CallRecord,
@@ -159,6 +159,27 @@ def build_record(
             finish_reason="error",
         )
     return CallRecord(**fields)
+
+
+def finish_call(
+    base: dict[str, Any],
+    state: CallState,
+    live: LiveSpan,
+    response: ModelResponse | None,
+    parsed: Any,
+    error: BaseException | None,
+    partial_text: str | None = None,
+) -> CallRecord:
+    """Build the call's record, end its span and export both; a failure's error carries the record."""
+    record = build_record(base, state, response, parsed, error, partial_text)
+    live.attributes.update(span_attributes(record))
+    if error is not None:
+        live.fail(error)
+    live.end()
+    export_call(record)
+    if isinstance(error, TrunklineError):
+        error.record = record  # type: ignore[attr-defined]
+    return record
 
 
 def span_attributes(record: CallRecord) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from trunkline.errors import CallError, ErrorKind, ProviderError, TrunklineError
 from trunkline.providers.base import estimate_tokens
 from trunkline.redaction import redact
 from trunkline.routing.policies import estimate_input_tokens
-from trunkline.routing.state import CallResult, CallState, build_record, span_attributes
-from trunkline.tracing import export_call, open_span
+from trunkline.routing.state import CallResult, CallState, finish_call
+from trunkline.tracing import open_span
 from trunkline.types.calls import Attempt, ModelResponse
 from trunkline.types.usage import Usage
 
@@ -45,7 +45,7 @@ class OpenStream:
 
 
 class CallStream:
-    """An iterator of text deltas; `result` holds the `CallResult` once it is exhausted.
+    """An iterator of text deltas whose `result` is the `CallResult` once it is exhausted.
 
     Leaving an ``async with`` block, or closing the iterator, before the
     end records the call as cancelled with the text received so far.
@@ -112,15 +112,8 @@ async def _run(
         record_error = error if not isinstance(error, GeneratorExit) else asyncio.CancelledError()
         if opened is not None:
             await _finish_attempt(router, state, opened, response, record_error, "".join(parts))
-        record = build_record(base, state, response, None, record_error, "".join(parts))
-        live.attributes.update(span_attributes(record))
-        if record_error is not None:
-            live.fail(record_error)
-        live.end()
-        export_call(record)
+        record = finish_call(base, state, live, response, None, record_error, "".join(parts))
         outcome.result = CallResult(output=record.output_text or "", record=record)
-    if isinstance(error, TrunklineError):
-        error.record = record  # type: ignore[attr-defined]
     if error is not None:
         raise error
 
@@ -175,20 +168,22 @@ async def _finish_attempt(
         aclose = getattr(opened.iterator, "aclose", None)
         if aclose is not None:
             await aclose()
+
     cost_usd = 0.0
     if response is not None:
         cost_usd = router.charge(opened.deployment, response, state).total_usd or 0.0
     elif partial:
-        # The provider bills what it generated before the break; estimate it.
-        request_like = state.template
+        # A provider may bill the text it generated before the break, and no
+        # usage came back, so the charge is an estimate from the text.
         used = Usage(
-            input_tokens=estimate_input_tokens(request_like),
+            input_tokens=estimate_input_tokens(state.template),
             output_tokens=estimate_tokens(partial),
             estimated=True,
         )
         estimate = ModelResponse(text=partial, model=opened.deployment.model, usage=used)
         cost_usd = router.charge(opened.deployment, estimate, state).total_usd or 0.0
     await router._settle(opened.permit, opened.reservation, response, cost_usd)  # noqa: SLF001
+
     latency_ms = (time.perf_counter() - opened.clock) * 1000.0
     breaker = router.breakers.get(
         opened.name, state.policy.breaker_failures, state.policy.breaker_cooldown_s
@@ -199,7 +194,7 @@ async def _finish_attempt(
     if kind is not None and kind.counts_against_deployment:
         breaker.record_failure(asyncio.get_running_loop().time(), kind.value)
     else:
-        # The deployment answered, even if the caller left early.
+        # The deployment sent a reply, even if the caller left early.
         breaker.record_success()
     if kind is None:
         state.attempts.append(Attempt(**opened.attempt, outcome="ok", latency_ms=latency_ms))

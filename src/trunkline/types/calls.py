@@ -95,7 +95,7 @@ class FallbackHop(BaseModel):
     `reason` is the error kind that made the call leave it, or one of
     ``circuit_open``, ``context_window``, ``content_filter_not_allowed``,
     ``rate_limited`` and ``budget_exceeded`` for a deployment skipped before
-    any attempt; `detail` says more in words.
+    any attempt; `detail` explains it in words.
     """
 
     deployment: str
