@@ -12,11 +12,10 @@ import anthropic
 from trunkline.errors import ErrorKind, ProviderError
 from trunkline.providers.base import (
     Provider,
-    http_error,
     kind_from_codes,
     parse_error_body,
     redact_secrets,
-    transport_error,
+    translate_sdk_error,
 )
 from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
 from trunkline.types.messages import ToolCall
@@ -202,32 +201,12 @@ class AnthropicProvider(Provider):
 
     def _translate(self, error: anthropic.APIError) -> ProviderError:
         secrets = (self.client.api_key,)
-        if isinstance(error, anthropic.APITimeoutError):
-            return transport_error(
-                provider=self.name,
-                model=self.model,
-                kind=ErrorKind.TIMEOUT,
-                detail=_cause_text(error),
-                secrets=secrets,
-            )
-        if isinstance(error, anthropic.APIConnectionError):
-            return transport_error(
-                provider=self.name,
-                model=self.model,
-                kind=ErrorKind.CONNECTION,
-                detail=_cause_text(error),
-                secrets=secrets,
-            )
-        if isinstance(error, anthropic.APIStatusError):
-            # Unlike the `openai` SDK, this one keeps the whole body in `error.body`.
-            return http_error(
-                provider=self.name,
-                model=self.model,
-                status=error.status_code,
-                body=error.body,
-                headers=dict(error.response.headers),
-                secrets=secrets,
-            )
+        # Unlike the `openai` SDK, this one keeps the whole body in `error.body`.
+        translated = translate_sdk_error(
+            error, anthropic, provider=self.name, model=self.model, body=lambda status_error: status_error.body, secrets=secrets
+        )
+        if translated is not None:
+            return translated
         return ProviderError(
             redact_secrets(
                 f"anthropic request for model {self.model!r} failed: {error.message}", secrets
@@ -245,12 +224,6 @@ def _kind_from_body(body: object) -> ErrorKind | None:
     and leave the decision to the caller.
     """
     return kind_from_codes(parse_error_body(body))
-
-
-def _cause_text(error: anthropic.APIConnectionError) -> str:
-    """Return the transport error behind `error`, such as a refused connection."""
-    cause = error.__cause__
-    return f"{error.message} ({cause})" if cause is not None else error.message
 
 
 def _refusal_error(provider: str, model: str, message: Any) -> ProviderError:

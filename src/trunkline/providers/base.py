@@ -8,8 +8,9 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from trunkline.errors import ErrorKind, ProviderError
@@ -414,6 +415,40 @@ def _refine_by_message(kind: ErrorKind, message: str) -> ErrorKind:
 def redact_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
     """Replace API keys in `text`: each of `secrets`, every registered key and any known format."""
     return redact(text, tuple(secrets))
+
+
+def translate_sdk_error(
+    error: Exception,
+    sdk: ModuleType,
+    *,
+    provider: str,
+    model: str,
+    body: Callable[[Any], object],
+    secrets: Iterable[str | None] = (),
+) -> ProviderError | None:
+    """Translate the timeout, connection and status errors of the `openai` or `anthropic` SDK.
+
+    Both SDKs name these classes alike. `body` reads a status error's body.
+    Returns None for any other error, which the adapter translates itself.
+    """
+    if isinstance(error, sdk.APITimeoutError | sdk.APIConnectionError):
+        cause = error.__cause__
+        detail = f"{error.message} ({cause})" if cause is not None else error.message
+        # The SDKs' timeout class is a subclass of their connection class.
+        kind = ErrorKind.TIMEOUT if isinstance(error, sdk.APITimeoutError) else ErrorKind.CONNECTION
+        return transport_error(
+            provider=provider, model=model, kind=kind, detail=detail, secrets=secrets
+        )
+    if isinstance(error, sdk.APIStatusError):
+        return http_error(
+            provider=provider,
+            model=model,
+            status=error.status_code,
+            body=body(error),
+            headers=dict(error.response.headers),
+            secrets=secrets,
+        )
+    return None
 
 
 def http_error(

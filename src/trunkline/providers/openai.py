@@ -14,11 +14,10 @@ from trunkline.errors import ErrorKind, ProviderError
 from trunkline.providers.base import (
     Provider,
     estimate_tokens,
-    http_error,
     kind_from_codes,
     parse_error_body,
     redact_secrets,
-    transport_error,
+    translate_sdk_error,
 )
 from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
 from trunkline.types.messages import ToolCall
@@ -201,31 +200,11 @@ class OpenAIProvider(Provider):
 
     def _translate(self, error: openai.APIError) -> ProviderError:
         secrets = (self.client.api_key,)
-        if isinstance(error, openai.APITimeoutError):
-            return transport_error(
-                provider=self.name,
-                model=self.model,
-                kind=ErrorKind.TIMEOUT,
-                detail=_cause_text(error),
-                secrets=secrets,
-            )
-        if isinstance(error, openai.APIConnectionError):
-            return transport_error(
-                provider=self.name,
-                model=self.model,
-                kind=ErrorKind.CONNECTION,
-                detail=_cause_text(error),
-                secrets=secrets,
-            )
-        if isinstance(error, openai.APIStatusError):
-            return http_error(
-                provider=self.name,
-                model=self.model,
-                status=error.status_code,
-                body=_error_body(error),
-                headers=dict(error.response.headers),
-                secrets=secrets,
-            )
+        translated = translate_sdk_error(
+            error, openai, provider=self.name, model=self.model, body=_error_body, secrets=secrets
+        )
+        if translated is not None:
+            return translated
         # An `error` event inside a stream, or a body the SDK could not parse,
         # has no status, so only a known code in the body can refine the kind.
         # Without one, the fault is the server's: the request was accepted.
@@ -254,12 +233,6 @@ def _error_body(error: openai.APIStatusError) -> object:
         return json.loads(error.response.text)
     except ValueError:
         return error.body
-
-
-def _cause_text(error: openai.APIConnectionError) -> str:
-    """Return the transport error behind `error`, such as a refused connection."""
-    cause = error.__cause__
-    return f"{error.message} ({cause})" if cause is not None else error.message
 
 
 def _empty_output_reason(choice: Any, message: Any) -> str | None:
