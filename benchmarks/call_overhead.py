@@ -9,7 +9,14 @@ started here as a subprocess on 127.0.0.1):
   tokens-per-minute limits and a concurrency limit set high enough never to
   bind, pricing, and each record enqueued to a SQLite store's background
   writer;
+- ``trunkline+otlp``: the same, with every span also sent over OTLP/HTTP
+  to a sink in a separate process on 127.0.0.1, as with
+  ``OTEL_EXPORTER_OTLP_ENDPOINT`` set;
 - ``litellm`` (with ``--peers``, where installed): `litellm.acompletion`.
+
+Each Trunkline variant's background work (store commits, span sends) is
+finished inside its own measurement, so that it is charged to the calls
+that caused it.
 
 Two measurements, each alternating the variants in every round (A, B, A,
 B, ...) so that drift in the machine's speed hits all of them alike:
@@ -34,11 +41,29 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from otlp_sink import start_sink
 
 Call = Callable[[], Awaitable[None]]
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 MODEL = "gpt-4o-mini"
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Variant:
+    call: Call
+    close: Callable[[], Awaitable[None]]
+    #: Finishes the background work the calls left; runs inside the timing.
+    settle: Callable[[], None] = _nothing
+    #: Run before and after each measurement, outside the timing.
+    activate: Callable[[], None] = _nothing
+    deactivate: Callable[[], None] = _nothing
 
 
 def free_port() -> int:
@@ -61,7 +86,7 @@ def start_upstream(port: int, max_seconds: float) -> subprocess.Popen:
     return process
 
 
-async def make_openai(base_url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+async def make_openai(base_url: str) -> Variant:
     import openai
 
     client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
@@ -70,13 +95,16 @@ async def make_openai(base_url: str) -> tuple[Call, Callable[[], Awaitable[None]
         completion = await client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=16)
         assert completion.usage.total_tokens == 21
 
-    return call, client.close
+    return Variant(call, client.close)
 
 
-async def make_trunkline(base_url: str, store_url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+async def make_trunkline(base_url: str, store_url: str, otlp_sink: str) -> tuple[Variant, Variant]:
+    """Return the ``trunkline`` and ``trunkline+otlp`` variants, which share one store."""
     from trunkline.config import Settings
     from trunkline.recording import recording
     from trunkline.routing import Router
+    from trunkline.tracing import add_exporter, remove_exporter
+    from trunkline.tracing.otlp import OtlpExporter
 
     settings = Settings.model_validate(
         {
@@ -97,21 +125,48 @@ async def make_trunkline(base_url: str, store_url: str) -> tuple[Call, Callable[
     )
     os.environ["TRUNKLINE_BENCH_KEY"] = "sk-bench"
     context = recording(settings)
-    context.__enter__()
-    router = Router(settings)
+    recorder = context.__enter__()
+    plain, traced = Router(settings), Router(settings)
+    # Big enough that no span of a round is dropped; the defaults otherwise.
+    exporter = OtlpExporter(otlp_sink, max_queue=100_000)
 
-    async def call() -> None:
-        result = await router.complete(MESSAGES, route="bench", max_tokens=16)
-        assert result.record.usage.total_tokens == 21
+    def call_with(router: Router) -> Call:
+        async def call() -> None:
+            result = await router.complete(MESSAGES, route="bench", max_tokens=16)
+            assert result.record.usage.total_tokens == 21
 
-    async def close() -> None:
-        await router.aclose()
+        return call
+
+    def settle_store() -> None:
+        recorder.writer.flush()
+
+    def settle_both() -> None:
+        recorder.writer.flush()
+        exporter.flush(timeout_s=120)
+
+    async def close_plain() -> None:
+        await plain.aclose()
+
+    async def close_traced() -> None:
+        await traced.aclose()
+        exporter.close()
         context.__exit__(None, None, None)
+        if exporter.dropped:
+            print(f"warning: {exporter.dropped} spans were dropped", file=sys.stderr)
 
-    return call, close
+    return (
+        Variant(call_with(plain), close_plain, settle=settle_store),
+        Variant(
+            call_with(traced),
+            close_traced,
+            settle=settle_both,
+            activate=lambda: add_exporter(exporter),
+            deactivate=lambda: remove_exporter(exporter),
+        ),
+    )
 
 
-async def make_litellm(base_url: str) -> tuple[Call, Callable[[], Awaitable[None]]] | None:
+async def make_litellm(base_url: str) -> Variant | None:
     for key, value in {
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "LITELLM_TELEMETRY": "False",
@@ -132,22 +187,25 @@ async def make_litellm(base_url: str) -> tuple[Call, Callable[[], Awaitable[None
     async def close() -> None:
         return None
 
-    return call, close
+    return Variant(call, close)
 
 
-async def measure(call: Call, calls: int) -> tuple[float, float]:
-    """Return the median wall time and the mean CPU time per call, in microseconds."""
+async def measure(variant: Variant, calls: int) -> tuple[float, float]:
+    """Return the median wall time and the CPU time per call, in microseconds."""
+    variant.activate()
     latencies = []
     cpu_start = time.process_time()
     for _ in range(calls):
         start = time.perf_counter()
-        await call()
+        await variant.call()
         latencies.append(time.perf_counter() - start)
+    variant.settle()
     cpu = (time.process_time() - cpu_start) / calls
+    variant.deactivate()
     return statistics.median(latencies) * 1e6, cpu * 1e6
 
 
-async def measure_throughput(call: Call, calls: int, concurrency: int) -> float:
+async def measure_throughput(variant: Variant, calls: int, concurrency: int) -> float:
     """Return calls per second with `concurrency` tasks sharing `calls` calls."""
     remaining = calls
 
@@ -155,11 +213,15 @@ async def measure_throughput(call: Call, calls: int, concurrency: int) -> float:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            await call()
+            await variant.call()
 
+    variant.activate()
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return calls / (time.perf_counter() - start)
+    variant.settle()
+    elapsed = time.perf_counter() - start
+    variant.deactivate()
+    return calls / elapsed
 
 
 async def run(
@@ -167,12 +229,13 @@ async def run(
 ) -> None:
     port = free_port()
     upstream = start_upstream(port, max_seconds=rounds * calls * 0.1 + 300)
+    sink = start_sink(max_seconds=rounds * calls * 0.1 + 300)
     base_url = f"http://127.0.0.1:{port}/v1"
     folder = tempfile.mkdtemp(prefix="trunkline-bench-")
-    variants = {
-        "openai-sdk": await make_openai(base_url),
-        "trunkline": await make_trunkline(base_url, f"sqlite:///{folder}/bench.db"),
-    }
+    plain, traced = await make_trunkline(
+        base_url, f"sqlite:///{folder}/bench.db", sink.endpoint
+    )
+    variants = {"openai-sdk": await make_openai(base_url), "trunkline": plain, "trunkline+otlp": traced}
     if with_peers:
         litellm_variant = await make_litellm(base_url)
         if litellm_variant is None:
@@ -185,23 +248,22 @@ async def run(
         # Concurrency 1 runs first: once 64 calls have run at once, each
         # client's pool contains 64 connections, and httpcore scans them all on
         # every request, which would slow the sequential calls of every variant.
-        for call, _ in variants.values():
-            await measure(call, 100)
+        for variant in variants.values():
+            await measure(variant, 100)
         for _ in range(rounds):
-            for name, (call, _) in variants.items():
-                sequential[name].append(await measure(call, calls))
-        for call, _ in variants.values():
-            await measure_throughput(call, 200, concurrency)
+            for name, variant in variants.items():
+                sequential[name].append(await measure(variant, calls))
+        for variant in variants.values():
+            await measure_throughput(variant, 200, concurrency)
         for _ in range(rounds):
-            for name, (call, _) in variants.items():
-                parallel[name].append(
-                    await measure_throughput(call, parallel_calls, concurrency)
-                )
+            for name, variant in variants.items():
+                parallel[name].append(await measure_throughput(variant, parallel_calls, concurrency))
     finally:
-        for _, close in variants.values():
-            await close()
+        for variant in variants.values():
+            await variant.close()
         upstream.terminate()
         upstream.wait(timeout=10)
+        sink.stop()
     report(sequential, parallel, rounds, calls, concurrency, parallel_calls)
 
 
@@ -213,27 +275,27 @@ def report(
     concurrency: int,
     parallel_calls: int,
 ) -> None:
-    base_wall = statistics.median(wall for wall, _ in sequential["openai-sdk"])
-    base_cpu = statistics.median(cpu for _, cpu in sequential["openai-sdk"])
-    base_rate = statistics.median(parallel["openai-sdk"])
+    walls = {name: statistics.median(wall for wall, _ in samples) for name, samples in sequential.items()}
+    cpus = {name: statistics.median(cpu for _, cpu in samples) for name, samples in sequential.items()}
+    rates = {name: statistics.median(samples) for name, samples in parallel.items()}
+    base_wall, base_rate = walls["openai-sdk"], rates["openai-sdk"]
     print(f"concurrency 1: {rounds} rounds x {calls} calls per variant, medians over rounds")
-    print(f"{'variant':<12} {'wall us/call':>13} {'cpu us/call':>12} {'overhead us':>12} {'ratio':>7}")
-    overheads = {}
-    for name, samples in sequential.items():
-        wall = statistics.median(value for value, _ in samples)
-        cpu = statistics.median(value for _, value in samples)
-        overheads[name] = wall - base_wall
-        print(f"{name:<12} {wall:13.0f} {cpu:12.0f} {wall - base_wall:+12.0f} {wall / base_wall:7.2f}")
-    print(f"(baseline openai-sdk cpu {base_cpu:.0f} us/call)")
-    if "litellm" in overheads and overheads["litellm"] > 0:
-        share = overheads["trunkline"] / overheads["litellm"]
-        print(f"trunkline's overhead is {share:.3f} of litellm's")
+    print(f"{'variant':<15} {'wall us/call':>13} {'cpu us/call':>12} {'overhead us':>12} {'ratio':>7}")
+    for name, wall in walls.items():
+        print(f"{name:<15} {wall:13.0f} {cpus[name]:12.0f} {wall - base_wall:+12.0f} {wall / base_wall:7.2f}")
+    litellm_overhead = walls.get("litellm", base_wall) - base_wall
+    if litellm_overhead > 0:
+        print(f"trunkline's overhead is {(walls['trunkline'] - base_wall) / litellm_overhead:.3f} of litellm's")
     print()
     print(f"concurrency {concurrency}: {rounds} rounds x {parallel_calls} calls per variant, medians")
-    print(f"{'variant':<12} {'calls/s':>10} {'ratio':>7}")
-    for name, rates in parallel.items():
-        rate = statistics.median(rates)
-        print(f"{name:<12} {rate:10.0f} {rate / base_rate:7.2f}")
+    print(f"{'variant':<15} {'calls/s':>10} {'ratio':>7}")
+    for name, rate in rates.items():
+        print(f"{name:<15} {rate:10.0f} {rate / base_rate:7.2f}")
+    print()
+    print("OTLP export on, against trunkline without it:")
+    print(f"  wall per call at concurrency 1  {walls['trunkline+otlp'] / walls['trunkline'] - 1:+.1%}")
+    print(f"  cpu per call at concurrency 1   {cpus['trunkline+otlp'] / cpus['trunkline'] - 1:+.1%}")
+    print(f"  time per call at concurrency {concurrency} {rates['trunkline'] / rates['trunkline+otlp'] - 1:+.1%}")
 
 
 def main() -> None:

@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
+from otlp_sink import start_sink
 from trunkline.config import Settings
 from trunkline.providers.base import Provider
 from trunkline.recording import recording
@@ -101,7 +100,7 @@ async def run(rounds: int, calls: int) -> None:
         return await recorded.complete(MESSAGES, route="bench", max_tokens=16)
 
     sink = start_sink()
-    exporter = OtlpExporter(f"http://127.0.0.1:{sink.port}/v1/traces", max_queue=100_000)
+    exporter = OtlpExporter(sink.endpoint, max_queue=100_000)
     traced = Router(settings, providers={"bench": provider})
 
     async def traced_call() -> object:
@@ -133,7 +132,7 @@ async def run(rounds: int, calls: int) -> None:
                     # The sends of this round are charged to this round.
                     exporter.flush(timeout_s=60)
     exporter.close()
-    sink.process.terminate()
+    sink.stop()
     if exporter.dropped:
         print(f"warning: {exporter.dropped} spans were dropped", file=sys.stderr)
     floor = statistics.median(results["provider"])
@@ -145,39 +144,6 @@ async def run(rounds: int, calls: int) -> None:
     stored = statistics.median(results["router+store"]) - floor
     traced = statistics.median(results["router+store+otlp"]) - floor
     print(f"OTLP export adds {traced / stored - 1:+.1%} to the cost with the store")
-
-
-@dataclass
-class _Sink:
-    process: subprocess.Popen
-    port: int
-
-
-# An OTLP/HTTP endpoint that accepts every request with an empty reply, which
-# is a valid ExportTraceServiceResponse. It stops by itself after ten minutes.
-_SINK = """
-import http.server, sys, threading
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-print(server.server_address[1], flush=True)
-threading.Timer(600, server.shutdown).start()
-server.serve_forever()
-"""
-
-
-def start_sink() -> _Sink:
-    process = subprocess.Popen([sys.executable, "-c", _SINK], stdout=subprocess.PIPE, text=True)
-    port = int(process.stdout.readline()) if process.stdout else 0
-    return _Sink(process, port)
 
 
 @contextmanager

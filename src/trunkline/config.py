@@ -168,6 +168,28 @@ class StoreSettings(BaseModel):
     retention_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
+class TracingSettings(BaseModel):
+    """Where spans go besides the store, and what they may carry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: OTLP traces endpoint that recorded spans are also sent to: a URL such
+    #: as ``http://127.0.0.1:4318/v1/traces`` for ``http/protobuf``, or
+    #: ``http://127.0.0.1:4317`` for ``grpc``. ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
+    #: and ``OTEL_EXPORTER_OTLP_ENDPOINT`` win over it.
+    otlp_endpoint: str | None = None
+    #: ``http/protobuf`` or ``grpc`` (which needs ``trunkline[grpc]``);
+    #: ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` and ``OTEL_EXPORTER_OTLP_PROTOCOL`` win over it.
+    otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    #: Extra headers sent with every export, such as an API key of the back end.
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    #: Records waiting for export at most; more are dropped and counted.
+    otlp_max_queue: int = Field(default=4096, ge=1, strict=True)
+    #: Add the messages and the output to exported call spans, after
+    #: redaction; ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` wins over it.
+    capture_content: bool = False
+
+
 class Settings(BaseModel):
     """The whole configuration, after defaults are merged in."""
 
@@ -179,10 +201,7 @@ class Settings(BaseModel):
     prices: dict[str, Price] = Field(default_factory=dict)
     store: StoreSettings = Field(default_factory=StoreSettings)
     budgets: Budgets = Field(default_factory=Budgets)
-    #: OTLP/HTTP traces URL that recorded spans are also sent to, such as
-    #: ``http://127.0.0.1:4318/v1/traces``; the OpenTelemetry variables
-    #: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` and ``OTEL_EXPORTER_OTLP_ENDPOINT`` win over it.
-    otlp_endpoint: str | None = None
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     #: Regular expressions whose matches are replaced by [REDACTED] in
     #: everything stored, logged or exported, beside the built-in key formats.
     redact_patterns: list[str] = Field(default_factory=list)
@@ -337,6 +356,7 @@ _TABLE_MODELS: dict[str, type[BaseModel]] = {
     "prices": Price,
     "store": StoreSettings,
     "budgets": Budgets,
+    "tracing": TracingSettings,
 }
 
 

@@ -10,7 +10,7 @@ from trunkline.config import Settings, load_settings
 from trunkline.store.database import Store, open_store
 from trunkline.store.writer import StoreWriter
 from trunkline.tracing import add_exporter, remove_exporter
-from trunkline.tracing.otlp import OtlpExporter, otlp_endpoint
+from trunkline.tracing.otlp import OtlpExporter, exporter_from_settings
 
 
 @dataclass
@@ -29,7 +29,7 @@ def recording(settings: Settings | None = None, *, url: str | None = None) -> It
 
     The store is `url`, or the configured one. Spans also go to an
     OpenTelemetry collector when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
-    ``otlp_endpoint`` in the configuration) names one. Leaving the block
+    ``otlp_endpoint`` under ``[tracing]`` in the configuration) names one. Leaving the block
     commits everything still queued and sends what the collector accepts.
 
     Example::
@@ -45,8 +45,7 @@ def recording(settings: Settings | None = None, *, url: str | None = None) -> It
         flush_interval_s=settings.store.flush_interval_s,
     )
     add_exporter(writer)
-    endpoint = otlp_endpoint() or settings.otlp_endpoint
-    otlp = OtlpExporter(endpoint) if endpoint else None
+    otlp = exporter_from_settings(settings)
     if otlp is not None:
         add_exporter(otlp)
     try:

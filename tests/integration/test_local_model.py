@@ -15,8 +15,12 @@ from integration.cli import run_trunkline
 
 from trunkline.config import Settings, builtin_defaults
 from trunkline.providers.local import LocalProvider, find_bundled_gguf
+from trunkline.recording import recording
 from trunkline.routing import Router
+from trunkline.store.traces import load_trace
+from trunkline.tracing import add_exporter, remove_exporter, span, start_run
 from trunkline.types import Message, ModelRequest
+from unit.helpers import ListExporter
 
 pytestmark = pytest.mark.local_model
 
@@ -90,6 +94,51 @@ async def test_calls_do_not_block_event_loop() -> None:
     task.cancel()
     # A blocked loop would give no ticks at all during the call.
     assert ticks >= max(1, int(elapsed / 0.01) // 4)
+
+
+async def test_worker_thread_spans_hang_under_their_attempts(tmp_path: Path) -> None:
+    """Concurrent runs share the model's one worker thread; each generation joins its own trace."""
+    settings = Settings.model_validate(builtin_defaults())
+    router = Router(settings)
+    exported = ListExporter()
+    add_exporter(exported)
+    recorder = recording(settings, url=f"sqlite:///{tmp_path / 'store.db'}")
+
+    async def one_run(run_id: str) -> None:
+        with start_run("local-run", run_id=run_id):
+            with span("row 0", "row"):
+                await router.complete("Say yes", route="local", max_tokens=4)
+            with span("row 1", "row"):
+                stream = router.stream("Say no", route="local", max_tokens=4)
+                async for _ in stream:
+                    pass
+
+    try:
+        with recorder as recorded:
+            await asyncio.gather(*(one_run(f"run-{index}") for index in range(3)))
+            recorded.writer.flush()
+            trace = load_trace(recorded.store, exported.calls[0].trace_id)
+    finally:
+        remove_exporter(exported)
+    # In the stored trace, each generation hangs under its call.
+    (run,) = trace
+    for row in run.children:
+        (call,) = row.children
+        assert [child.kind for child in call.children] == ["provider"]
+    attempts = {
+        attempt.span_id: record for record in exported.calls for attempt in record.attempts
+    }
+    generations = [record for record in exported.spans if record.kind == "provider"]
+    assert len(exported.calls) == 6
+    assert len(generations) == 6
+    for generation in generations:
+        call = attempts[generation.parent_span_id]
+        assert generation.trace_id == call.trace_id
+        assert generation.run_id == call.run_id
+        assert generation.name == "llama_cpp generate"
+        assert generation.attributes["queued_ms"] >= 0
+        assert generation.attributes["output_tokens"] == call.usage.output_tokens
+    assert len({record.parent_span_id for record in generations}) == 6
 
 
 async def test_local_call_is_free_by_configuration() -> None:

@@ -10,11 +10,31 @@ import pytest
 
 from integration.cli import run_trunkline
 from integration.test_cli import write_project
-from otlp_receiver import OtlpReceiver
+from otlp_receiver import GrpcOtlpReceiver, OtlpReceiver
+from trunkline.config import Settings
+from trunkline.errors import ConfigError
 from trunkline.providers.fake import FakeFailure, FakeReply, ScriptedModel
+from trunkline.redaction import register_secret
 from trunkline.tracing import add_exporter, remove_exporter, span, start_run
-from trunkline.tracing.otlp import OtlpExporter, otlp_endpoint
+from trunkline.tracing.otlp import OtlpExporter, exporter_from_settings, otlp_endpoint, otlp_headers
 from unit.helpers import router_with
+
+OTEL_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_SERVICE_NAME",
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_otel_environment(monkeypatch) -> None:  # noqa: ANN001
+    for name in OTEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -104,13 +124,110 @@ async def test_collector_down_drops_and_counts(receiver: OtlpReceiver) -> None:
 
 
 def test_endpoint_from_the_standard_variables(monkeypatch) -> None:
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    configured = Settings.model_validate({"tracing": {"otlp_endpoint": "http://127.0.0.1:7/v1/traces"}})
     assert otlp_endpoint() is None
+    assert otlp_endpoint(configured) == "http://127.0.0.1:7/v1/traces"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/")
-    assert otlp_endpoint() == "http://127.0.0.1:4318/v1/traces"
+    assert otlp_endpoint(configured) == "http://127.0.0.1:4318/v1/traces"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    # Over gRPC the general variable is the collector's address as it is.
+    assert otlp_endpoint() == "http://127.0.0.1:4318/"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:9/traces")
     assert otlp_endpoint() == "http://127.0.0.1:9/traces"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    with pytest.raises(ConfigError, match="http/json.*http/protobuf, grpc"):
+        exporter_from_settings(configured)
+
+
+def test_headers_from_the_configuration_and_the_standard_variable(monkeypatch) -> None:
+    configured = Settings.model_validate({"tracing": {"otlp_headers": {"x-team": "search", "x-key": "a"}}})
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-key=b%20c, x-other=d")
+    assert otlp_headers(configured) == {"x-team": "search", "x-key": "b c", "x-other": "d"}
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "no-separator")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        otlp_headers(configured)
+
+
+async def test_message_contents_only_when_asked_and_redacted(receiver: OtlpReceiver, monkeypatch) -> None:
+    secret = "tl-content-secret-0123456789"
+    register_secret(secret)
+    settings = Settings.model_validate({"tracing": {"otlp_endpoint": receiver.endpoint}})
+    router = router_with(ScriptedModel(default=FakeReply(f"the key is {secret}")))
+    for capture in ("false", "true"):
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", capture)
+        exporter = exporter_from_settings(settings)
+        assert exporter is not None
+        add_exporter(exporter)
+        try:
+            await router.complete([{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"hi {secret}"}])
+            assert exporter.flush()
+        finally:
+            remove_exporter(exporter)
+            exporter.close()
+    plain, captured = [received for received in receiver.spans if received.name.startswith("chat ")]
+    assert "gen_ai.input.messages" not in plain.attributes
+    assert "gen_ai.output.messages" not in plain.attributes
+    assert json.loads(captured.attributes["gen_ai.input.messages"]) == [
+        {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+        {"role": "user", "parts": [{"type": "text", "content": "hi [REDACTED]"}]},
+    ]
+    assert json.loads(captured.attributes["gen_ai.output.messages"]) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "the key is [REDACTED]"}], "finish_reason": "stop"}
+    ]
+    assert secret not in str([received.attributes for received in receiver.spans])
+
+
+async def test_passing_collector_failures_are_retried(receiver: OtlpReceiver, monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "checkout")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme")
+    receiver.fail_next = 2
+    exporter = exporter_from_settings(Settings(), receiver.endpoint)
+    assert exporter is not None
+    add_exporter(exporter)
+    try:
+        await router_with(ScriptedModel(default=FakeReply("x"))).complete("hi")
+        assert exporter.flush()
+    finally:
+        remove_exporter(exporter)
+        exporter.close()
+    assert receiver.requests == 3
+    assert exporter.sent == 2
+    assert exporter.dropped == 0
+    assert receiver.resource["service.name"] == "checkout"
+    assert receiver.headers["x-tenant"] == "acme"
+
+
+async def test_spans_arrive_over_grpc(monkeypatch) -> None:
+    pytest.importorskip("grpc", reason="grpcio is not installed; pip install 'trunkline[grpc]'")
+    receiver = GrpcOtlpReceiver()
+    receiver.start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme")
+    exporter = exporter_from_settings(Settings())
+    assert exporter is not None and exporter.protocol == "grpc"
+    add_exporter(exporter)
+    router = router_with(
+        ScriptedModel([FakeFailure(429), FakeReply("yes", input_tokens=11, output_tokens=2)])
+    )
+    try:
+        with start_run("grpc-run", run_id="grpc-run"):
+            await router.complete("hi", max_tokens=8)
+        assert exporter.flush()
+    finally:
+        remove_exporter(exporter)
+        exporter.close()
+        receiver.stop()
+    by_name = {received.name: received for received in receiver.spans}
+    run = by_name["grpc-run"]
+    call = next(received for received in receiver.spans if received.name.startswith("chat "))
+    assert call.parent_span_id == run.span_id
+    assert call.attributes["gen_ai.usage.input_tokens"] == 11
+    assert call.attributes["gen_ai.usage.output_tokens"] == 2
+    attempts = [received for received in receiver.spans if received.parent_span_id == call.span_id]
+    assert [received.attributes.get("error.type") for received in attempts] == ["rate_limited", None]
+    assert receiver.metadata["x-tenant"] == "acme"
+    assert exporter.dropped == 0
 
 
 def test_cli_run_sends_spans_to_the_configured_collector(receiver: OtlpReceiver, tmp_path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fakeserver import FakeServer, PlannedReply, openai_error
+from otlp_receiver import OtlpReceiver
 from trunkline.config import Settings
 from trunkline.errors import CallError
 from trunkline.logs import configure_logging
@@ -18,10 +19,21 @@ from trunkline.recording import recording
 from trunkline.redaction import add_pattern, redact
 from trunkline.routing import Router
 from trunkline.tracing import add_exporter, remove_exporter, start_run
+from trunkline.tracing.otlp import OtlpExporter
+from trunkline.types.calls import ModelResponse
 from unit.helpers import ListExporter
 
 # No known key format: only the registered secret can catch it.
 KEY = "tl-secret-0123456789abcdef0123"
+
+
+class ParrotProvider(Provider):
+    """Answers with the last message, as a model asked to repeat it would."""
+
+    name = "parrot"
+
+    async def complete(self, request):  # noqa: ANN001, ANN201
+        return ModelResponse(text=f"You said: {request.messages[-1].content}", model="parrot")
 
 
 class EchoingProvider(Provider):
@@ -63,6 +75,7 @@ async def test_key_is_found_nowhere(fake_server: FakeServer, tmp_path: Path, mon
                     "api_key_env": "TL_TEST_KEY",
                 },
                 "echo": {"provider": "fake", "model": "m"},
+                "parrot": {"provider": "fake", "model": "parrot"},
             },
             "routes": {"main": {"deployments": ["remote", "echo"], "max_attempts": 1}},
             "default_route": "main",
@@ -73,13 +86,24 @@ async def test_key_is_found_nowhere(fake_server: FakeServer, tmp_path: Path, mon
     configure_logging("DEBUG", "json", logs)
     exported = ListExporter()
     add_exporter(exported)
-    router = Router(settings, providers={"echo": EchoingProvider()})
+    receiver = OtlpReceiver()
+    receiver.start()
+    otlp = OtlpExporter(receiver.endpoint, capture_content=True, interval_s=0.05)
+    add_exporter(otlp)
+    router = Router(settings, providers={"echo": EchoingProvider(), "parrot": ParrotProvider()})
     try:
         with recording(settings), start_run("redaction", run_id="redaction-run"):
             with pytest.raises(CallError) as caught:
                 await router.complete("hi")
+            # A user who pastes a key into a prompt gets it back, but no record keeps it.
+            repeated = await router.complete(f"my key is {KEY}", route="parrot")
+            assert repeated.output == f"You said: my key is {KEY}"
+        assert otlp.flush()
     finally:
         remove_exporter(exported)
+        remove_exporter(otlp)
+        otlp.close()
+        receiver.stop()
         await router.aclose()
 
     assert fake_server.requests[0].headers.get("authorization") == f"Bearer {KEY}"
@@ -89,9 +113,12 @@ async def test_key_is_found_nowhere(fake_server: FakeServer, tmp_path: Path, mon
         "log lines": logs.getvalue(),
         "exported records": "".join(record.model_dump_json() for record in exported.calls),
         "exported spans": "".join(span.model_dump_json() for span in exported.spans),
+        "OTLP spans with contents": str([received.attributes for received in receiver.spans]),
         "store file": (tmp_path / "store.db").read_bytes().decode("latin-1"),
     }
     assert "[REDACTED]" in texts["exported records"]
+    assert "You said: my key is [REDACTED]" in texts["OTLP spans with contents"]
+    assert exported.calls[1].messages[-1].content == "my key is [REDACTED]"
     assert len(json.loads(exported.calls[0].model_dump_json())["attempts"]) == 2
     for where, text in texts.items():
         assert KEY not in text, f"the key leaked into the {where}"

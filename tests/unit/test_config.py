@@ -137,3 +137,16 @@ def test_policy_values_are_checked(tmp_path, text, expected) -> None:
     message = load_text(tmp_path, text)
     assert expected in message
     assert ": Value error" not in message
+
+
+def test_tracing_unknown_key_lists_valid_keys(tmp_path) -> None:
+    message = load_text(tmp_path, '[tracing]\nendpoint = "http://127.0.0.1:4318"\n')
+    assert "tracing.endpoint (line 2)" in message
+    assert "otlp_endpoint" in message
+    assert "capture_content" in message
+
+
+def test_tracing_protocol_must_be_known(tmp_path) -> None:
+    message = load_text(tmp_path, '[tracing]\notlp_protocol = "http/json"\n')
+    assert "tracing.otlp_protocol" in message
+    assert "grpc" in message

@@ -11,7 +11,7 @@ from trunkline.config import load_settings
 from trunkline.errors import ConfigError, StoreError
 from trunkline.store.database import open_store
 from trunkline.store.tables import calls, spans
-from trunkline.tracing.otlp import OtlpExporter, otlp_endpoint
+from trunkline.tracing.otlp import PROTOCOLS, exporter_from_settings, otlp_endpoint
 from trunkline.types.calls import CallRecord
 from trunkline.types.spans import SpanRecord
 
@@ -25,19 +25,24 @@ def export_otlp(
         str | None,
         typer.Option(
             "--endpoint",
-            help="OTLP/HTTP traces URL; by default OTEL_EXPORTER_OTLP_ENDPOINT or otlp_endpoint.",
+            help="OTLP traces endpoint; by default OTEL_EXPORTER_OTLP_ENDPOINT or [tracing] otlp_endpoint.",
+        ),
+    ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--protocol",
+            help=f"One of {', '.join(PROTOCOLS)}; by default OTEL_EXPORTER_OTLP_PROTOCOL or [tracing] otlp_protocol.",
         ),
     ] = None,
 ) -> None:
     """Re-send a run's spans and calls, for a collector that was down when the run happened."""
     settings = load_settings()
-    target = endpoint or otlp_endpoint() or settings.otlp_endpoint
-    if not target:
+    if not (endpoint or otlp_endpoint(settings)):
         raise ConfigError(
             "no OTLP endpoint: pass --endpoint, set OTEL_EXPORTER_OTLP_ENDPOINT, or set "
-            "otlp_endpoint in trunkline.toml"
+            "otlp_endpoint under [tracing] in trunkline.toml"
         )
-
     store = open_store(settings.database_url(), must_exist=True)
     try:
         with store.engine.connect() as connection:
@@ -48,7 +53,11 @@ def export_otlp(
     if not span_rows and not call_rows:
         raise StoreError(f"no spans or calls of run {run!r} in the store; list runs with `trunkline runs`")
 
-    exporter = OtlpExporter(target, max_queue=len(span_rows) + 4 * len(call_rows) + 16)
+    exporter = exporter_from_settings(
+        settings, endpoint, protocol=protocol, max_queue=len(span_rows) + len(call_rows) + 16
+    )
+    assert exporter is not None  # an endpoint was found above
+    target = exporter.endpoint
     for row in span_rows:
         exporter.export_span(SpanRecord.model_validate(dict(row)))
     for row in call_rows:

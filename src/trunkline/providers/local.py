@@ -14,15 +14,18 @@ import importlib.util
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from trunkline.errors import ConfigError, ErrorKind, ProviderError
 from trunkline.providers.base import Provider, estimate_tokens, is_context_length_message
+from trunkline.tracing import LiveSpan, TraceContext, active_context, span
 from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
 from trunkline.types.usage import Usage
 
@@ -141,16 +144,21 @@ class LocalProvider(Provider):
         loop = asyncio.get_running_loop()
         # Loading takes about a second; run it off the event loop too.
         model = await loop.run_in_executor(None, self._ensure_loaded)
-        call = partial(self._complete_blocking, model, request)
+        call = partial(self._complete_blocking, model, request, active_context(), time.perf_counter())
         return await loop.run_in_executor(model.executor, call)
 
-    def _complete_blocking(self, model: _LoadedModel, request: ModelRequest) -> ModelResponse:
-        arguments = _chat_arguments(request)
-        try:
-            result = model.llama.create_chat_completion(**arguments)
-        except ValueError as error:
-            raise _rejected_request(error, self.name, self.model) from error
-        return self._response(result)
+    def _complete_blocking(
+        self, model: _LoadedModel, request: ModelRequest, parent: TraceContext | None, submitted: float
+    ) -> ModelResponse:
+        with _generation_span(parent, submitted) as live:
+            arguments = _chat_arguments(request)
+            try:
+                result = model.llama.create_chat_completion(**arguments)
+            except ValueError as error:
+                raise _rejected_request(error, self.name, self.model) from error
+            response = self._response(result)
+            _add_usage(live, response)
+            return response
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
         """Stream the completion from the model's worker thread without blocking the event loop.
@@ -172,7 +180,9 @@ class LocalProvider(Provider):
                 # The event loop is closed, so no consumer can receive more items.
                 stop.set()
 
-        model.executor.submit(self._stream_blocking, model, request, send, stop)
+        model.executor.submit(
+            self._stream_blocking, model, request, send, stop, active_context(), time.perf_counter()
+        )
         try:
             while True:
                 item = await queue.get()
@@ -190,10 +200,15 @@ class LocalProvider(Provider):
         request: ModelRequest,
         send: Callable[[str | ModelResponse | Exception], None],
         stop: threading.Event,
+        parent: TraceContext | None,
+        submitted: float,
     ) -> None:
         """Generate on the worker thread, sending text deltas and then one response or exception."""
         try:
-            response = self._generate_stream(model, request, send, stop)
+            with _generation_span(parent, submitted) as live:
+                response = self._generate_stream(model, request, send, stop)
+                if response is not None:
+                    _add_usage(live, response)
         except Exception as error:
             # Sent instead of raised: raised here, it would stay in the executor's
             # future while the consumer waited for a response that never comes.
@@ -263,6 +278,25 @@ class LocalProvider(Provider):
     def _version(self) -> str:
         path = self._model.path if self._model else self.path
         return path.name if path else self.model
+
+
+def _generation_span(parent: TraceContext | None, submitted: float) -> Any:
+    """Open the span of one generation on the worker thread, under the attempt that requested it.
+
+    Its ``queued_ms`` is the time the request waited for the model's one
+    thread, behind other calls. Outside a traced call there is no span.
+    """
+    if parent is None:
+        return nullcontext()
+    waited_ms = round((time.perf_counter() - submitted) * 1000.0, 3)
+    return span("llama_cpp generate", "provider", parent=parent, queued_ms=waited_ms)
+
+
+def _add_usage(live: LiveSpan | None, response: ModelResponse) -> None:
+    if live is not None:
+        live.attributes.update(
+            input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens
+        )
 
 
 def _chat_arguments(request: ModelRequest) -> dict[str, Any]:

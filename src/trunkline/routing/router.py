@@ -58,7 +58,7 @@ from trunkline.routing.failures import attempt_failure, deadline_passed, route_f
 from trunkline.routing.requests import repair_request, request_for
 from trunkline.routing.state import CallResult, CallState, finish_call
 from trunkline.routing.streaming import CallStream, OpenStream
-from trunkline.tracing import current_context, open_span
+from trunkline.tracing import current_context, inside_span, new_span_id, open_span
 from trunkline.types.calls import Attempt, Downgrade, FallbackHop, ModelRequest, ModelResponse, Validation
 from trunkline.types.messages import Message
 from trunkline.types.scores import TaskScore
@@ -585,20 +585,22 @@ class Router:
             "model": request.model,
             "started_at": datetime.now(UTC),
             "queued_ms": queued_ms,
+            "span_id": new_span_id(),
         }
         clock = time.perf_counter()
         try:
             if timeout <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(timeout):
-                if state.spec is None and state.streaming:
-                    stream = provider.stream(request)
-                    first = await anext(stream)
-                    state.time_to_first_token_ms = (time.perf_counter() - state.clock) * 1000.0
-                    return OpenStream(
-                        stream, first, attempt, clock, permit, reservation, name, deployment
-                    )
-                response = await provider.complete(request)
+            with inside_span(attempt["span_id"], state.context):
+                async with asyncio.timeout(timeout):
+                    if state.spec is None and state.streaming:
+                        stream = provider.stream(request)
+                        first = await anext(stream)
+                        state.time_to_first_token_ms = (time.perf_counter() - state.clock) * 1000.0
+                        return OpenStream(
+                            stream, first, attempt, clock, permit, reservation, name, deployment
+                        )
+                    response = await provider.complete(request)
         except BaseException as error:
             await self._settle(permit, reservation, None, None)
             if isinstance(error, ProviderError):

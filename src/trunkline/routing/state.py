@@ -66,10 +66,10 @@ class CallState:
     #: Budget scope name to its limit in USD, for every budget this call falls under.
     budgets: dict[str, float]
     task: str
+    #: The trace context the call was made in; its span is a child of it.
+    context: TraceContext
     #: True for `Router.stream`: attempts open a stream instead of awaiting a response.
     streaming: bool = False
-    #: The trace context the call was made in; its span is a child of it.
-    context: TraceContext | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     clock: float = field(default_factory=time.perf_counter)
     attempts: list[Attempt] = field(default_factory=list)
@@ -161,6 +161,37 @@ def build_record(
     return CallRecord(**fields)
 
 
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redact_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _redact_value(item) for key, item in value.items()}
+    return value
+
+
+def without_secrets(record: CallRecord) -> CallRecord:
+    """Return `record` with secrets redacted from its messages and output; unchanged parts are shared.
+
+    Every exporter, the store included, receives the record after this one
+    pass; the caller's output (`CallResult.output`) is left as the model gave it.
+    """
+    messages = []
+    for message in record.messages:
+        text = redact(message.content)
+        messages.append(message if text == message.content else message.model_copy(update={"content": text}))
+    changes: dict[str, Any] = {}
+    if any(new is not old for new, old in zip(messages, record.messages, strict=True)):
+        changes["messages"] = messages
+    if record.output_text:
+        text = redact(record.output_text)
+        if text != record.output_text:
+            changes["output_text"] = text
+            changes["output_parsed"] = _redact_value(record.output_parsed)
+    return record.model_copy(update=changes) if changes else record
+
+
 def finish_call(
     base: dict[str, Any],
     state: CallState,
@@ -171,7 +202,7 @@ def finish_call(
     partial_text: str | None = None,
 ) -> CallRecord:
     """Build the call's record, end its span and export both; a failure's error carries the record."""
-    record = build_record(base, state, response, parsed, error, partial_text)
+    record = without_secrets(build_record(base, state, response, parsed, error, partial_text))
     live.attributes.update(span_attributes(record))
     if error is not None:
         live.fail(error)

@@ -99,10 +99,20 @@ def load_trace(store: Store, trace_id: str) -> list[TraceNode]:
         )
         for row in span_rows
     }
+    # A span opened inside an attempt (a local model's generation) has the
+    # attempt as parent. Attempts are kept in their call's record, so such a
+    # span is attached to the call.
+    attempt_calls = {
+        attempt.span_id: span_id
+        for span_id, record in records.items()
+        for attempt in record.attempts
+        if attempt.span_id
+    }
     roots: list[TraceNode] = []
     for row in span_rows:
         node = nodes[row["span_id"]]
-        parent = nodes.get(row["parent_span_id"]) if row["parent_span_id"] else None
+        parent_id = row["parent_span_id"]
+        parent = nodes.get(attempt_calls.get(parent_id, parent_id)) if parent_id else None
         if parent is None:
             roots.append(node)
         else:

@@ -127,12 +127,16 @@ def open_span(
 
 
 @contextmanager
-def span(name: str, kind: SpanKind, **attributes: Any) -> Iterator[LiveSpan]:
-    """Open a child span of the current context and export it when the block ends.
+def span(
+    name: str, kind: SpanKind, *, parent: TraceContext | None = None, **attributes: Any
+) -> Iterator[LiveSpan]:
+    """Open a child span of `parent` (by default the current context) and export it when the block ends.
 
     An exception leaving the block marks the span as failed and propagates.
+    Work handed to a thread passes the context it had on the event loop as
+    `parent`, since threads do not inherit it.
     """
-    parent = current_context()
+    parent = parent or current_context()
     context = replace(parent, span_id=new_span_id())
     live = LiveSpan(
         name=name,
@@ -151,6 +155,21 @@ def span(name: str, kind: SpanKind, **attributes: Any) -> Iterator[LiveSpan]:
     finally:
         _context.reset(token)
         export_span(live.finish())
+
+
+@contextmanager
+def inside_span(span_id: str, parent: TraceContext) -> Iterator[TraceContext]:
+    """Make `span_id`, a child of `parent`, the current span inside the block.
+
+    For spans exported later from a record rather than by `span`, such as a
+    model call's attempts: spans opened inside the block become their children.
+    """
+    context = replace(parent, span_id=span_id)
+    token = _context.set(context)
+    try:
+        yield context
+    finally:
+        _context.reset(token)
 
 
 @contextmanager

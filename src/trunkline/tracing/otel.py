@@ -1,34 +1,37 @@
-"""Trunkline's spans and call records as OpenTelemetry spans with GenAI attributes.
+"""Trunkline's spans and call records as OTLP protobuf spans with GenAI attributes.
 
 A model call becomes a ``chat MODEL`` span with the attributes of the
 OpenTelemetry GenAI semantic conventions (``gen_ai.*``) and Trunkline's own
-under ``trunkline.``. Each of its attempts becomes a child span. Runs, rows,
-steps and tool calls keep their names. Trace and span ids are Trunkline's, so
-a span exported later (`trunkline export otlp`) joins the same trace.
-Message contents are never set here.
+under ``trunkline.``. Each of its attempts becomes a child span with the id
+the attempt had while it ran, so that spans opened inside a provider (the
+local model's generation on its worker thread) hang under their attempt.
+Runs, rows, steps and tool calls keep their names. Trace and span ids are
+Trunkline's, so a span exported later (`trunkline export otlp`) joins the
+same trace. Message contents are added only when `capture_content` is on;
+the router has redacted them by then.
+
+The protobuf wire format is written here by hand rather than through the
+generated message classes: building a ``KeyValue`` object per attribute
+cost about 125 us per call record, several times the encoding below, and
+most attribute pairs (provider, model, route) repeat from call to call, so
+their encoded bytes are cached.
 """
 
 from __future__ import annotations
 
+import json
+import struct
 from datetime import datetime
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import (
-    AnyValue,
-    ArrayValue,
-    InstrumentationScope,
-    KeyValue,
-)
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
-
 from trunkline.ids import random_hex
-from trunkline.types.calls import CallRecord
+from trunkline.types.calls import Attempt, CallRecord
 from trunkline.types.spans import SpanRecord
 
-_INTERNAL = Span.SpanKind.SPAN_KIND_INTERNAL
-_CLIENT = Span.SpanKind.SPAN_KIND_CLIENT
+# Span.SpanKind values of the OTLP protocol.
+_KIND_INTERNAL = b"\x30\x01"
+_KIND_CLIENT = b"\x30\x03"
+_STATUS_OK = b"\x7a\x02\x18\x01"
 
 # GenAI names for the providers, as the semantic conventions spell them.
 _PROVIDER_NAMES = {
@@ -39,67 +42,152 @@ _PROVIDER_NAMES = {
     "fake": "trunkline.fake",
 }
 
+_INT64 = range(-(1 << 63), 1 << 63)
+_fixed64 = struct.Struct("<Q").pack
+_double = struct.Struct("<d").pack
+_SMALL_VARINTS = [bytes((value,)) for value in range(0x80)]
+
+
+def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL_VARINTS[value]
+    if value < 0:
+        value += 1 << 64
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """Encode a length-delimited field: its tag, the payload's length, then the payload."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _any_value(value: Any) -> bytes:
+    """Encode an ``AnyValue`` message."""
+    # bool first: it is also an int.
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, int) and value in _INT64:
+        return b"\x18" + _varint(value)
+    if isinstance(value, float):
+        return b"\x21" + _double(value)
+    if isinstance(value, list | tuple):
+        items = b"".join(_field(b"\x0a", _any_value(item)) for item in value)
+        return _field(b"\x2a", items)
+    return _field(b"\x0a", str(value).encode())
+
+
+_KEYS: dict[str, bytes] = {}
+# Encoded attributes whose text or flag value tends to repeat; bounded.
+_REPEATED: dict[tuple[str, str | bool], bytes] = {}
+_MAX_REPEATED = 4096
+# Values new on every call, which would only churn that cache.
+_UNIQUE_KEYS = frozenset(
+    {"trunkline.call_id", "gen_ai.response.id", "gen_ai.input.messages", "gen_ai.output.messages"}
+)
+
+
+def _attribute(key: str, value: Any, tag: bytes = b"\x4a") -> bytes:
+    """Encode one ``KeyValue`` as the field `tag` (a span's ``attributes`` by default)."""
+    prefix = _KEYS.get(key)
+    if prefix is None:
+        prefix = _KEYS[key] = _field(b"\x0a", key.encode())
+    return _field(tag, prefix + _field(b"\x12", _any_value(value)))
+
+
+def _attributes(attributes: dict[str, Any]) -> bytes:
+    """Encode a span's attributes; None values are left out."""
+    parts = []
+    for key, value in attributes.items():
+        if value is None:
+            continue
+        if (value.__class__ is str or value.__class__ is bool) and key not in _UNIQUE_KEYS:
+            cached = _REPEATED.get((key, value))
+            if cached is None:
+                if len(_REPEATED) >= _MAX_REPEATED:
+                    _REPEATED.clear()
+                cached = _REPEATED[(key, value)] = _attribute(key, value)
+            parts.append(cached)
+        else:
+            parts.append(_attribute(key, value))
+    return b"".join(parts)
+
 
 def _nanoseconds(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000_000)
 
 
-def _status(ok: bool, error: str | None) -> Status:
+def _span(
+    trace_id: bytes,
+    span_id: bytes,
+    parent_span_id: str | bytes | None,
+    name: str,
+    kind: bytes,
+    start_ns: int,
+    end_ns: int,
+    attributes: bytes,
+    ok: bool,
+    error: str | None,
+) -> bytes:
+    """Encode one ``Span`` message."""
+    if isinstance(parent_span_id, str):
+        parent_span_id = bytes.fromhex(parent_span_id)
+    parent = b"\x22\x08" + parent_span_id if parent_span_id else b""
     if ok:
-        return Status(code=Status.StatusCode.STATUS_CODE_OK)
-    return Status(code=Status.StatusCode.STATUS_CODE_ERROR, message=error or "error")
-
-
-def _any_value(value: Any) -> AnyValue:
-    # bool first: it is also an int.
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, list | tuple):
-        return AnyValue(array_value=ArrayValue(values=[_any_value(item) for item in value]))
-    return AnyValue(string_value=str(value))
-
-
-def _attributes(attributes: dict[str, Any]) -> list[KeyValue]:
-    """Encode attributes; None values are left out."""
-    return [
-        KeyValue(key=key, value=_any_value(value))
-        for key, value in attributes.items()
-        if value is not None
-    ]
-
-
-def encode_request(spans: list[Span]) -> bytes:
-    """Return the OTLP ``ExportTraceServiceRequest`` that carries `spans`, serialized."""
-    request = ExportTraceServiceRequest(
-        resource_spans=[
-            ResourceSpans(
-                resource=Resource(attributes=_attributes({"service.name": "trunkline"})),
-                scope_spans=[ScopeSpans(scope=InstrumentationScope(name="trunkline"), spans=spans)],
-            )
-        ]
+        status = _STATUS_OK
+    else:
+        status = _field(b"\x7a", _field(b"\x12", (error or "error").encode()) + b"\x18\x02")
+    return b"".join(
+        (
+            b"\x0a\x10", trace_id,
+            b"\x12\x08", span_id,
+            parent,
+            _field(b"\x2a", name.encode()),
+            kind,
+            b"\x39", _fixed64(start_ns),
+            b"\x41", _fixed64(max(end_ns, start_ns)),
+            attributes,
+            status,
+        )
     )
-    return request.SerializeToString()
 
 
-def span_from_record(record: SpanRecord) -> Span:
-    """Convert a run, row, step or tool span."""
+def resource(service_name: str, service_version: str) -> bytes:
+    """Encode the ``Resource`` every exported span belongs to."""
+    return _attribute("service.name", service_name, b"\x0a") + _attribute(
+        "service.version", service_version, b"\x0a"
+    )
+
+
+def encode_request(spans: list[bytes], resource_attributes: bytes) -> bytes:
+    """Return the serialized OTLP ``ExportTraceServiceRequest`` that carries `spans`."""
+    scope = _field(b"\x0a", _field(b"\x0a", b"trunkline"))
+    scope_spans = scope + b"".join(_field(b"\x12", span) for span in spans)
+    resource_spans = _field(b"\x0a", resource_attributes) + _field(b"\x12", scope_spans)
+    return _field(b"\x0a", resource_spans)
+
+
+def span_from_record(record: SpanRecord) -> bytes:
+    """Encode a run, row, step, tool or provider span."""
     attributes = {f"trunkline.{key}": value for key, value in record.attributes.items()}
-    attributes.update({"trunkline.span_kind": record.kind, "trunkline.run_id": record.run_id})
+    attributes["trunkline.span_kind"] = record.kind
+    attributes["trunkline.run_id"] = record.run_id
     attributes["trunkline.session_id"] = record.session_id
-    return Span(
-        trace_id=bytes.fromhex(record.trace_id),
-        span_id=bytes.fromhex(record.span_id),
-        parent_span_id=bytes.fromhex(record.parent_span_id) if record.parent_span_id else b"",
-        name=record.name,
-        kind=_INTERNAL,
-        start_time_unix_nano=_nanoseconds(record.started_at),
-        end_time_unix_nano=_nanoseconds(record.ended_at),
-        attributes=_attributes(attributes),
-        status=_status(record.status == "ok", record.error),
+    return _span(
+        bytes.fromhex(record.trace_id),
+        bytes.fromhex(record.span_id),
+        record.parent_span_id,
+        record.name,
+        _KIND_INTERNAL,
+        _nanoseconds(record.started_at),
+        _nanoseconds(record.ended_at),
+        _attributes(attributes),
+        record.status == "ok",
+        record.error,
     )
 
 
@@ -133,7 +221,7 @@ def call_attributes(record: CallRecord) -> dict[str, Any]:
         "trunkline.prompt.name": record.prompt_name,
         "trunkline.prompt.version": record.prompt_version,
         "trunkline.attempts": len(record.attempts),
-        "trunkline.fallback_path": [f"{hop.deployment}:{hop.reason}" for hop in record.fallbacks],
+        "trunkline.fallback_path": [f"{hop.deployment}:{hop.reason}" for hop in record.fallbacks] or None,
         "trunkline.run_id": record.run_id,
         "trunkline.session_id": record.session_id,
         "trunkline.model_version": record.model_version,
@@ -144,48 +232,73 @@ def call_attributes(record: CallRecord) -> dict[str, Any]:
     return attributes
 
 
-def spans_from_call(record: CallRecord) -> list[Span]:
-    """Convert a call record to its call span and one child span per attempt."""
+def content_attributes(record: CallRecord) -> dict[str, str]:
+    """Return the call's messages as the GenAI ``input``/``output`` message attributes.
+
+    The router redacted the record's contents before any exporter saw it.
+    """
+    inputs = [
+        {"role": message.role, "parts": [{"type": "text", "content": message.content}]}
+        for message in record.messages
+    ]
+    attributes = {"gen_ai.input.messages": json.dumps(inputs, ensure_ascii=False)}
+    if record.output_text is not None:
+        output = {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": record.output_text}],
+            "finish_reason": record.finish_reason or "error",
+        }
+        attributes["gen_ai.output.messages"] = json.dumps([output], ensure_ascii=False)
+    return attributes
+
+
+def _attempt_span(trace_id: bytes, call_span_id: bytes, attempt: Attempt) -> bytes:
+    started = _nanoseconds(attempt.started_at)
+    attributes = {
+        "trunkline.attempt.number": attempt.attempt_number,
+        "trunkline.deployment": attempt.deployment,
+        "gen_ai.provider.name": _PROVIDER_NAMES.get(attempt.provider, attempt.provider),
+        "gen_ai.request.model": attempt.model,
+        "http.response.status_code": attempt.status_code,
+        "error.type": attempt.error_kind.value if attempt.error_kind else None,
+        "trunkline.attempt.queued_ms": attempt.queued_ms or None,
+        "trunkline.attempt.wait_s": attempt.wait_s,
+        "trunkline.attempt.wait_reason": attempt.wait_reason,
+    }
+    return _span(
+        trace_id,
+        bytes.fromhex(attempt.span_id or random_hex(64)),
+        call_span_id,
+        f"attempt {attempt.attempt_number} {attempt.deployment}",
+        _KIND_CLIENT,
+        started,
+        started + int(attempt.latency_ms * 1_000_000),
+        _attributes(attributes),
+        attempt.outcome == "ok",
+        attempt.error_message,
+    )
+
+
+def spans_from_call(record: CallRecord, *, capture_content: bool = False) -> list[bytes]:
+    """Encode a call record as its call span and one child span per attempt."""
     trace_id = bytes.fromhex(record.trace_id)
     call_span_id = bytes.fromhex(record.span_id)
-    model = record.model_served or record.model_requested
+    attributes = call_attributes(record)
+    if capture_content:
+        attributes.update(content_attributes(record))
     spans = [
-        Span(
-            trace_id=trace_id,
-            span_id=call_span_id,
-            parent_span_id=bytes.fromhex(record.parent_span_id) if record.parent_span_id else b"",
-            name=f"chat {model}",
-            kind=_CLIENT,
-            start_time_unix_nano=_nanoseconds(record.started_at),
-            end_time_unix_nano=_nanoseconds(record.ended_at),
-            attributes=_attributes(call_attributes(record)),
-            status=_status(record.outcome == "ok", record.error_message),
+        _span(
+            trace_id,
+            call_span_id,
+            record.parent_span_id,
+            f"chat {record.model_served or record.model_requested}",
+            _KIND_CLIENT,
+            _nanoseconds(record.started_at),
+            _nanoseconds(record.ended_at),
+            _attributes(attributes),
+            record.outcome == "ok",
+            record.error_message,
         )
     ]
-    for attempt in record.attempts:
-        started = _nanoseconds(attempt.started_at)
-        attributes = {
-            "trunkline.attempt.number": attempt.attempt_number,
-            "trunkline.deployment": attempt.deployment,
-            "gen_ai.provider.name": _PROVIDER_NAMES.get(attempt.provider, attempt.provider),
-            "gen_ai.request.model": attempt.model,
-            "http.response.status_code": attempt.status_code,
-            "error.type": attempt.error_kind.value if attempt.error_kind else None,
-            "trunkline.attempt.queued_ms": attempt.queued_ms,
-            "trunkline.attempt.wait_s": attempt.wait_s,
-            "trunkline.attempt.wait_reason": attempt.wait_reason,
-        }
-        spans.append(
-            Span(
-                trace_id=trace_id,
-                span_id=bytes.fromhex(random_hex(64)),
-                parent_span_id=call_span_id,
-                name=f"attempt {attempt.attempt_number} {attempt.deployment}",
-                kind=_CLIENT,
-                start_time_unix_nano=started,
-                end_time_unix_nano=started + int(attempt.latency_ms * 1_000_000),
-                attributes=_attributes(attributes),
-                status=_status(attempt.outcome == "ok", attempt.error_message),
-            )
-        )
+    spans.extend(_attempt_span(trace_id, call_span_id, attempt) for attempt in record.attempts)
     return spans

@@ -1,11 +1,16 @@
-"""Sending spans to an OpenTelemetry collector over OTLP/HTTP, off the call path.
+"""Sending spans to an OpenTelemetry collector over OTLP, off the call path.
 
 `OtlpExporter` is a tracing exporter: `export_call` and `export_span` only
-enqueue the record. A daemon thread encodes records straight into OTLP
-protobuf messages and posts them in batches. Building the SDK's span
-objects and running its encoder cost several times more CPU per span. The queue is bounded: when the collector is down
-or slow and the queue is full, new spans are dropped and counted, with one
-warning per minute, so memory never grows without bound and no call waits.
+enqueue the record. A daemon thread encodes records into OTLP protobuf
+(`trunkline.tracing.otel`) and sends them in batches over HTTP or gRPC.
+The queue is bounded: when the collector is down or slow and the queue is
+full, new spans are dropped and counted, with one warning per minute, so
+memory never grows without bound and no call waits.
+
+`exporter_from_settings` reads the standard OpenTelemetry variables
+(``OTEL_EXPORTER_OTLP_*``, ``OTEL_SERVICE_NAME``,
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``), which win over the
+``[tracing]`` section of the configuration.
 """
 
 from __future__ import annotations
@@ -15,34 +20,114 @@ import logging
 import os
 import threading
 import time
-from collections import deque
-
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections import deque
+from typing import Protocol
 
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-from trunkline.tracing.otel import encode_request, span_from_record, spans_from_call
+from trunkline.config import Settings
+from trunkline.errors import ConfigError
+from trunkline.redaction import redact
+from trunkline.tracing.otel import encode_request, resource, span_from_record, spans_from_call
 from trunkline.types.calls import CallRecord
 from trunkline.types.spans import SpanRecord
 
 logger = logging.getLogger(__name__)
 
 _WARN_EVERY_S = 60.0
+# Seconds before the second and third try of a batch that the collector
+# rejected with a transient error. The OTLP specification lists these as retryable.
+_RETRY_WAITS_S = (0.5, 1.0)
+_RETRYABLE_STATUS = {429, 502, 503, 504}
+PROTOCOLS = ("http/protobuf", "grpc")
 
 
-def otlp_endpoint() -> str | None:
-    """Return the traces endpoint from the standard OpenTelemetry variables, or None."""
-    traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    if traces:
-        return traces
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    return f"{base.rstrip('/')}/v1/traces" if base else None
+class ExportFailed(Exception):
+    """The collector did not accept a batch. `retryable` is True when another try may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
-def _spans(record: CallRecord | SpanRecord) -> list[Span]:
+class _Sender(Protocol):
+    def send(self, payload: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class HttpSender:
+    """Posts serialized requests to an OTLP/HTTP traces URL."""
+
+    def __init__(self, endpoint: str, headers: dict[str, str], timeout_s: float) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._headers = {"Content-Type": "application/x-protobuf", **headers}
+
+    def send(self, payload: bytes) -> None:
+        request = urllib.request.Request(self.endpoint, data=payload, headers=self._headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+                response.read()
+        except urllib.error.HTTPError as error:
+            raise ExportFailed(f"HTTP {error.code}", retryable=error.code in _RETRYABLE_STATUS) from None
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            raise ExportFailed(repr(error), retryable=True) from None
+
+    def close(self) -> None:
+        pass
+
+
+class GrpcSender:
+    """Calls the OTLP ``TraceService/Export`` method over gRPC with the serialized request."""
+
+    def __init__(self, endpoint: str, headers: dict[str, str], timeout_s: float) -> None:
+        try:
+            import grpc
+        except ImportError:
+            raise ConfigError(
+                "OTLP over gRPC needs the grpcio package; install it with "
+                "pip install 'trunkline[grpc]', or set the protocol to http/protobuf"
+            ) from None
+        self._grpc = grpc
+        parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        if not parsed.hostname or not parsed.port:
+            raise ConfigError(
+                f"OTLP gRPC endpoint {endpoint!r} needs a host and a port, such as http://127.0.0.1:4317"
+            )
+        target = f"{parsed.hostname}:{parsed.port}"
+        if parsed.scheme == "https":
+            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials())
+        else:
+            self._channel = grpc.insecure_channel(target)
+        # No serializers: the request is already protobuf bytes.
+        self._export = self._channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._metadata = tuple((key.lower(), value) for key, value in headers.items())
+
+    def send(self, payload: bytes) -> None:
+        grpc = self._grpc
+        try:
+            self._export(payload, timeout=self.timeout_s, metadata=self._metadata)
+        except grpc.RpcError as error:
+            code = error.code() if hasattr(error, "code") else None
+            passing = {
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.ABORTED,
+            }
+            raise ExportFailed(f"gRPC {code}", retryable=code in passing) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _spans(record: CallRecord | SpanRecord, capture_content: bool) -> list[bytes]:
     if isinstance(record, CallRecord):
-        return spans_from_call(record)
+        return spans_from_call(record, capture_content=capture_content)
     return [span_from_record(record)]
 
 
@@ -51,10 +136,16 @@ def _span_count(record: CallRecord | SpanRecord) -> int:
 
 
 class OtlpExporter:
-    """Queues spans and sends them in batches to an OTLP/HTTP traces endpoint.
+    """Queues spans and sends them in batches to an OTLP traces endpoint.
 
     Args:
-        endpoint: the full traces URL, such as ``http://127.0.0.1:4318/v1/traces``.
+        endpoint: for ``http/protobuf`` the full traces URL, such as
+            ``http://127.0.0.1:4318/v1/traces``; for ``grpc`` the collector's
+            address, such as ``http://127.0.0.1:4317``.
+        protocol: ``http/protobuf`` or ``grpc``.
+        headers: sent with every batch.
+        capture_content: add messages and output, redacted, to call spans.
+        service_name: the ``service.name`` resource attribute.
         max_queue: records (calls and spans) kept waiting at most; more are
             dropped, and their spans counted.
         batch_size: records converted and sent per request.
@@ -66,18 +157,30 @@ class OtlpExporter:
         self,
         endpoint: str,
         *,
+        protocol: str = "http/protobuf",
         headers: dict[str, str] | None = None,
+        capture_content: bool = False,
+        service_name: str = "trunkline",
         max_queue: int = 4096,
         batch_size: int = 512,
         interval_s: float = 1.0,
         timeout_s: float = 5.0,
     ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"OTLP protocol {protocol!r} is not supported; use one of {', '.join(PROTOCOLS)}"
+            )
         self.endpoint = endpoint
+        self.protocol = protocol
+        self.capture_content = capture_content
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.interval_s = interval_s
-        self.timeout_s = timeout_s
-        self._headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
+        sender_class = GrpcSender if protocol == "grpc" else HttpSender
+        self._sender: _Sender = sender_class(endpoint, dict(headers or {}), timeout_s)
+        from trunkline import __version__  # the package imports this module while it loads
+
+        self._resource = resource(service_name, __version__)
         # Records wait here unconverted: conversion costs the sending thread,
         # not the call path.
         self._queue: deque[CallRecord | SpanRecord] = deque()
@@ -120,6 +223,7 @@ class OtlpExporter:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=10)
+        self._sender.close()
         atexit.unregister(self.close)
 
     def _enqueue(self, record: CallRecord | SpanRecord) -> None:
@@ -137,24 +241,26 @@ class OtlpExporter:
             self._last_warning = now
             logger.warning(
                 "dropped %d spans for %s because %s (%d dropped so far); check that the "
-                "collector is running, or raise its capacity",
+                "collector is running, or raise its capacity; `trunkline export otlp --run ID` "
+                "sends a run's stored spans again",
                 count,
-                self.endpoint,
+                redact(self.endpoint),
                 reason,
                 self.dropped,
             )
 
-    def _send(self, batch: list[Span]) -> bool:
-        request = urllib.request.Request(
-            self.endpoint, data=encode_request(batch), headers=self._headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
-                return 200 <= response.status < 300
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            # A failing collector must not stop the thread; the caller counts the drop.
-            logger.debug("sending %d spans to %s failed: %r", len(batch), self.endpoint, error)
-            return False
+    def _send(self, spans: list[bytes]) -> None:
+        payload = encode_request(spans, self._resource)
+        for wait_s in (*_RETRY_WAITS_S, None):
+            try:
+                self._sender.send(payload)
+            except ExportFailed as failure:
+                logger.debug("sending %d spans to %s failed: %s", len(spans), redact(self.endpoint), failure)
+                if not failure.retryable or wait_s is None or self._closed:
+                    raise
+                time.sleep(wait_s)
+            else:
+                return
 
     def _loop(self) -> None:
         while True:
@@ -163,11 +269,88 @@ class OtlpExporter:
             self._idle.clear()
             while self._queue:
                 records = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-                batch = [span for record in records for span in _spans(record)]
-                if self._send(batch):
-                    self.sent += len(batch)
+                spans = [span for record in records for span in _spans(record, self.capture_content)]
+                try:
+                    self._send(spans)
+                except ExportFailed as failure:
+                    self._drop(len(spans), f"the collector did not accept them ({failure})")
+                except Exception:
+                    # Whatever goes wrong, the thread must live on to drain the queue.
+                    logger.exception("encoding or sending %d spans failed", len(spans))
+                    self._drop(len(spans), "they could not be encoded or sent")
                 else:
-                    self._drop(len(batch), "the collector did not accept them")
+                    self.sent += len(spans)
             self._idle.set()
             if self._closed:
                 return
+
+
+def _environment(name: str) -> str | None:
+    """Return the traces-specific OTLP variable, else the general one, else None."""
+    return os.environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}")
+
+
+def otlp_protocol(settings: Settings | None = None) -> str:
+    protocol = _environment("PROTOCOL") or (settings.tracing.otlp_protocol if settings else "http/protobuf")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(
+            f"OTLP protocol {protocol!r} is not supported; set OTEL_EXPORTER_OTLP_PROTOCOL "
+            f"to one of {', '.join(PROTOCOLS)}"
+        )
+    return protocol
+
+
+def otlp_endpoint(settings: Settings | None = None) -> str | None:
+    """Return the traces endpoint from the OpenTelemetry variables, then the configuration, or None."""
+    traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if base:
+        # Over HTTP the general variable names the collector, not its traces path.
+        return base if otlp_protocol(settings) == "grpc" else f"{base.rstrip('/')}/v1/traces"
+    return settings.tracing.otlp_endpoint if settings else None
+
+
+def otlp_headers(settings: Settings | None = None) -> dict[str, str]:
+    """Return the configured headers, with those of ``OTEL_EXPORTER_OTLP_HEADERS`` winning."""
+    headers = dict(settings.tracing.otlp_headers) if settings else {}
+    for item in (_environment("HEADERS") or "").split(","):
+        if not item.strip():
+            continue
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(
+                f"OTEL_EXPORTER_OTLP_HEADERS entry {redact(item)!r} is not KEY=VALUE; "
+                "separate entries with commas"
+            )
+        headers[key.strip()] = urllib.parse.unquote(value.strip())
+    return headers
+
+
+def capture_content(settings: Settings | None = None) -> bool:
+    value = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+    if value is None:
+        return settings.tracing.capture_content if settings else False
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def exporter_from_settings(
+    settings: Settings,
+    endpoint: str | None = None,
+    *,
+    protocol: str | None = None,
+    max_queue: int | None = None,
+) -> OtlpExporter | None:
+    """Return an exporter for `endpoint` or the configured one, or None when none is configured."""
+    endpoint = endpoint or otlp_endpoint(settings)
+    if not endpoint:
+        return None
+    return OtlpExporter(
+        endpoint,
+        protocol=protocol or otlp_protocol(settings),
+        headers=otlp_headers(settings),
+        capture_content=capture_content(settings),
+        service_name=os.environ.get("OTEL_SERVICE_NAME") or "trunkline",
+        max_queue=max_queue or settings.tracing.otlp_max_queue,
+    )

@@ -87,6 +87,9 @@ class Attempt(BaseModel):
     wait_reason: str | None = None
     #: Milliseconds spent waiting for the deployment's rate limits before sending.
     queued_ms: float = 0.0
+    #: The attempt's span id, current while the provider works on it, so that
+    #: spans a provider opens (on a worker thread too) are its children.
+    span_id: str | None = None
 
 
 class FallbackHop(BaseModel):

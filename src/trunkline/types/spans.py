@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SpanKind = Literal["run", "row", "step", "call", "tool"]
+#: ``provider`` is work inside a provider during an attempt, such as the
+#: local model's generation on its worker thread.
+SpanKind = Literal["run", "row", "step", "call", "tool", "provider"]
 
 
 class SpanRecord(BaseModel):
