@@ -190,6 +190,33 @@ class TracingSettings(BaseModel):
     capture_content: bool = False
 
 
+class MlflowSettings(BaseModel):
+    """Logging of each batch run as one MLflow run; needs ``trunkline[mlflow]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Whether every `trunkline run` logs to MLflow as if given --mlflow.
+    #: --no-mlflow turns it off for one run.
+    enabled: bool = Field(default=False, strict=True)
+    #: Tracking URI, such as ``sqlite:///mlflow.db`` or ``http://127.0.0.1:5000``.
+    #: ``MLFLOW_TRACKING_URI`` wins over it. With neither, MLflow's default applies.
+    tracking_uri: str | None = None
+    #: Experiment name, created when missing. ``MLFLOW_EXPERIMENT_NAME`` wins
+    #: over it, and the workflow's name is the default.
+    experiment: str | None = None
+    #: Artifact location of an experiment that Trunkline creates. An existing
+    #: experiment keeps its own.
+    artifact_location: str | None = None
+
+    def resolved_tracking_uri(self) -> str | None:
+        """Return ``MLFLOW_TRACKING_URI``, then the file's value, or None for MLflow's default."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
+
+    def resolved_experiment(self, workflow: str) -> str:
+        """Return ``MLFLOW_EXPERIMENT_NAME``, then the file's value, then `workflow`."""
+        return os.environ.get("MLFLOW_EXPERIMENT_NAME") or self.experiment or workflow
+
+
 class Settings(BaseModel):
     """The whole configuration, after defaults are merged in."""
 
@@ -202,6 +229,7 @@ class Settings(BaseModel):
     store: StoreSettings = Field(default_factory=StoreSettings)
     budgets: Budgets = Field(default_factory=Budgets)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     #: Regular expressions whose matches are replaced by [REDACTED] in
     #: everything stored, logged or exported, beside the built-in key formats.
     redact_patterns: list[str] = Field(default_factory=list)
@@ -357,6 +385,7 @@ _TABLE_MODELS: dict[str, type[BaseModel]] = {
     "store": StoreSettings,
     "budgets": Budgets,
     "tracing": TracingSettings,
+    "mlflow": MlflowSettings,
 }
 
 

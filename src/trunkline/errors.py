@@ -6,6 +6,7 @@ The tree, split by whose fault a failure is::
     ├── ConfigError            the configuration file or an argument is invalid
     ├── WorkflowError          a workflow file, its data or one of its steps is invalid
     ├── StoreError             the record store cannot be opened or migrated
+    ├── MlflowLoggingError     a batch run cannot be logged to MLflow
     └── CallError              a model call ended without a usable response
         ├── ProviderError      one provider attempt failed (HTTP status, timeout, connection)
         ├── OutputInvalid      the output did not match the schema after every repair
@@ -115,6 +116,10 @@ class WorkflowError(TrunklineError):
 
 class StoreError(TrunklineError):
     """The record store cannot be opened, migrated or written."""
+
+
+class MlflowLoggingError(TrunklineError):
+    """MLflow is missing or unreachable, or rejected a batch run's parameters, metrics or rows."""
 
 
 class CallError(TrunklineError):

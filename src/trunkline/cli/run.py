@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,9 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from trunkline.cli.render import summary_table
 from trunkline.config import load_settings
-from trunkline.errors import ConfigError
+from trunkline.errors import ConfigError, MlflowLoggingError
+from trunkline.mlflow_runs import MlflowTarget, log_run, open_target
 from trunkline.recording import recording
 from trunkline.routing.router import Router
+from trunkline.store.database import Store
 from trunkline.store.runs import failed_rows
 from trunkline.workflows.datasets import load_dataset
 from trunkline.workflows.runner import BatchRunner
@@ -48,6 +50,14 @@ def run_command(
         str | None, typer.Option("--resume", help="Continue run RUN_ID, skipping the rows it finished.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
+    mlflow: Annotated[
+        bool | None,
+        typer.Option(
+            "--mlflow/--no-mlflow",
+            help="Log the run to MLflow: parameters, metrics and a table of rows. "
+            "Default: [mlflow] enabled in trunkline.toml.",
+        ),
+    ] = None,
 ) -> None:
     """Run every row of a dataset through a workflow, record every call, and summarise."""
     spec = load_workflow(workflow)
@@ -56,6 +66,11 @@ def run_command(
     settings = load_settings()
     stderr = Console(stderr=True)
     rows = min(len(dataset.rows), limit) if limit else len(dataset.rows)
+    wants_mlflow = settings.mlflow.enabled if mlflow is None else mlflow
+    # Opened before the run, so that a missing package or an unreachable
+    # tracking server stops it before any call is paid for.
+    tracking = open_target(settings.mlflow, workflow=spec.name) if wants_mlflow else None
+    logged = True
     with recording(settings) as recorder:
         router = Router(settings)
         runner = BatchRunner(
@@ -68,13 +83,50 @@ def run_command(
         )
         summary = _run_with_progress(runner, dataset, rows, limit, resume, stderr)
         failures = failed_rows(recorder.store, summary.run_id, limit=5) if summary.errors else []
+        if tracking is not None:
+            inputs = [runner.row_inputs(row) for row in dataset.rows[:rows]]
+            extra = {"limit": limit, "concurrency": concurrency}
+            logged = _log_to_mlflow(tracking, recorder.store, summary.run_id, inputs, extra, stderr)
     if as_json:
         typer.echo(json.dumps(summary.public()))
     else:
         Console().print(summary_table(spec.name, summary))
     if failures:
         _report_failures(stderr, summary, failures)
+    if not logged:
+        raise typer.Exit(3)
+    if failures:
         raise typer.Exit(1)
+
+
+def _log_to_mlflow(
+    tracking: MlflowTarget,
+    store: Store,
+    run_id: str,
+    inputs: list[dict[str, Any]],
+    extra: dict[str, Any],
+    stderr: Console,
+) -> bool:
+    """Log the finished run to MLflow and report where; False when logging failed."""
+    try:
+        mlflow_run_id = log_run(tracking, store, run_id, inputs=inputs, params=extra)
+    except MlflowLoggingError as error:
+        stderr.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+        stderr.print(
+            f"Run {run_id} and its records are stored. Fix the cause, then log it by running "
+            f"the same command with --resume {run_id} --mlflow; only rows that failed run again.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return False
+    stderr.print(
+        f"logged run {run_id} to MLflow run {mlflow_run_id} in experiment "
+        f"{tracking.experiment_name!r} at {tracking.display_uri()}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return True
 
 
 def _report_failures(stderr: Console, summary: RunSummary, failures: list[dict]) -> None:

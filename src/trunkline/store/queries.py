@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -110,6 +111,45 @@ def cost_summary(store: Store, by: CostGrouping) -> list[dict[str, Any]]:
     )
     with store.engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
+
+
+@dataclass(frozen=True)
+class RunCallLabels:
+    """Routes, deployments, models and prompts of one run's calls, each sorted and distinct."""
+
+    calls: int
+    routes: list[str]
+    deployments: list[str]
+    models: list[str]
+    prompt_names: list[str]
+    prompt_versions: list[str]
+
+
+def run_call_labels(store: Store, run_id: str) -> RunCallLabels:
+    """Return the routes, deployments, served models and prompts of a run's calls.
+
+    A call that failed before any model responded has no served model, so
+    `models` contains the requested one for it.
+    """
+    model = func.coalesce(calls.c.model_served, calls.c.model_requested)
+    labels = (calls.c.route, calls.c.deployment, model, calls.c.prompt_name, calls.c.prompt_version)
+    distinct_query = select(*labels).where(calls.c.run_id == run_id).distinct()
+    count_query = select(func.count()).select_from(calls).where(calls.c.run_id == run_id)
+    with store.engine.connect() as connection:
+        combinations = connection.execute(distinct_query).all()
+        count = connection.execute(count_query).scalar_one()
+
+    def values(position: int) -> list[str]:
+        return sorted({row[position] for row in combinations if row[position] is not None})
+
+    return RunCallLabels(
+        calls=count,
+        routes=values(0),
+        deployments=values(1),
+        models=values(2),
+        prompt_names=values(3),
+        prompt_versions=values(4),
+    )
 
 
 def recent_attempts(store: Store, *, since: datetime, limit: int = 5000) -> list[dict[str, Any]]:
