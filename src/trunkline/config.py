@@ -357,6 +357,10 @@ def load_settings(path: Path | str | None = None) -> Settings:
     # Redaction is process-wide, so the patterns apply to every path from here on.
     for pattern in settings.redact_patterns:
         add_pattern(pattern)
+    # Every deployment's key, used or not: a prompt or an error may quote any of them.
+    for deployment in settings.deployments.values():
+        if deployment.api_key_env:
+            register_secret(os.environ.get(deployment.api_key_env))
     return settings
 
 

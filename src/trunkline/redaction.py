@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 
 REDACTED = "[REDACTED]"
 #: Shorter strings are placeholders such as "not-needed", not keys.
@@ -65,6 +66,17 @@ def add_pattern(pattern: str) -> None:
     with _lock:
         if compiled not in _patterns:
             _patterns.append(compiled)
+
+
+def redact_value(value: Any) -> Any:
+    """Return `value` with `redact` applied to every string in it, through lists and dicts."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [redact_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    return value
 
 
 def redact(text: str, extra_secrets: tuple[str | None, ...] = ()) -> str:

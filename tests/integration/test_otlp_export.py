@@ -86,6 +86,7 @@ async def test_span_tree_and_attributes_arrive(receiver: OtlpReceiver) -> None:
         assert call.attributes["trunkline.run_id"] == run.attributes["trunkline.run_id"]
     assert len({run.trace_id for run in runs}) == 3
     retried = next(call for call in calls if call.attributes["trunkline.attempts"] == 2)
+    assert retried.name == "chat d0-model"
     assert retried.attributes["gen_ai.operation.name"] == "chat"
     assert retried.attributes["gen_ai.provider.name"] == "trunkline.fake"
     assert retried.attributes["gen_ai.request.model"] == "d0-model"
@@ -258,5 +259,55 @@ def test_export_otlp_resends_a_stored_run(receiver: OtlpReceiver, tmp_path) -> N
 
     receiver.fail = True
     failed = run_trunkline(tmp_path, "export", "otlp", "--run", run_id, "--endpoint", receiver.endpoint)
-    assert failed.returncode == 2
-    assert "not accepted" in failed.stderr
+    # A collector that is down is a failure to retry later, not a usage error.
+    assert failed.returncode == 1
+    assert "11 were not accepted; check that the collector is running" in failed.stderr
+    assert "trunkline export otlp --run" not in failed.stderr
+
+
+def test_endpoint_forms(monkeypatch) -> None:
+    bare = OtlpExporter("http://127.0.0.1:4318")
+    bare.close()
+    # A collector's address alone gets the OTLP/HTTP traces path.
+    assert bare.endpoint == "http://127.0.0.1:4318/v1/traces"
+    for wrong in ("not a url", "ftp://127.0.0.1:4318/v1/traces"):
+        with pytest.raises(ConfigError, match="not an http:// or https:// URL"):
+            OtlpExporter(wrong)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "bogus")
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='bogus'"):
+        exporter_from_settings(Settings(), "http://127.0.0.1:4318")
+
+
+def test_malformed_header_entry_is_not_echoed(monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-team=a,x-key:hcSecretTeamKey0123")
+    with pytest.raises(ConfigError) as caught:
+        otlp_headers()
+    message = str(caught.value)
+    assert "entry 2 of OTEL_EXPORTER_OTLP_TRACES_HEADERS" in message
+    assert "hcSecretTeamKey0123" not in message
+
+
+async def test_silent_collector_costs_a_bounded_close(caplog) -> None:
+    """A collector that accepts connections and never answers: close gives up and names the run."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    exporter = OtlpExporter(f"http://127.0.0.1:{port}/v1/traces", timeout_s=30, interval_s=0.05)
+    add_exporter(exporter)
+    try:
+        with start_run("silent", run_id="run-silent"):
+            await router_with(ScriptedModel(default=FakeReply("x"))).complete("hi")
+    finally:
+        remove_exporter(exporter)
+        with caplog.at_level("WARNING", logger="trunkline.tracing.otlp"):
+            exporter.close(timeout_s=0.5)
+        listener.close()
+    # The run span, the call span and its attempt span.
+    assert exporter.dropped == 3
+    assert exporter.sent == 0
+    warning = caplog.records[-1].getMessage()
+    assert "3 spans were not delivered" in warning
+    assert "trunkline export otlp --run run-silent" in warning

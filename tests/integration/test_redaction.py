@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from fakeserver import FakeServer, PlannedReply, openai_error
+from integration.cli import run_trunkline
+from integration.test_cli import write_project
 from otlp_receiver import OtlpReceiver
 from trunkline.config import Settings
 from trunkline.errors import CallError
@@ -158,3 +160,36 @@ def test_patterns_from_the_configuration(tmp_path: Path) -> None:
     file.write_text('redact_patterns = ["(unclosed"]\n')
     with pytest.raises(ConfigError, match="not a valid regular expression"):
         load_settings(file)
+
+
+def test_run_rows_and_failure_listing_are_redacted(tmp_path: Path) -> None:
+    """Row outputs and row errors pass the same redaction as call records."""
+    write_project(tmp_path, "my key is sk-proj-AbCdEf0123456789xyz,yes\ncustomer cust-12345678 fails,no\n")
+    config = tmp_path / "trunkline.toml"
+    config.write_text('redact_patterns = ["cust-[0-9]{8}"]\n' + config.read_text())
+    # The post step repeats the question, and raises with it when it names a customer.
+    (tmp_path / "flow" / "tools.py").write_text(
+        "def pick(answer, question):\n"
+        "    if 'customer' in question:\n"
+        "        raise ValueError(f'cannot label {question}')\n"
+        "    return {'label': question}\n"
+    )
+    completed = run_trunkline(tmp_path, "run", "flow", "--json")
+    assert completed.returncode == 1
+    stored = (tmp_path / ".trunkline" / "trunkline.db").read_bytes().decode("latin-1")
+    for secret in ("sk-proj-AbCdEf0123456789xyz", "cust-12345678"):
+        assert secret not in stored
+        assert secret not in completed.stderr
+    assert "cannot label customer [REDACTED] fails" in completed.stderr
+
+
+def test_keys_of_unused_deployments_are_redacted(tmp_path: Path, monkeypatch) -> None:
+    from trunkline.config import load_settings
+
+    monkeypatch.setenv("TL_UNUSED_KEY", "zzgw-unused-secret-998877")
+    file = tmp_path / "trunkline.toml"
+    file.write_text(
+        '[deployments.spare]\nprovider = "openai"\nmodel = "m"\napi_key_env = "TL_UNUSED_KEY"\n'
+    )
+    load_settings(file)
+    assert redact("token zzgw-unused-secret-998877 seen") == "token [REDACTED] seen"

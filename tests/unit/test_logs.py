@@ -40,7 +40,16 @@ async def test_json_lines_carry_trace_and_run_ids(restore_logging, exported) -> 
     assert any(" ok in " in event for event in events)
     assert {line["run_id"] for line in lines} == {"run-7"}
     assert {line["trace_id"] for line in lines} == {live.context.trace_id}
-    assert all(line["span_id"] == live.span_id for line in lines)
+    # Each attempt's lines carry that attempt's span id, and the retry decision the call's.
+    (record,) = exported.calls
+    by_event = {line["event"]: line["span_id"] for line in lines}
+    attempt_lines = [event for event in by_event if event.startswith("attempt ")]
+    assert sorted(by_event[event] for event in attempt_lines) == sorted(
+        attempt.span_id for attempt in record.attempts
+    )
+    retrying = next(event for event in by_event if "retrying" in event)
+    assert by_event[retrying] == record.span_id
+    assert exported.spans[0].name == "chat d0-model"
     assert {line["level"] for line in lines} >= {"debug", "warning"}
     assert "a private prompt" not in stream.getvalue()
     assert "the secret answer" not in stream.getvalue()

@@ -57,16 +57,20 @@ def export_otlp(
         settings, endpoint, protocol=protocol, max_queue=len(span_rows) + len(call_rows) + 16
     )
     assert exporter is not None  # an endpoint was found above
+    # This command reports what was not accepted itself.
+    exporter.warn_on_drop = False
     target = exporter.endpoint
     for row in span_rows:
         exporter.export_span(SpanRecord.model_validate(dict(row)))
     for row in call_rows:
         exporter.export_call(CallRecord.model_validate_json(row.record))
-    finished = exporter.flush(timeout_s=60)
+    exporter.flush(timeout_s=60)
     exporter.close()
-    if not finished or exporter.dropped:
-        raise StoreError(
-            f"sent {exporter.sent} spans of run {run} to {target}, but {exporter.dropped} were not "
-            "accepted; check that the collector is running and try again"
+    if exporter.dropped:
+        typer.echo(
+            f"error: sent {exporter.sent} spans of run {run} to {target}, but {exporter.dropped} were "
+            "not accepted; check that the collector is running, then run this command again",
+            err=True,
         )
+        raise typer.Exit(1)
     typer.echo(f"sent {exporter.sent} spans of run {run} to {target}")

@@ -224,7 +224,9 @@ class Router:
         live = open_span(f"chat {state.route_name}", "call", state.context, route=state.route_name)
         base.update(span_id=live.span_id, parent_span_id=live.parent_span_id)
         try:
-            response, parsed = await self._run_route(state)
+            # Route-level log lines (retries, fallbacks) carry the call's span id.
+            with inside_span(live.span_id, state.context):
+                response, parsed = await self._run_route(state)
         except (TrunklineError, asyncio.CancelledError) as error:
             finish_call(base, state, live, None, None, error)
             raise
@@ -587,11 +589,13 @@ class Router:
             "queued_ms": queued_ms,
             "span_id": new_span_id(),
         }
-        clock = time.perf_counter()
-        try:
-            if timeout <= 0:
-                raise TimeoutError
-            with inside_span(attempt["span_id"], state.context):
+        # Log lines and spans opened while the attempt runs (the local model's
+        # generation on its thread) carry the attempt's span id.
+        with inside_span(attempt["span_id"], state.context):
+            clock = time.perf_counter()
+            try:
+                if timeout <= 0:
+                    raise TimeoutError
                 async with asyncio.timeout(timeout):
                     if state.spec is None and state.streaming:
                         stream = provider.stream(request)
@@ -601,32 +605,32 @@ class Router:
                             stream, first, attempt, clock, permit, reservation, name, deployment
                         )
                     response = await provider.complete(request)
-        except BaseException as error:
-            await self._settle(permit, reservation, None, None)
-            if isinstance(error, ProviderError):
-                failure = error
-            elif isinstance(error, Exception) and not isinstance(error, TrunklineError):
-                failure = attempt_failure(error, name, provider.name, request.model, timeout)
-            else:
-                raise
-            self.add_failed_attempt(state, attempt, clock, failure)
-            if failure is error:
-                raise
-            raise failure from error
-        latency_ms = (time.perf_counter() - clock) * 1000.0
-        cost = self.charge(deployment, response, state)
-        await self._settle(permit, reservation, response, cost.total_usd)
-        state.attempts.append(Attempt(**attempt, outcome="ok", latency_ms=latency_ms))
-        logger.debug(
-            "attempt %d at %s (%s) ok in %.0f ms: %d input and %d output tokens",
-            attempt["attempt_number"],
-            name,
-            request.model,
-            latency_ms,
-            response.usage.input_tokens,
-            response.usage.output_tokens,
-        )
-        return response
+            except BaseException as error:
+                await self._settle(permit, reservation, None, None)
+                if isinstance(error, ProviderError):
+                    failure = error
+                elif isinstance(error, Exception) and not isinstance(error, TrunklineError):
+                    failure = attempt_failure(error, name, provider.name, request.model, timeout)
+                else:
+                    raise
+                self.add_failed_attempt(state, attempt, clock, failure)
+                if failure is error:
+                    raise
+                raise failure from error
+            latency_ms = (time.perf_counter() - clock) * 1000.0
+            cost = self.charge(deployment, response, state)
+            await self._settle(permit, reservation, response, cost.total_usd)
+            state.attempts.append(Attempt(**attempt, outcome="ok", latency_ms=latency_ms))
+            logger.debug(
+                "attempt %d at %s (%s) ok in %.0f ms: %d input and %d output tokens",
+                attempt["attempt_number"],
+                name,
+                request.model,
+                latency_ms,
+                response.usage.input_tokens,
+                response.usage.output_tokens,
+            )
+            return response
 
     async def _reserve_budget(
         self, deployment: Deployment, request: ModelRequest, state: CallState

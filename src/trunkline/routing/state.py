@@ -17,7 +17,7 @@ from trunkline.errors import (
     OutputInvalid,
     TrunklineError,
 )
-from trunkline.redaction import redact
+from trunkline.redaction import redact, redact_value
 from trunkline.routing.output import OutputSpec
 from trunkline.tracing import LiveSpan, TraceContext, export_call
 from trunkline.types.calls import (
@@ -161,16 +161,6 @@ def build_record(
     return CallRecord(**fields)
 
 
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [_redact_value(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _redact_value(item) for key, item in value.items()}
-    return value
-
-
 def without_secrets(record: CallRecord) -> CallRecord:
     """Return `record` with secrets redacted from its messages and output; unchanged parts are shared.
 
@@ -188,7 +178,7 @@ def without_secrets(record: CallRecord) -> CallRecord:
         text = redact(record.output_text)
         if text != record.output_text:
             changes["output_text"] = text
-            changes["output_parsed"] = _redact_value(record.output_parsed)
+            changes["output_parsed"] = redact_value(record.output_parsed)
     return record.model_copy(update=changes) if changes else record
 
 
@@ -203,6 +193,8 @@ def finish_call(
 ) -> CallRecord:
     """Build the call's record, end its span and export both; a failure's error carries the record."""
     record = without_secrets(build_record(base, state, response, parsed, error, partial_text))
+    # Named as the GenAI conventions name it, once the deployment is known.
+    live.name = f"chat {record.model_requested}"
     live.attributes.update(span_attributes(record))
     if error is not None:
         live.fail(error)

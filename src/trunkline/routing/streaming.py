@@ -20,7 +20,7 @@ from trunkline.providers.base import estimate_tokens
 from trunkline.redaction import redact
 from trunkline.routing.policies import estimate_input_tokens
 from trunkline.routing.state import CallResult, CallState, finish_call
-from trunkline.tracing import open_span
+from trunkline.tracing import inside_span, open_span
 from trunkline.types.calls import Attempt, ModelResponse
 from trunkline.types.usage import Usage
 
@@ -98,7 +98,9 @@ async def _run(
     response: ModelResponse | None = None
     error: BaseException | None = None
     try:
-        opened, _ = await router._run_route(state)  # noqa: SLF001
+        # Set and reset with no yield between, so the consumer's context is untouched.
+        with inside_span(live.span_id, state.context):
+            opened, _ = await router._run_route(state)  # noqa: SLF001
         item = opened.first
         while not isinstance(item, ModelResponse):
             if item:

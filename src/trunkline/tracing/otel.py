@@ -291,7 +291,7 @@ def spans_from_call(record: CallRecord, *, capture_content: bool = False) -> lis
             trace_id,
             call_span_id,
             record.parent_span_id,
-            f"chat {record.model_served or record.model_requested}",
+            f"chat {record.model_requested}",
             _KIND_CLIENT,
             _nanoseconds(record.started_at),
             _nanoseconds(record.ended_at),

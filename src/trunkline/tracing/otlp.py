@@ -61,6 +61,15 @@ class HttpSender:
     """Posts serialized requests to an OTLP/HTTP traces URL."""
 
     def __init__(self, endpoint: str, headers: dict[str, str], timeout_s: float) -> None:
+        parsed = urllib.parse.urlsplit(endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(
+                f"OTLP/HTTP endpoint {redact(endpoint)!r} is not an http:// or https:// URL; "
+                "give the traces URL, such as http://127.0.0.1:4318/v1/traces"
+            )
+        if parsed.path in ("", "/"):
+            # A collector's address alone: OTLP/HTTP receives traces at this path.
+            endpoint = endpoint.rstrip("/") + "/v1/traces"
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self._headers = {"Content-Type": "application/x-protobuf", **headers}
@@ -83,6 +92,9 @@ class GrpcSender:
     """Calls the OTLP ``TraceService/Export`` method over gRPC with the serialized request."""
 
     def __init__(self, endpoint: str, headers: dict[str, str], timeout_s: float) -> None:
+        # gRPC's core library writes its own log lines to stderr at this
+        # default. Failures reach Trunkline's logs through the exporter instead.
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         try:
             import grpc
         except ImportError:
@@ -94,7 +106,13 @@ class GrpcSender:
         parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
         if not parsed.hostname or not parsed.port:
             raise ConfigError(
-                f"OTLP gRPC endpoint {endpoint!r} needs a host and a port, such as http://127.0.0.1:4317"
+                f"OTLP gRPC endpoint {redact(endpoint)!r} needs a host and a port, "
+                "such as http://127.0.0.1:4317"
+            )
+        if parsed.scheme not in ("http", "https"):
+            raise ConfigError(
+                f"OTLP gRPC endpoint {redact(endpoint)!r} must start with http:// (plain text) "
+                "or https:// (TLS)"
             )
         target = f"{parsed.hostname}:{parsed.port}"
         if parsed.scheme == "https":
@@ -113,13 +131,15 @@ class GrpcSender:
             self._export(payload, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as error:
             code = error.code() if hasattr(error, "code") else None
+            details = error.details() if hasattr(error, "details") else None
             passing = {
                 grpc.StatusCode.UNAVAILABLE,
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 grpc.StatusCode.ABORTED,
             }
-            raise ExportFailed(f"gRPC {code}", retryable=code in passing) from None
+            name = code.name if code is not None else "unknown status"
+            raise ExportFailed(f"gRPC {name}: {details or 'no details'}", retryable=code in passing) from None
 
     def close(self) -> None:
         self._channel.close()
@@ -151,6 +171,8 @@ class OtlpExporter:
         batch_size: records converted and sent per request.
         interval_s: seconds between sends when the queue is not full.
         timeout_s: seconds one send may take.
+        warn_on_drop: log dropped spans as warnings; off for callers that
+            report failures themselves.
     """
 
     def __init__(
@@ -165,12 +187,12 @@ class OtlpExporter:
         batch_size: int = 512,
         interval_s: float = 1.0,
         timeout_s: float = 5.0,
+        warn_on_drop: bool = True,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ConfigError(
                 f"OTLP protocol {protocol!r} is not supported; use one of {', '.join(PROTOCOLS)}"
             )
-        self.endpoint = endpoint
         self.protocol = protocol
         self.capture_content = capture_content
         self.max_queue = max_queue
@@ -178,6 +200,7 @@ class OtlpExporter:
         self.interval_s = interval_s
         sender_class = GrpcSender if protocol == "grpc" else HttpSender
         self._sender: _Sender = sender_class(endpoint, dict(headers or {}), timeout_s)
+        self.endpoint = self._sender.endpoint
         from trunkline import __version__  # the package imports this module while it loads
 
         self._resource = resource(service_name, __version__)
@@ -189,6 +212,12 @@ class OtlpExporter:
         self._idle.set()
         self._closed = False
         self._last_warning = 0.0
+        self.warn_on_drop = warn_on_drop
+        # Runs with dropped spans, named in the warnings so they can be sent again.
+        self._dropped_runs: set[str] = set()
+        # The batch being sent, counted as dropped if `close` gives up on it.
+        self._in_flight: list[CallRecord | SpanRecord] = []
+        self._abandoned = False
         #: Spans dropped because the queue was full or a send failed.
         self.dropped = 0
         #: Spans the collector accepted.
@@ -215,38 +244,74 @@ class OtlpExporter:
             time.sleep(0.01)
         return True
 
-    def close(self) -> None:
-        """Send what is queued, then stop; calling it twice is harmless."""
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued within `timeout_s`, then stop; calling it twice is harmless.
+
+        A collector that does not reply delays the caller by about
+        `timeout_s` at most. Spans still queued or unconfirmed then are
+        counted as dropped, and one warning gives the total and the runs to
+        send again.
+        """
         if self._closed:
             return
-        self.flush()
+        self.flush(timeout_s)
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=1.0)
+        left = [self._queue.popleft() for _ in range(len(self._queue))]
+        if self._thread.is_alive():
+            # Still waiting for the collector: its batch counts as lost.
+            self._abandoned = True
+            left.extend(self._in_flight)
+        if left:
+            self._note_dropped(left)
+        if self.dropped and self.warn_on_drop:
+            logger.warning(
+                "%d spans were not delivered to %s; %s",
+                self.dropped,
+                redact(self.endpoint),
+                self._resend_hint(),
+            )
         self._sender.close()
         atexit.unregister(self.close)
 
     def _enqueue(self, record: CallRecord | SpanRecord) -> None:
         if len(self._queue) >= self.max_queue or self._closed:
-            self._drop(_span_count(record), "the queue is full")
+            self._drop([record], "the queue is full", "check that the collector is running, or raise otlp_max_queue")
             return
         self._queue.append(record)
         if len(self._queue) >= self.batch_size:
             self._wake.set()
 
-    def _drop(self, count: int, reason: str) -> None:
+    def _note_dropped(self, records: list[CallRecord | SpanRecord]) -> int:
+        count = sum(_span_count(record) for record in records)
         self.dropped += count
+        for record in records:
+            if record.run_id and len(self._dropped_runs) < 20:
+                self._dropped_runs.add(record.run_id)
+        return count
+
+    def _resend_hint(self) -> str:
+        runs = sorted(self._dropped_runs)
+        if not runs:
+            return "they were not part of a run, so only the store keeps them"
+        commands = "; ".join(f"trunkline export otlp --run {run}" for run in runs[:3])
+        more = f" (and {len(runs) - 3} more runs)" if len(runs) > 3 else ""
+        return f"the store keeps them: {commands}{more}"
+
+    def _drop(self, records: list[CallRecord | SpanRecord], reason: str, advice: str) -> None:
+        count = self._note_dropped(records)
         now = time.monotonic()
-        if now - self._last_warning >= _WARN_EVERY_S:
+        if self.warn_on_drop and now - self._last_warning >= _WARN_EVERY_S:
             self._last_warning = now
             logger.warning(
-                "dropped %d spans for %s because %s (%d dropped so far); check that the "
-                "collector is running, or raise its capacity; `trunkline export otlp --run ID` "
-                "sends a run's stored spans again",
+                "dropped %d spans for %s because %s (%d dropped so far); %s; %s",
                 count,
                 redact(self.endpoint),
                 reason,
                 self.dropped,
+                advice,
+                self._resend_hint(),
             )
 
     def _send(self, spans: list[bytes]) -> None:
@@ -269,33 +334,53 @@ class OtlpExporter:
             self._idle.clear()
             while self._queue:
                 records = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+                self._in_flight = records
                 spans = [span for record in records for span in _spans(record, self.capture_content)]
                 try:
                     self._send(spans)
+                    if self._abandoned:
+                        # `close` has counted this batch as dropped already.
+                        return
                 except ExportFailed as failure:
-                    self._drop(len(spans), f"the collector did not accept them ({failure})")
+                    if self._abandoned:
+                        return
+                    advice = (
+                        "check that the collector is running and keeps up"
+                        if failure.retryable
+                        else "check the endpoint, the protocol and the headers"
+                    )
+                    self._drop(records, f"the collector did not accept them ({failure})", advice)
                 except Exception:
                     # Whatever goes wrong, the thread must live on to drain the queue.
                     logger.exception("encoding or sending %d spans failed", len(spans))
-                    self._drop(len(spans), "they could not be encoded or sent")
+                    self._drop(records, "they could not be encoded or sent", "report this as a bug")
                 else:
                     self.sent += len(spans)
+                self._in_flight = []
             self._idle.set()
             if self._closed:
                 return
 
 
-def _environment(name: str) -> str | None:
-    """Return the traces-specific OTLP variable, else the general one, else None."""
-    return os.environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}")
+def _environment(name: str) -> tuple[str, str] | None:
+    """Return the traces-specific OTLP variable, else the general one, as (variable, value), or None."""
+    for variable in (f"OTEL_EXPORTER_OTLP_TRACES_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
+        value = os.environ.get(variable)
+        if value:
+            return variable, value
+    return None
 
 
 def otlp_protocol(settings: Settings | None = None) -> str:
-    protocol = _environment("PROTOCOL") or (settings.tracing.otlp_protocol if settings else "http/protobuf")
+    """Return the protocol from the OpenTelemetry variables, then the configuration."""
+    found = _environment("PROTOCOL")
+    if found is None:
+        return settings.tracing.otlp_protocol if settings else "http/protobuf"
+    variable, protocol = found
     if protocol not in PROTOCOLS:
         raise ConfigError(
-            f"OTLP protocol {protocol!r} is not supported; set OTEL_EXPORTER_OTLP_PROTOCOL "
-            f"to one of {', '.join(PROTOCOLS)}"
+            f"{variable}={protocol!r} is not a supported OTLP protocol; set it to one of "
+            f"{', '.join(PROTOCOLS)}"
         )
     return protocol
 
@@ -315,14 +400,19 @@ def otlp_endpoint(settings: Settings | None = None) -> str | None:
 def otlp_headers(settings: Settings | None = None) -> dict[str, str]:
     """Return the configured headers, with those of ``OTEL_EXPORTER_OTLP_HEADERS`` winning."""
     headers = dict(settings.tracing.otlp_headers) if settings else {}
-    for item in (_environment("HEADERS") or "").split(","):
+    found = _environment("HEADERS")
+    if found is None:
+        return headers
+    variable, text = found
+    for number, item in enumerate(text.split(","), start=1):
         if not item.strip():
             continue
         key, separator, value = item.partition("=")
         if not separator or not key.strip():
+            # The entry is not quoted: it may be a secret with its separator mistyped.
             raise ConfigError(
-                f"OTEL_EXPORTER_OTLP_HEADERS entry {redact(item)!r} is not KEY=VALUE; "
-                "separate entries with commas"
+                f"entry {number} of {variable} ({len(item)} characters) is not KEY=VALUE; "
+                "separate entries with commas, as in x-api-key=VALUE,x-team=NAME"
             )
         headers[key.strip()] = urllib.parse.unquote(value.strip())
     return headers

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trunkline.errors import CallError, ConfigError, TrunklineError, WorkflowError
+from trunkline.redaction import redact, redact_value
 from trunkline.routing.router import Router
 from trunkline.store.database import Store
 from trunkline.store.runs import all_rows, create_run, finished_rows, get_run, mark_run
@@ -283,10 +284,11 @@ class BatchRunner:
             "row_index": index,
             "row_hash": row_hash(inputs),
             "status": "ok" if error is None else "error",
-            "output": output,
+            # Redacted like call records, after the score used the real output.
+            "output": redact_value(output),
             "expected": None if expected is None else str(expected),
             "score": score,
-            "error": error,
+            "error": redact(error) if error else None,
             "latency_ms": (time.perf_counter() - clock) * 1000.0,
             "input_tokens": sum(record.usage.input_tokens for record in records),
             "output_tokens": sum(record.usage.output_tokens for record in records),
