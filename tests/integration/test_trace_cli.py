@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete, update
 
 from integration.cli import run_trunkline
-from integration.test_cli import write_project
+from integration.test_cli import CONFIG, write_project
+from trunkline.store.database import open_store
+from trunkline.store.tables import calls, runs, spans
+
+# Every call leaves the first deployment with an auth error, so each call has a fallback.
+BROKEN_FIRST = CONFIG.replace('deployments = ["fake"]', 'deployments = ["broken", "fake"]') + """
+[deployments.broken]
+provider = "fake"
+model = "broken-model"
+options = { mode = "simulated", error_rate = 1.0, error_status = 401 }
+"""
+
+# Rich wraps output at 80 columns when it is not a terminal, which could split the text checked.
+WIDE = {"COLUMNS": "300"}
 
 
 @pytest.fixture
@@ -23,7 +39,11 @@ def test_trace_of_a_run_is_a_tree(traced_run) -> None:
     folder, run_id = traced_run
     completed = run_trunkline(folder, "trace", run_id, "--json")
     assert completed.returncode == 0, completed.stderr
-    [root] = json.loads(completed.stdout)
+    output = json.loads(completed.stdout)
+    assert output["reference_kind"] == "run"
+    assert output["run_id"] == run_id
+    assert output["omitted_spans"] == 0
+    [root] = output["roots"]
     assert root["kind"] == "run"
     rows = root["children"]
     assert [row["kind"] for row in rows] == ["row", "row"]
@@ -47,6 +67,93 @@ def test_trace_by_call_id_prefix_and_table(traced_run) -> None:
     assert "tokens" in completed.stdout
 
 
+def count_spans(node: dict) -> int:
+    return 1 + sum(count_spans(child) for child in node["children"])
+
+
+def test_trace_json_respects_max_nodes(traced_run) -> None:
+    folder, run_id = traced_run
+    completed = run_trunkline(folder, "trace", run_id, "--json", "--max-nodes", "3")
+    assert completed.returncode == 0, completed.stderr
+    output = json.loads(completed.stdout)
+    [root] = output["roots"]
+    assert count_spans(root) == 3
+    # One run span, and for each of the two rows a row, a step, a call and a post step.
+    assert output["omitted_spans"] == 9 - 3
+    [row] = root["children"]
+    [step] = row["children"]
+    assert step["name"] == "ask"
+
+
+def test_trace_by_trace_id_shows_whole_trace(traced_run) -> None:
+    folder, run_id = traced_run
+    by_run = json.loads(run_trunkline(folder, "trace", run_id, "--json").stdout)
+    completed = run_trunkline(folder, "trace", by_run["trace_id"], "--json")
+    assert completed.returncode == 0, completed.stderr
+    output = json.loads(completed.stdout)
+    assert output["reference_kind"] == "trace"
+    assert output["roots"] == by_run["roots"]
+
+
+def test_trace_by_call_id_shows_call_subtree(traced_run) -> None:
+    folder, run_id = traced_run
+    listed = run_trunkline(folder, "calls", "--run", run_id, "--json")
+    # Cut at one span, the whole run's tree would show only the run span.
+    call_id = json.loads(listed.stdout.splitlines()[0])["call_id"]
+    completed = run_trunkline(folder, "trace", call_id[:10], "--max-nodes", "1", env=WIDE)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0].startswith(f"call {call_id} in trace ")
+    assert f"run {run_id}; `trunkline trace {run_id}` shows the whole run" in lines[0]
+    assert "(call)" in lines[1]
+    assert "(run)" not in completed.stdout
+    assert "attempt 1 at fake: ok" in completed.stdout
+
+
+def test_trace_json_by_call_id(traced_run) -> None:
+    folder, run_id = traced_run
+    listed = run_trunkline(folder, "calls", "--run", run_id, "--json")
+    call_id = json.loads(listed.stdout.splitlines()[0])["call_id"]
+    completed = run_trunkline(folder, "trace", call_id, "--json")
+    assert completed.returncode == 0, completed.stderr
+    output = json.loads(completed.stdout)
+    assert output["reference_kind"] == "call"
+    assert output["call_id"] == call_id
+    assert output["run_id"] == run_id
+    assert output["omitted_spans"] == 0
+    [node] = output["roots"]
+    assert node["kind"] == "call"
+    assert node["call"]["call_id"] == call_id
+
+
+def test_trace_by_call_id_without_its_span(traced_run) -> None:
+    folder, run_id = traced_run
+    listed = run_trunkline(folder, "calls", "--run", run_id, "--json")
+    call_id = json.loads(listed.stdout.splitlines()[0])["call_id"]
+    found = json.loads(run_trunkline(folder, "trace", call_id, "--json").stdout)
+    span_id = found["roots"][0]["span_id"]
+    store = open_store(f"sqlite:///{folder / '.trunkline' / 'trunkline.db'}")
+    try:
+        with store.engine.begin() as connection:
+            connection.execute(delete(spans).where(spans.c.span_id == span_id))
+    finally:
+        store.dispose()
+    completed = run_trunkline(folder, "trace", call_id, env=WIDE)
+    assert completed.returncode == 2
+    assert f"span {span_id} is not in trace {found['trace_id']}" in completed.stderr
+
+
+def test_trace_tree_shows_fallback_hops(tmp_path: Path) -> None:
+    write_project(tmp_path, "is water wet,yes\n")
+    (tmp_path / "trunkline.toml").write_text(BROKEN_FIRST)
+    ran = run_trunkline(tmp_path, "run", "flow", "--json")
+    assert ran.returncode == 0, ran.stderr
+    run_id = json.loads(ran.stdout)["run_id"]
+    completed = run_trunkline(tmp_path, "trace", run_id, env=WIDE)
+    assert completed.returncode == 0, completed.stderr
+    assert "fallbacks [broken: auth]" in completed.stdout
+
+
 def test_trace_of_an_unknown_id(traced_run) -> None:
     folder, _ = traced_run
     completed = run_trunkline(folder, "trace", "nothing-here")
@@ -65,3 +172,55 @@ def test_prune_command(traced_run) -> None:
     invalid = run_trunkline(folder, "prune", "--older-than", "soon")
     assert invalid.returncode == 2
     assert "30d" in invalid.stderr
+
+
+@pytest.mark.parametrize("age", ["1000000w", "99999999999d", "36501d"])
+def test_prune_rejects_too_large_age(traced_run, age) -> None:
+    folder, _ = traced_run
+    completed = run_trunkline(folder, "prune", "--older-than", age, "--dry-run", env=WIDE)
+    assert completed.returncode == 2
+    assert "above the maximum of 36500d" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_prune_rejects_too_large_retention_days(traced_run) -> None:
+    folder, _ = traced_run
+    with (folder / "trunkline.toml").open("a") as config:
+        config.write("\n[store]\nretention_days = 1e12\n")
+    completed = run_trunkline(folder, "prune", "--dry-run", env=WIDE)
+    assert completed.returncode == 2
+    assert "retention_days = 1e+12 under [store] is above the maximum" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_prune_prints_cutoff_to_second(traced_run) -> None:
+    folder, _ = traced_run
+    before = datetime.now(UTC)
+    completed = run_trunkline(folder, "prune", "--older-than", "2h", "--dry-run")
+    after = datetime.now(UTC)
+    assert completed.returncode == 0, completed.stderr
+    pattern = r"from before (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC$"
+    match = re.search(pattern, completed.stdout.strip())
+    assert match is not None, completed.stdout
+    cutoff = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    assert before - timedelta(hours=2, seconds=1) <= cutoff <= after - timedelta(hours=2)
+
+
+def test_prune_keeps_trace_of_running_run(traced_run) -> None:
+    folder, run_id = traced_run
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    store = open_store(f"sqlite:///{folder / '.trunkline' / 'trunkline.db'}")
+    try:
+        with store.engine.begin() as connection:
+            connection.execute(update(runs).values(status="running", started_at=long_ago))
+            connection.execute(update(calls).values(started_at=long_ago))
+            connection.execute(update(spans).values(started_at=long_ago))
+    finally:
+        store.dispose()
+    pruned = run_trunkline(folder, "prune", "--older-than", "30d")
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.startswith("deleted 0 calls, 0 spans, 0 runs")
+    completed = run_trunkline(folder, "trace", run_id, "--json")
+    assert completed.returncode == 0, completed.stderr
+    [root] = json.loads(completed.stdout)["roots"]
+    assert count_spans(root) == 9

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import typer
@@ -16,7 +16,7 @@ from trunkline.config import load_settings
 from trunkline.errors import ConfigError
 from trunkline.store.database import open_store
 from trunkline.store.queries import cost_summary, get_call, list_calls
-from trunkline.store.retention import parse_age, prune
+from trunkline.store.retention import MAX_AGE_DAYS, parse_age, prune, retention_age
 from trunkline.store.runs import list_runs
 
 console = Console()
@@ -184,20 +184,24 @@ def prune_command(
         str | None,
         typer.Option(
             "--older-than",
-            help="Delete records that started longer ago than this, such as 30d, 12h or 2w; "
-            "by default [store] retention_days.",
+            # Typer renders help as Rich markup, which would drop "[store]".
+            help="Delete records that started longer ago than this, such as 30d, 12h or 2w, "
+            f"up to {MAX_AGE_DAYS}d; by default \\[store] retention_days.",
         ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what would be deleted, and delete nothing.")
     ] = False,
 ) -> None:
-    """Delete old calls, spans and finished runs in small transactions."""
+    """Delete old calls, spans and finished runs in small transactions.
+
+    Runs still marked running are kept, with their calls and spans.
+    """
     settings = load_settings()
     if older_than is not None:
         age = parse_age(older_than)
     elif settings.store.retention_days is not None:
-        age = timedelta(days=settings.store.retention_days)
+        age = retention_age(settings.store.retention_days)
     else:
         raise ConfigError(
             "no age given: pass --older-than (such as 30d), or set retention_days under "
@@ -211,4 +215,4 @@ def prune_command(
         store.dispose()
     verb = "would delete" if dry_run else "deleted"
     summary = ", ".join(f"{count} {table}" for table, count in counts.items())
-    typer.echo(f"{verb} {summary} from before {cutoff:%Y-%m-%d %H:%M} UTC")
+    typer.echo(f"{verb} {summary} from before {cutoff:%Y-%m-%d %H:%M:%S} UTC")

@@ -150,6 +150,8 @@ def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console) ->
         TimeRemainingColumn(),
         console=stderr,
         transient=False,
+        # Redirected, the bar would be one stray line among JSON log lines.
+        disable=not stderr.is_terminal,
     )
     counts = {"ok": 0, "error": 0}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -13,7 +14,13 @@ from rich.tree import Tree
 from trunkline.cli.render import format_cost, format_ms
 from trunkline.config import load_settings
 from trunkline.store.database import open_store
-from trunkline.store.traces import TraceNode, load_trace, resolve_trace_id
+from trunkline.store.traces import (
+    TraceNode,
+    TraceReference,
+    load_subtree,
+    load_trace,
+    resolve_reference,
+)
 
 console = Console()
 
@@ -25,24 +32,80 @@ def trace_command(
     ] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
 ) -> None:
-    """Print the span tree of a run or a call: durations, attempts, fallbacks, tokens and cost."""
+    """Print the span tree of a run or a call: durations, attempts, fallbacks, tokens and cost.
+
+    A trace id or run id prints the whole trace. A call id prints that call's
+    span with its attempts and children, after a line naming its trace and run.
+    """
     store = open_store(load_settings().database_url(), must_exist=True)
     try:
-        trace_id = resolve_trace_id(store, reference)
-        roots = load_trace(store, trace_id)
+        found = resolve_reference(store, reference)
+        if found.kind == "call" and found.span_id is not None:
+            roots = [load_subtree(store, found.trace_id, found.span_id)]
+        else:
+            roots = load_trace(store, found.trace_id)
     finally:
         store.dispose()
+    kept_roots, omitted = _first_spans(roots, max_nodes)
     if as_json:
-        typer.echo(json.dumps([_as_dict(node) for node in roots], indent=2, default=str))
-        return
-    tree = Tree(f"trace {trace_id}")
-    budget = [max_nodes]
+        _print_json(found, kept_roots, omitted)
+    else:
+        _print_tree(found, kept_roots, omitted)
+
+
+def _print_json(found: TraceReference, roots: list[TraceNode], omitted: int) -> None:
+    output = {
+        "reference_kind": found.kind,
+        "trace_id": found.trace_id,
+        "run_id": found.run_id,
+        "call_id": found.call_id,
+        "roots": [_as_dict(node) for node in roots],
+        # A script reads this count to tell a tree cut at --max-nodes from a whole one.
+        "omitted_spans": omitted,
+    }
+    typer.echo(json.dumps(output, indent=2, default=str))
+
+
+def _print_tree(found: TraceReference, roots: list[TraceNode], omitted: int) -> None:
+    tree = Tree(_heading(found))
     for root in roots:
-        _add(tree, root, budget)
+        _add(tree, root)
     console.print(tree)
-    hidden = sum(_count(root) for root in roots) - max_nodes
-    if hidden > 0:
-        console.print(f"{hidden} more spans not shown; raise --max-nodes to see them")
+    if omitted > 0:
+        console.print(f"{omitted} more spans not shown; raise --max-nodes to see them")
+
+
+def _heading(found: TraceReference) -> str:
+    if found.kind != "call":
+        return f"trace {found.trace_id}"
+    call = f"call {escape(found.call_id or '')} in trace {found.trace_id}"
+    if found.run_id is None:
+        return f"{call}; `trunkline trace {found.trace_id}` shows the whole trace"
+    run_id = escape(found.run_id)
+    return f"{call}, run {run_id}; `trunkline trace {run_id}` shows the whole run"
+
+
+def _first_spans(roots: list[TraceNode], max_nodes: int) -> tuple[list[TraceNode], int]:
+    """Copy the first `max_nodes` spans in depth-first order; return them and the count left out."""
+    budget = max_nodes
+
+    def keep(node: TraceNode) -> TraceNode:
+        nonlocal budget
+        budget -= 1
+        children: list[TraceNode] = []
+        for child in node.children:
+            if budget == 0:
+                break
+            children.append(keep(child))
+        return replace(node, children=children)
+
+    kept_roots: list[TraceNode] = []
+    for root in roots:
+        if budget == 0:
+            break
+        kept_roots.append(keep(root))
+    total = sum(_count(root) for root in roots)
+    return kept_roots, total - min(total, max_nodes)
 
 
 def _label(node: TraceNode) -> str:
@@ -55,19 +118,18 @@ def _label(node: TraceNode) -> str:
         parts.append(f"tokens {usage.input_tokens}/{usage.output_tokens}")
         parts.append(format_cost(call.cost.total_usd, 1 if call.cost.price_missing else 0))
         parts.append(f"attempts {len(call.attempts)}")
+        # Rich reads "[broken: auth]" as a markup tag and drops it, so the
+        # opening bracket is escaped.
         if call.fallbacks:
             hops = ", ".join(f"{hop.deployment}: {hop.reason}" for hop in call.fallbacks)
-            parts.append(f"fallbacks [{escape(hops)}]")
+            parts.append(f"fallbacks \\[{escape(hops)}]")
         if call.downgrades:
             moves = ", ".join(f"{d.from_deployment}->{d.to_deployment} ({d.reason})" for d in call.downgrades)
-            parts.append(f"downgrades [{escape(moves)}]")
+            parts.append(f"downgrades \\[{escape(moves)}]")
     return "  ".join(parts)
 
 
-def _add(parent: Tree, node: TraceNode, budget: list[int]) -> None:
-    budget[0] -= 1
-    if budget[0] < 0:
-        return
+def _add(parent: Tree, node: TraceNode) -> None:
     branch = parent.add(_label(node))
     if node.call is not None:
         for attempt in node.call.attempts:
@@ -79,7 +141,7 @@ def _add(parent: Tree, node: TraceNode, budget: list[int]) -> None:
                 f"{escape(str(outcome))}{status} in {format_ms(attempt.latency_ms)}{escape(wait)}"
             )
     for child in node.children:
-        _add(branch, child, budget)
+        _add(branch, child)
 
 
 def _count(node: TraceNode) -> int:

@@ -5,22 +5,32 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-from sqlalchemy import Column, Connection, Table, delete, func, select
+from sqlalchemy import Column, Connection, Table, delete, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from trunkline.errors import ConfigError
 from trunkline.store.database import Store
 from trunkline.store.tables import calls, run_rows, runs, spans
 
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_UNITS = {
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
+
+#: The largest age accepted, 100 years. Ages past about 2,000 years put the
+#: cutoff before year 1, which `datetime` cannot represent.
+MAX_AGE_DAYS = 36500
 
 
 def parse_age(text: str) -> timedelta:
     """Parse an age such as ``30d``, ``12h``, ``90m`` or ``2w``.
 
     Raises:
-        ConfigError: the text is not a number followed by m, h, d or w.
+        ConfigError: the text is not a number followed by m, h, d or w, or the
+            age is not above zero and at most `MAX_AGE_DAYS` days.
     """
     match = _AGE.match(text)
     if match is None:
@@ -31,7 +41,27 @@ def parse_age(text: str) -> timedelta:
     amount, unit = float(match.group(1)), match.group(2)
     if amount <= 0:
         raise ConfigError(f"age {text!r} must be above zero; write, for example, 30d")
-    return timedelta(**{_UNITS[unit]: amount})
+    # The age is compared as a float, because building a timedelta this large overflows.
+    if amount * (_UNITS[unit] / timedelta(days=1)) > MAX_AGE_DAYS:
+        raise ConfigError(
+            f"age {text!r} is above the maximum of {MAX_AGE_DAYS}d (100 years); "
+            "write a smaller age, such as 30d"
+        )
+    return amount * _UNITS[unit]
+
+
+def retention_age(days: float) -> timedelta:
+    """Convert the ``retention_days`` setting to an age.
+
+    Raises:
+        ConfigError: `days` is above `MAX_AGE_DAYS`.
+    """
+    if days > MAX_AGE_DAYS:
+        raise ConfigError(
+            f"retention_days = {days:g} under [store] is above the maximum of "
+            f"{MAX_AGE_DAYS} (100 years); set a smaller value in trunkline.toml"
+        )
+    return timedelta(days=days)
 
 
 def prune(
@@ -42,12 +72,18 @@ def prune(
     Each transaction deletes at most `batch_size` calls or spans, or one
     run with its rows, so the background writer and other readers wait at
     most one small transaction. Runs still marked running are kept with their
-    rows, so they can still be resumed. Experiments are kept, because
+    rows, calls and spans, so they can still be resumed and traced. Calls and
+    spans with no run are deleted by age alone. Experiments are kept, because
     score-based downgrades read them. With `dry_run`, nothing is deleted and
     the counts are what would be.
     """
-    old_calls = calls.c.started_at < before
-    old_spans = spans.c.started_at < before
+    running = select(runs.c.run_id).where(runs.c.status == "running")
+    old_calls = (calls.c.started_at < before) & or_(
+        calls.c.run_id.is_(None), calls.c.run_id.not_in(running)
+    )
+    old_spans = (spans.c.started_at < before) & or_(
+        spans.c.run_id.is_(None), spans.c.run_id.not_in(running)
+    )
     old_runs = (runs.c.started_at < before) & (runs.c.status != "running")
     with store.engine.connect() as connection:
         run_ids = [row.run_id for row in connection.execute(select(runs.c.run_id).where(old_runs))]

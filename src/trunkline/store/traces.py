@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 
@@ -34,8 +34,25 @@ class TraceNode:
         return (self.ended_at - self.started_at).total_seconds() * 1000.0
 
 
-def resolve_trace_id(store: Store, reference: str) -> str:
-    """Return the trace id that `reference` names: a trace id, a run id, or a call id or prefix.
+@dataclass(frozen=True)
+class TraceReference:
+    """The trace that a trace, run or call id names, and which kind of id matched."""
+
+    kind: Literal["trace", "run", "call"]
+    trace_id: str
+    #: The batch run the trace belongs to, or None for calls made outside a run.
+    run_id: str | None = None
+    #: The full call id, when `kind` is ``call``.
+    call_id: str | None = None
+    #: The call's span id, when `kind` is ``call``.
+    span_id: str | None = None
+
+
+def resolve_reference(store: Store, reference: str) -> TraceReference:
+    """Find the trace that `reference` names: a trace id, a run id, or a call id or prefix.
+
+    Ids are tried in that order. A run id names the trace of the run's latest
+    ``run`` span.
 
     Raises:
         StoreError: nothing matches, or a prefix matches several calls.
@@ -44,10 +61,10 @@ def resolve_trace_id(store: Store, reference: str) -> str:
         raise StoreError("a trace, run or call id is required; list them with `trunkline calls`")
     with store.engine.connect() as connection:
         found = connection.execute(
-            select(spans.c.trace_id).where(spans.c.trace_id == reference).limit(1)
+            select(spans.c.trace_id, spans.c.run_id).where(spans.c.trace_id == reference).limit(1)
         ).first()
         if found is not None:
-            return found.trace_id
+            return TraceReference(kind="trace", trace_id=found.trace_id, run_id=found.run_id)
         run = connection.execute(select(runs.c.run_id).where(runs.c.run_id == reference)).first()
         if run is not None:
             found = connection.execute(
@@ -57,14 +74,21 @@ def resolve_trace_id(store: Store, reference: str) -> str:
                 .limit(1)
             ).first()
             if found is not None:
-                return found.trace_id
+                return TraceReference(kind="run", trace_id=found.trace_id, run_id=run.run_id)
         matches = connection.execute(
-            select(calls.c.trace_id, calls.c.call_id)
+            select(calls.c.trace_id, calls.c.call_id, calls.c.span_id, calls.c.run_id)
             .where(calls.c.call_id.startswith(reference, autoescape=True))
             .limit(3)
         ).all()
     if len(matches) == 1:
-        return matches[0].trace_id
+        [match] = matches
+        return TraceReference(
+            kind="call",
+            trace_id=match.trace_id,
+            run_id=match.run_id,
+            call_id=match.call_id,
+            span_id=match.span_id,
+        )
     if len(matches) > 1:
         raise StoreError(
             f"call id prefix {reference!r} matches several calls; give more characters"
@@ -118,6 +142,24 @@ def load_trace(store: Store, trace_id: str) -> list[TraceNode]:
         else:
             parent.children.append(node)
     return roots
+
+
+def load_subtree(store: Store, trace_id: str, span_id: str) -> TraceNode:
+    """Load span `span_id` of `trace_id` with its subtree, built as `load_trace` builds it.
+
+    Raises:
+        StoreError: the trace has no span with that id.
+    """
+    pending = load_trace(store, trace_id)
+    while pending:
+        node = pending.pop()
+        if node.span_id == span_id:
+            return node
+        pending.extend(node.children)
+    raise StoreError(
+        f"span {span_id} is not in trace {trace_id} in {store.safe_url()}, so it was pruned "
+        "or never written; `trunkline show` prints a call's record without its spans"
+    )
 
 
 def _utc(moment: datetime) -> datetime:
