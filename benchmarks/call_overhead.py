@@ -18,8 +18,9 @@ Each Trunkline variant's background work (store commits, span sends) is
 finished inside its own measurement, so that it is charged to the calls
 that caused it.
 
-Two measurements, each alternating the variants in every round (A, B, A,
-B, ...) so that drift in the machine's speed hits all of them alike:
+Two measurements, each alternating the variants in every round (A, B, C,
+then B, C, A, ...) so that drift in the machine's speed, and any work one
+variant leaves behind, hit all of them alike:
 
 - concurrency 1: median wall time and process CPU time per call, the
   overhead over the SDK in microseconds, and the ratio;
@@ -224,6 +225,12 @@ async def measure_throughput(variant: Variant, calls: int, concurrency: int) -> 
     return calls / elapsed
 
 
+def rotated(names: list[str], number: int) -> list[str]:
+    """Return `names` starting at a different one each round, so that no variant always follows the same one."""
+    start = number % len(names)
+    return names[start:] + names[:start]
+
+
 async def run(
     rounds: int, calls: int, concurrency: int, parallel_calls: int, with_peers: bool
 ) -> None:
@@ -250,14 +257,14 @@ async def run(
         # every request, which would slow the sequential calls of every variant.
         for variant in variants.values():
             await measure(variant, 100)
-        for _ in range(rounds):
-            for name, variant in variants.items():
-                sequential[name].append(await measure(variant, calls))
+        for number in range(rounds):
+            for name in rotated(list(variants), number):
+                sequential[name].append(await measure(variants[name], calls))
         for variant in variants.values():
             await measure_throughput(variant, 200, concurrency)
-        for _ in range(rounds):
-            for name, variant in variants.items():
-                parallel[name].append(await measure_throughput(variant, parallel_calls, concurrency))
+        for number in range(rounds):
+            for name in rotated(list(variants), number):
+                parallel[name].append(await measure_throughput(variants[name], parallel_calls, concurrency))
     finally:
         for variant in variants.values():
             await variant.close()

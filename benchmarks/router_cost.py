@@ -74,11 +74,20 @@ def bench_settings(store_url: str) -> Settings:
     )
 
 
-async def per_call_us(call: Callable[[], Awaitable[object]], calls: int) -> float:
-    """Return the process CPU time per call in microseconds."""
+async def per_call_us(
+    call: Callable[[], Awaitable[object]], calls: int, settle: Callable[[], object] | None = None
+) -> float:
+    """Return the process CPU time per call in microseconds.
+
+    `settle` finishes the background work the calls left (store commits,
+    span sends) inside the measurement, so that it is charged to them and
+    not to the variant measured next.
+    """
     start = time.process_time()
     for _ in range(calls):
         await call()
+    if settle is not None:
+        settle()
     return (time.process_time() - start) / calls * 1e6
 
 
@@ -104,11 +113,7 @@ async def run(rounds: int, calls: int) -> None:
     traced = Router(settings, providers={"bench": provider})
 
     async def traced_call() -> object:
-        add_exporter(exporter)
-        try:
-            return await traced.complete(MESSAGES, route="bench", max_tokens=16)
-        finally:
-            remove_exporter(exporter)
+        return await traced.complete(MESSAGES, route="bench", max_tokens=16)
 
     variants = {
         "provider": provider_call,
@@ -117,20 +122,31 @@ async def run(rounds: int, calls: int) -> None:
         "router+store+otlp": traced_call,
     }
     results: dict[str, list[float]] = {name: [] for name in variants}
-    with recorder:
-        for call in variants.values():
-            await per_call_us(call, 300)
-        for _ in range(rounds):
+    with recorder as active:
+
+        def settle_store() -> None:
+            active.writer.flush()
+
+        def settle_both() -> None:
+            active.writer.flush()
+            exporter.flush(timeout_s=60)
+
+        settles = {"router+store": settle_store, "router+store+otlp": settle_both}
+        for _ in range(rounds + 1):
             for name, call in variants.items():
                 if name == "router":
                     # Calls outside the recording block go to no exporter.
                     with _without_exporters():
-                        results[name].append(await per_call_us(call, calls))
+                        sample = await per_call_us(call, calls)
+                elif name == "router+store+otlp":
+                    add_exporter(exporter)
+                    sample = await per_call_us(call, calls, settle_both)
+                    remove_exporter(exporter)
                 else:
-                    results[name].append(await per_call_us(call, calls))
-                if name == "router+store+otlp":
-                    # The sends of this round are charged to this round.
-                    exporter.flush(timeout_s=60)
+                    sample = await per_call_us(call, calls, settles.get(name))
+                results[name].append(sample)
+    # The first round warms caches and connections; it is left out.
+    results = {name: samples[1:] for name, samples in results.items()}
     exporter.close()
     sink.stop()
     if exporter.dropped:
