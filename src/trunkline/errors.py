@@ -20,6 +20,7 @@ and fallback decisions never depend on message text.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorKind(StrEnum):
@@ -206,3 +207,11 @@ class AllDeploymentsFailed(CallError):
     def __init__(self, message: str, *, kind: ErrorKind, causes: list[CallError]) -> None:
         super().__init__(message, kind=kind)
         self.causes = causes
+
+
+def validation_problems(error: Any) -> str:
+    """Join a pydantic ``ValidationError``'s problems as ``location: message`` pairs."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or 'top level'}: {problem['msg']}"
+        for problem in error.errors()
+    )

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from trunkline.cli import records, routes, run, trace
 from trunkline.cli.export import export_app
+from trunkline.cli.prompts import prompts_app
 from trunkline.errors import TrunklineError
 from trunkline.logs import configure_logging
 
@@ -30,6 +31,7 @@ app.command("prune")(records.prune_command)
 app.command("routes")(routes.routes_command)
 app.command("trace")(trace.trace_command)
 app.add_typer(export_app, name="export")
+app.add_typer(prompts_app, name="prompts")
 
 errors = Console(stderr=True)
 

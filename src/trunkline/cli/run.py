@@ -15,13 +15,14 @@ from trunkline.cli.render import summary_table
 from trunkline.config import load_settings
 from trunkline.errors import ConfigError, MlflowLoggingError
 from trunkline.mlflow_runs import MlflowTarget, log_run, open_target
+from trunkline.prompts import parse_reference
 from trunkline.recording import recording
 from trunkline.routing.router import Router
 from trunkline.store.database import Store
 from trunkline.store.runs import failed_rows
 from trunkline.workflows.datasets import load_dataset
 from trunkline.workflows.runner import BatchRunner
-from trunkline.workflows.spec import load_workflow
+from trunkline.workflows.spec import WorkflowSpec, load_workflow
 from trunkline.workflows.summary import RunSummary
 
 
@@ -34,6 +35,25 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
             raise ConfigError(f"--param expects KEY=VALUE, got {pair!r}")
         params[key.strip()] = value
     return params
+
+
+def parse_prompt_overrides(spec: WorkflowSpec, items: list[str]) -> dict[str, str]:
+    """Map model step names to the prompt references of ``--prompt [STEP=]REFERENCE`` options."""
+    model_steps = [step.name for step in spec.steps if step.kind == "model"]
+    overrides: dict[str, str] = {}
+    for item in items:
+        step, separator, reference = item.partition("=")
+        if not separator:
+            if len(model_steps) != 1:
+                raise ConfigError(
+                    f"--prompt {item!r} names no step, and workflow {spec.name!r} has "
+                    f"{len(model_steps)} model steps ({', '.join(model_steps) or 'none'}); "
+                    "write --prompt STEP=NAME@VERSION"
+                )
+            step, reference = model_steps[0], item
+        parse_reference(reference.strip())
+        overrides[step.strip()] = reference.strip()
+    return overrides
 
 
 def run_command(
@@ -50,6 +70,14 @@ def run_command(
         str | None, typer.Option("--resume", help="Continue run RUN_ID, skipping the rows it finished.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
+    prompt: Annotated[
+        list[str],
+        typer.Option(
+            "--prompt",
+            help="Use a registered prompt, NAME@VERSION or NAME:LABEL, for the model step; "
+            "STEP=NAME@VERSION where there are several. Repeatable.",
+        ),
+    ] = [],  # noqa: B006 (typer reads the default, it is never mutated)
     mlflow: Annotated[
         bool | None,
         typer.Option(
@@ -80,6 +108,7 @@ def run_command(
             writer=recorder.writer,
             params=params,
             concurrency=concurrency,
+            prompt_overrides=parse_prompt_overrides(spec, prompt),
         )
         summary = _run_with_progress(runner, dataset, rows, limit, resume, stderr)
         failures = failed_rows(recorder.store, summary.run_id, limit=5) if summary.errors else []

@@ -167,3 +167,47 @@ experiment_rows = Table(
     Column("latency_ms", Float),
     Column("error", Text),
 )
+
+# A prompt's numbered versions. A row is never updated: a change is a new
+# version, and the same content (by hash) is the same version.
+prompt_versions = Table(
+    "prompt_versions",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("messages", JSON, nullable=False),
+    Column("variables", JSON, nullable=False),
+    Column("output_schema", JSON),
+    Column("metadata", JSON, nullable=False),
+    # The version this one was derived from, such as by a rewrite.
+    Column("parent_version", Integer),
+    Column("author", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_prompt_versions_hash", "name", "content_hash"),
+)
+
+# Where each label of a prompt points now.
+prompt_labels = Table(
+    "prompt_labels",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("label", String(100), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("moved_by", String(200)),
+    Column("moved_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every move of a label, oldest first by move_id.
+prompt_label_moves = Table(
+    "prompt_label_moves",
+    metadata,
+    Column("move_id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("label", String(100), nullable=False),
+    Column("from_version", Integer),
+    Column("to_version", Integer, nullable=False),
+    Column("moved_by", String(200)),
+    Column("moved_at", DateTime(timezone=True), nullable=False),
+    Index("ix_prompt_label_moves_name", "name", "label"),
+)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trunkline.errors import CallError, ConfigError, TrunklineError, WorkflowError
+from trunkline.prompts import PromptRegistry
 from trunkline.redaction import redact, redact_value
 from trunkline.routing.router import Router
 from trunkline.store.database import Store
@@ -28,7 +29,7 @@ from trunkline.tracing import span, start_run
 from trunkline.types.calls import CallRecord
 from trunkline.workflows.datasets import Dataset
 from trunkline.workflows.spec import WorkflowSpec
-from trunkline.workflows.steps import Step, build_steps
+from trunkline.workflows.steps import ModelStep, Step, build_steps
 from trunkline.workflows.summary import RunSummary, summarise
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class BatchRunner:
         writer: StoreWriter,
         params: dict[str, Any],
         concurrency: int = 4,
+        prompt_overrides: dict[str, str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
@@ -83,7 +85,8 @@ class BatchRunner:
         self.writer = writer
         self.params = params
         self.concurrency = concurrency
-        self.steps: list[Step] = build_steps(workflow)
+        self.steps: list[Step] = build_steps(workflow, PromptRegistry(store), prompt_overrides)
+        self.workflow_hash = _workflow_hash(workflow, self.steps)
         #: The id of the run in progress or last run.
         self.run_id: str | None = None
 
@@ -198,7 +201,7 @@ class BatchRunner:
                 workflow_path=str(self.workflow.file) if self.workflow.file else None,
                 data_path=str(dataset.path.resolve()),
                 data_hash=dataset.content_hash,
-                workflow_hash=self.workflow.content_hash(),
+                workflow_hash=self.workflow_hash,
                 params=self.params,
                 row_count=row_count,
             )
@@ -215,7 +218,7 @@ class BatchRunner:
                 f"from {dataset.path}; resume with the same data or start a new run"
             )
         stored_hash = previous.get("workflow_hash")
-        if stored_hash is not None and stored_hash != self.workflow.content_hash():
+        if stored_hash is not None and stored_hash != self.workflow_hash:
             raise WorkflowError(
                 f"the files of workflow {self.workflow.name!r} (its file, templates or tools) "
                 f"changed since run {resume_run_id} started, so resumed rows would not be "
@@ -310,3 +313,18 @@ def _first_trunkline_error(error: BaseException) -> TrunklineError | None:
             if found is not None:
                 return found
     return None
+
+
+def _workflow_hash(workflow: WorkflowSpec, steps: list[Step]) -> str:
+    """Hash the workflow's files and the registered prompt versions its steps resolved to."""
+    registered = [
+        f"{step.name}={step.registered.name}@{step.registered.version}:{step.registered.content_hash}"
+        for step in steps
+        if isinstance(step, ModelStep) and step.registered is not None
+    ]
+    if not registered:
+        return workflow.content_hash()
+    digest = hashlib.sha256(workflow.content_hash().encode())
+    for item in registered:
+        digest.update(item.encode())
+    return digest.hexdigest()

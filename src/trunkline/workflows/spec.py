@@ -37,7 +37,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trunkline.errors import WorkflowError
+from trunkline.errors import WorkflowError, validation_problems
 
 WORKFLOW_FILES = ("workflow.toml", "workflow.yaml", "workflow.yml")
 
@@ -69,6 +69,9 @@ class StepSpec(BaseModel):
     prompt: str | None = None
     system: str | None = None
     messages: str | None = None
+    #: A registered prompt instead of template files: ``name:label``,
+    #: ``name@version`` or ``name`` for the latest version.
+    prompt_ref: str | None = None
     #: A JSON Schema file (itself a Jinja2 template), or ``module:Model`` for a Pydantic model.
     output_schema: str | None = None
     route: str | None = None
@@ -81,10 +84,16 @@ class StepSpec(BaseModel):
     def _check_kind(self) -> StepSpec:
         if self.kind in ("tool", "post") and not self.function:
             raise ValueError(f"{self.kind} step {self.name!r} needs function = \"module:name\"")
-        if self.kind == "model" and not (self.prompt or self.messages):
+        if self.kind == "model" and not (self.prompt or self.messages or self.prompt_ref):
             raise ValueError(
-                f"model step {self.name!r} needs prompt = \"<template file>\" or "
-                "messages = \"<template of a JSON message array>\""
+                f"model step {self.name!r} needs prompt = \"<template file>\", "
+                "messages = \"<template of a JSON message array>\" or "
+                "prompt_ref = \"<registered prompt, such as triage:production>\""
+            )
+        if self.prompt_ref and (self.prompt or self.system or self.messages):
+            raise ValueError(
+                f"model step {self.name!r} sets prompt_ref together with template files; "
+                "use one or the other"
             )
         if self.messages and (self.prompt or self.system):
             raise ValueError(
@@ -237,11 +246,7 @@ def load_workflow(path: Path | str) -> WorkflowSpec:
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
-            for problem in error.errors()
-        )
-        raise WorkflowError(f"invalid workflow {file}: {problems}") from error
+        raise WorkflowError(f"invalid workflow {file}: {validation_problems(error)}") from error
     _check_files(spec)
     return spec
 

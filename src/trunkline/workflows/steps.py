@@ -19,6 +19,7 @@ import jinja2
 from pydantic import BaseModel, ValidationError
 
 from trunkline.errors import WorkflowError
+from trunkline.prompts import PromptRegistry, PromptVersion, render
 from trunkline.routing.router import Router
 from trunkline.types.calls import CallRecord
 from trunkline.types.messages import Message
@@ -90,11 +91,16 @@ class FunctionStep(Step):
 
 
 class ModelStep(Step):
-    """Renders its prompt templates, calls the router, and stores the validated output."""
+    """Renders its prompt templates, calls the router, and stores the validated output.
 
-    def __init__(self, spec: StepSpec, workflow: WorkflowSpec) -> None:
+    With `registered`, the step renders that prompt version instead of
+    template files, and its calls record the version's name and number.
+    """
+
+    def __init__(self, spec: StepSpec, workflow: WorkflowSpec, registered: PromptVersion | None = None) -> None:
         super().__init__(spec)
         self.workflow = workflow
+        self.registered = registered
         self.route = spec.route or workflow.route
         environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(workflow.folder)),
@@ -136,6 +142,8 @@ class ModelStep(Step):
             ) from error
 
     def messages(self, values: dict[str, Any]) -> list[Message]:
+        if self.registered is not None:
+            return render(self.registered, values)
         if self.chat is not None:
             return self._chat_messages(values)
         messages = []
@@ -164,6 +172,8 @@ class ModelStep(Step):
             return self.schema_model
         if self.schema_template is not None:
             return render_schema_text(self._render(self.schema_template, values))
+        if self.registered is not None:
+            return self.registered.content.output_schema
         return None
 
     async def run(self, values: dict[str, Any], router: Router) -> StepResult:
@@ -173,7 +183,8 @@ class ModelStep(Step):
             output=self.output_schema(values),
             temperature=self.spec.temperature,
             max_tokens=self.spec.max_tokens,
-            prompt_name=f"{self.workflow.name}/{self.name}",
+            prompt_name=self.registered.name if self.registered else f"{self.workflow.name}/{self.name}",
+            prompt_version=str(self.registered.version) if self.registered else None,
         )
         output = result.output
         if isinstance(output, BaseModel):
@@ -181,12 +192,41 @@ class ModelStep(Step):
         return StepResult(values={self.output_name: output}, calls=[result.record])
 
 
-def build_steps(workflow: WorkflowSpec) -> list[Step]:
-    """Create every step of `workflow`, loading functions and templates up front."""
+def build_steps(
+    workflow: WorkflowSpec,
+    registry: PromptRegistry | None = None,
+    prompt_overrides: dict[str, str] | None = None,
+) -> list[Step]:
+    """Create every step of `workflow`, loading functions, templates and registered prompts up front.
+
+    A registered prompt is resolved once here, so a label moved during a run
+    does not change the version its rows use. `prompt_overrides` maps a step
+    name to another prompt reference for that step, as ``--prompt`` does.
+
+    Raises:
+        WorkflowError: a step refers to a registered prompt and there is no registry.
+        ConfigError: the prompt, version or label does not exist.
+    """
+    overrides = dict(prompt_overrides or {})
+    unknown = sorted(set(overrides) - {spec.name for spec in workflow.steps if spec.kind == "model"})
+    if unknown:
+        raise WorkflowError(
+            f"no model step named {', '.join(unknown)} in workflow {workflow.name!r}; its model "
+            f"steps: {', '.join(spec.name for spec in workflow.steps if spec.kind == 'model')}"
+        )
     steps: list[Step] = []
     for spec in workflow.steps:
         if spec.kind == "model":
-            steps.append(ModelStep(spec, workflow))
+            reference = overrides.get(spec.name, spec.prompt_ref)
+            registered = None
+            if reference:
+                if registry is None:
+                    raise WorkflowError(
+                        f"step {spec.name!r} uses the registered prompt {reference!r}, which needs "
+                        "the store's prompt registry"
+                    )
+                registered = registry.get(reference)
+            steps.append(ModelStep(spec, workflow, registered))
         else:
             steps.append(FunctionStep(spec, workflow))
     return steps

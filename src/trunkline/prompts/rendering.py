@@ -1,0 +1,72 @@
+"""Rendering a prompt version into chat messages, with its variables checked first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+
+from trunkline.errors import ConfigError
+from trunkline.prompts.versions import PromptVersion
+from trunkline.types.messages import Message
+
+_CHECKS: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list, tuple),
+    "object": (dict,),
+}
+
+_environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+def check_variables(prompt: PromptVersion, values: dict[str, Any]) -> None:
+    """Check that every declared variable is given and of its declared type.
+
+    Raises:
+        ConfigError: naming the prompt, its version and the variable.
+    """
+    for name, kind in prompt.content.variables.items():
+        if name not in values:
+            given = ", ".join(sorted(values)) or "none"
+            raise ConfigError(
+                f"prompt {prompt.reference} needs variable {name!r}, which was not given; "
+                f"given: {given}"
+            )
+        expected = _CHECKS.get(kind)
+        value = values[name]
+        # bool is an int in Python, but not a number a prompt means.
+        wrong_bool = isinstance(value, bool) and kind in ("integer", "number")
+        if expected is not None and (not isinstance(value, expected) or wrong_bool):
+            raise ConfigError(
+                f"prompt {prompt.reference} declares variable {name!r} as {kind}, but it is "
+                f"{type(value).__name__} {value!r:.60}; convert it, or change the declared type"
+            )
+
+
+def render(prompt: PromptVersion, values: dict[str, Any]) -> list[Message]:
+    """Return the prompt's messages with `values` filled in.
+
+    Raises:
+        ConfigError: a variable is missing or of the wrong type, or a template
+            fails, naming the prompt, its version and the variable.
+    """
+    check_variables(prompt, values)
+    messages = []
+    for index, message in enumerate(prompt.content.messages):
+        try:
+            text = _environment.from_string(message.content).render(**values)
+        except jinja2.UndefinedError as error:
+            raise ConfigError(
+                f"prompt {prompt.reference}, message {index + 1} ({message.role}): {error.message}; "
+                f"given: {', '.join(sorted(values)) or 'none'}"
+            ) from None
+        except jinja2.TemplateError as error:
+            raise ConfigError(
+                f"prompt {prompt.reference}, message {index + 1} ({message.role}) failed to "
+                f"render: {error}"
+            ) from None
+        messages.append(Message(role=message.role, content=text.strip()))
+    return messages
