@@ -10,6 +10,7 @@ records' error texts, span errors and log lines. It replaces:
 - the values of ``Authorization`` (bearer or basic), ``api-key`` (Azure)
   and ``x-api-key`` (Anthropic) headers, and of ``key=`` or ``api_key=``
   query parameters;
+- the password in a URL such as ``postgresql://user:password@host/db``;
 - whatever the patterns added with `add_pattern` match, such as a user's
   own token format.
 """
@@ -34,12 +35,14 @@ _NAMED_VALUES = (
     re.compile(r"(\bbearer\s+)[^\s\"',}]+", re.IGNORECASE),
     re.compile(r"(\b(?:x-)?api[-_]key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+", re.IGNORECASE),
     re.compile(r"([?&](?:api[-_]?)?key=)[^&\s\"']+", re.IGNORECASE),
+    # The password of a URL's user information, as in https://user:password@host.
+    re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s:/@]*:)[^\s@/]+(?=@)", re.IGNORECASE),
 )
 
 # Every match of the formats above contains one of these, lowercased. Most
 # texts contain none, and looking for them costs a fraction of running the
 # expressions, which matters for prompts redacted on every call.
-_TRIGGERS = ("sk-", "sk_", "xai-", "xai_", "aiza", "bearer", "basic", "key")
+_TRIGGERS = ("sk-", "sk_", "xai-", "xai_", "aiza", "bearer", "basic", "key", "@")
 
 _lock = threading.Lock()
 _secrets: set[str] = set()

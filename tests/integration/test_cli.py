@@ -165,6 +165,26 @@ def test_failed_rows_exit_one(project: Path) -> None:
     assert f"--resume {summary['run_id']}" in completed.stderr
 
 
+def test_resumed_run_counts_every_paid_call(project: Path) -> None:
+    """Rows that failed after their model call cost money before the resume re-ran them."""
+    # The tool fails while a flag file exists, so the workflow's files stay the same.
+    (project / "flow" / "tools.py").write_text(
+        "import pathlib\n\n\ndef pick(answer):\n"
+        "    if pathlib.Path('fail.flag').exists():\n        raise ValueError('no pick')\n"
+        "    return {'label': answer['label']}\n"
+    )
+    flag = project / "fail.flag"
+    flag.write_text("")
+    failed = json.loads(trunkline(project, "run", "flow", "--json").stdout)
+    assert failed["errors"] == 3
+    flag.unlink()
+    resumed = json.loads(trunkline(project, "run", "flow", "--json", "--resume", failed["run_id"]).stdout)
+    assert resumed["errors"] == 0
+    # Three calls before the resume and three after, all of the same size.
+    assert resumed["input_tokens"] == 2 * failed["input_tokens"]
+    assert resumed["cost_usd"] == pytest.approx(2 * failed["cost_usd"])
+
+
 def test_usage_error_is_not_a_traceback(project: Path) -> None:
     completed = trunkline(project, "run", "flow", "--limit", "0")
     assert completed.returncode == 2
@@ -261,3 +281,10 @@ def test_invalid_log_level_is_reported(project: Path) -> None:
     completed = run_trunkline(project, "runs", env={"TRUNKLINE_LOG_LEVEL": "LOUD"})
     assert completed.returncode == 2
     assert "TRUNKLINE_LOG_LEVEL" in completed.stderr
+
+
+def test_calls_of_an_unknown_run(project: Path) -> None:
+    trunkline(project, "run", "flow", "--json")
+    completed = trunkline(project, "calls", "--run", "run_nothere")
+    assert completed.returncode == 2
+    assert "no run with id 'run_nothere'" in completed.stderr

@@ -273,6 +273,10 @@ def test_endpoint_forms(monkeypatch) -> None:
     for wrong in ("not a url", "ftp://127.0.0.1:4318/v1/traces"):
         with pytest.raises(ConfigError, match="not an http:// or https:// URL"):
             OtlpExporter(wrong)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318")
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_ENDPOINT='127.0.0.1:4318' has no http"):
+        otlp_endpoint()
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "bogus")
     with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='bogus'"):
         exporter_from_settings(Settings(), "http://127.0.0.1:4318")

@@ -134,12 +134,20 @@ async def test_key_is_found_nowhere(fake_server: FakeServer, tmp_path: Path, mon
         '{"Authorization": "Basic dXNlcjpwYXNzd29yZA=="}',
         "https://example.openai.azure.com/?api-version=1&key=abcdef0123456789",
         "token AIzaSyA1234567890abcdefghijklmnopqrs",
+        "API request to http://user:Pw0rdSecret@127.0.0.1:9/api failed",
+        "redis://:Pw0rdSecret@127.0.0.1:6379/0",
     ],
 )
 def test_header_and_key_forms_are_redacted(text) -> None:
     redacted = redact(text)
     assert "[REDACTED]" in redacted
-    assert not any(part in redacted for part in ("0123456789abcdef0123", "abcdefghijklmnop", "dXNlcjpw", "abcdef0123456789", "SyA1234567890"))
+    leaked = ("0123456789abcdef0123", "abcdefghijklmnop", "dXNlcjpw", "abcdef0123456789", "SyA1234567890", "Pw0rdSecret")
+    assert not any(part in redacted for part in leaked)
+
+
+def test_addresses_without_passwords_are_kept() -> None:
+    for text in ("write to bob@example.com", "http://127.0.0.1:8080/v1@latest", "git@github.com:org/repo"):
+        assert redact(text) == text
 
 
 def test_configured_patterns_are_redacted() -> None:

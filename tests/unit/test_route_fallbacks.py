@@ -173,3 +173,16 @@ async def test_probe_released_without_attempt(exported) -> None:
         await router.complete("hi")
     flaky.add(FakeReply("recovered"))
     assert (await router.complete("hi")).text == "recovered"
+
+
+async def test_fallbacks_taken_counts_moves_only(exported) -> None:
+    failing = ScriptedModel(default=FakeFailure(401))
+    with pytest.raises(CallError):
+        await router_with(failing, max_attempts=1).complete("hi")
+    lone = exported.calls[-1]
+    # The only deployment was left, but there was nowhere to go.
+    assert len(lone.fallbacks) == 1
+    assert lone.fallbacks_taken == 0
+    router = router_with(ScriptedModel(default=FakeFailure(401)), ScriptedModel(default=FakeReply("ok")))
+    moved = (await router.complete("hi")).record
+    assert moved.fallbacks_taken == 1

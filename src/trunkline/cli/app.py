@@ -13,6 +13,7 @@ from trunkline.cli.export import export_app
 from trunkline.cli.prompts import prompts_app
 from trunkline.errors import TrunklineError
 from trunkline.logs import configure_logging
+from trunkline.redaction import redact
 
 app = typer.Typer(
     name="trunkline",
@@ -46,5 +47,5 @@ def main() -> None:
         configure_logging()
         app()
     except TrunklineError as error:
-        errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        errors.print(f"[bold red]error:[/] {escape(redact(str(error)))}", highlight=False)
         sys.exit(2)

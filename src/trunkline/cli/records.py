@@ -17,7 +17,7 @@ from trunkline.errors import ConfigError
 from trunkline.store.database import open_store
 from trunkline.store.queries import cost_summary, get_call, list_calls
 from trunkline.store.retention import MAX_AGE_DAYS, parse_age, prune, retention_age
-from trunkline.store.runs import list_runs
+from trunkline.store.runs import get_run, list_runs
 
 console = Console()
 
@@ -32,7 +32,11 @@ def calls_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object a line.")] = False,
 ) -> None:
     """List recorded calls, newest first."""
-    rows = list_calls(_store(), run_id=run, limit=limit)
+    store = _store()
+    rows = list_calls(store, run_id=run, limit=limit)
+    if run is not None and not rows:
+        # An unknown run would list nothing, which reads like a run without calls.
+        get_run(store, run)
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row, default=str))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, func, select, update
 
 from trunkline.errors import StoreError
 from trunkline.store.database import Store
-from trunkline.store.tables import run_rows, runs
+from trunkline.store.tables import calls, run_rows, runs
 
 
 def create_run(
@@ -94,3 +94,24 @@ def all_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
     query = select(run_rows).where(run_rows.c.run_id == run_id).order_by(run_rows.c.row_index)
     with store.engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def run_spend(store: Store, run_id: str) -> dict[str, Any]:
+    """Return the tokens and cost of every call recorded under `run_id`.
+
+    A resumed run re-runs its failed rows, and a row's stored figures are
+    those of its last try; the calls of earlier tries were paid for too, so
+    a run's spend is summed over its calls rather than its rows.
+    """
+    query = select(
+        func.count().label("calls"),
+        func.coalesce(func.sum(calls.c.input_tokens), 0).label("input_tokens"),
+        func.coalesce(func.sum(calls.c.output_tokens), 0).label("output_tokens"),
+        func.coalesce(func.sum(case((calls.c.price_missing.is_(False), calls.c.cost_usd), else_=0.0)), 0.0).label(
+            "cost_usd_priced"
+        ),
+        func.coalesce(func.sum(case((calls.c.price_missing.is_(True), 1), else_=0)), 0).label("unpriced_calls"),
+    ).where(calls.c.run_id == run_id)
+    with store.engine.connect() as connection:
+        row = connection.execute(query).mappings().one()
+    return dict(row)

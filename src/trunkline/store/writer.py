@@ -83,7 +83,7 @@ def call_row(record: CallRecord) -> dict[str, Any]:
         "latency_ms": record.latency_ms,
         "attempt_count": len(record.attempts),
         "retry_count": record.retries,
-        "fallback_count": len(record.fallbacks),
+        "fallback_count": record.fallbacks_taken,
         "record": record.model_dump_json(),
     }
 

@@ -387,13 +387,20 @@ def otlp_protocol(settings: Settings | None = None) -> str:
 
 def otlp_endpoint(settings: Settings | None = None) -> str | None:
     """Return the traces endpoint from the OpenTelemetry variables, then the configuration, or None."""
-    traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    if traces:
-        return traces
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if base:
+    grpc = otlp_protocol(settings) == "grpc"
+    for variable in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        value = os.environ.get(variable)
+        if not value:
+            continue
+        if not grpc and not value.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{variable}={redact(value)!r} has no http:// or https:// scheme; write, for "
+                "example, http://127.0.0.1:4318"
+            )
+        if grpc or variable == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":
+            return value
         # Over HTTP the general variable names the collector, not its traces path.
-        return base if otlp_protocol(settings) == "grpc" else f"{base.rstrip('/')}/v1/traces"
+        return f"{value.rstrip('/')}/v1/traces"
     return settings.tracing.otlp_endpoint if settings else None
 
 

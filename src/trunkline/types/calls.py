@@ -172,6 +172,12 @@ class CallRecord(BaseModel):
     error_message: str | None = None
 
     @property
+    def fallbacks_taken(self) -> int:
+        """Moves from one deployment to another; leaving the last one of a failed call leads nowhere."""
+        hops = len(self.fallbacks)
+        return hops if self.outcome == "ok" else max(hops - 1, 0)
+
+    @property
     def retries(self) -> int:
         """Attempts beyond the first at the same deployment, summed over deployments."""
         return len(self.attempts) - len({attempt.deployment for attempt in self.attempts})

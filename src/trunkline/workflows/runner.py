@@ -23,7 +23,7 @@ from trunkline.prompts import PromptRegistry
 from trunkline.redaction import redact, redact_value
 from trunkline.routing.router import Router
 from trunkline.store.database import Store
-from trunkline.store.runs import all_rows, create_run, finished_rows, get_run, mark_run
+from trunkline.store.runs import all_rows, create_run, finished_rows, get_run, mark_run, run_spend
 from trunkline.store.writer import StoreWriter
 from trunkline.tracing import span, start_run
 from trunkline.types.calls import CallRecord
@@ -175,7 +175,7 @@ class BatchRunner:
                 raise
             self.writer.flush()
             stored = [row for row in all_rows(self.store, run_id) if row["row_index"] < len(rows)]
-            summary = summarise(run_id, stored, resumed=resumed)
+            summary = summarise(run_id, stored, resumed=resumed, spend=run_spend(self.store, run_id))
             live.attributes.update(summary.public())
             logger.info(
                 "run %s finished: %d rows, %d ok, %d errors, accuracy %s, cost %s USD",
@@ -202,7 +202,8 @@ class BatchRunner:
                 data_path=str(dataset.path.resolve()),
                 data_hash=dataset.content_hash,
                 workflow_hash=self.workflow_hash,
-                params=self.params,
+                # Stored redacted, and compared redacted when the run resumes.
+                params=redact_value(self.params),
                 row_count=row_count,
             )
             return run_id, {}
@@ -224,10 +225,10 @@ class BatchRunner:
                 f"changed since run {resume_run_id} started, so resumed rows would not be "
                 "comparable; start a new run"
             )
-        if previous["params"] != self.params:
+        if previous["params"] != redact_value(self.params):
             raise WorkflowError(
-                f"run {resume_run_id} used parameters {previous['params']}, not {self.params}; "
-                "resume with the same --param values or start a new run"
+                f"run {resume_run_id} used parameters {previous['params']}, not "
+                f"{redact_value(self.params)}; resume with the same --param values or start a new run"
             )
         mark_run(self.store, resume_run_id, status="running")
         return resume_run_id, finished_rows(self.store, resume_run_id)
@@ -298,7 +299,7 @@ class BatchRunner:
             "cost_usd": None if unpriced else sum(record.cost.total_usd or 0.0 for record in records),
             "price_missing": unpriced,
             "retries": sum(record.retries for record in records),
-            "fallbacks": sum(len(record.fallbacks) for record in records),
+            "fallbacks": sum(record.fallbacks_taken for record in records),
             "finished_at": datetime.now(UTC),
         }
 

@@ -49,13 +49,26 @@ def percentile(values: Sequence[float], share: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def summarise(run_id: str, rows: Iterable[dict[str, Any]], resumed: int = 0) -> RunSummary:
-    """Summarise stored run rows (dicts with the `run_rows` columns)."""
+def summarise(
+    run_id: str, rows: Iterable[dict[str, Any]], resumed: int = 0, spend: dict[str, Any] | None = None
+) -> RunSummary:
+    """Summarise stored run rows (dicts with the `run_rows` columns).
+
+    `spend` (from `trunkline.store.runs.run_spend`) gives the tokens and cost
+    of every call of the run, earlier tries of resumed rows included; without
+    it they are summed over the rows.
+    """
     rows = list(rows)
     scored = [row for row in rows if row.get("expected") not in (None, "")]
     correct = sum(1 for row in scored if row["score"] == 1.0)
     unpriced = sum(1 for row in rows if row["price_missing"])
     priced = sum(row["cost_usd"] or 0.0 for row in rows if not row["price_missing"])
+    input_tokens = sum(row["input_tokens"] for row in rows)
+    output_tokens = sum(row["output_tokens"] for row in rows)
+    if spend is not None:
+        input_tokens, output_tokens = spend["input_tokens"], spend["output_tokens"]
+        priced = spend["cost_usd_priced"]
+        unpriced = max(unpriced, 1) if spend["unpriced_calls"] else unpriced
     latencies = [row["latency_ms"] for row in rows]
     return RunSummary(
         run_id=run_id,
@@ -64,8 +77,8 @@ def summarise(run_id: str, rows: Iterable[dict[str, Any]], resumed: int = 0) -> 
         errors=sum(1 for row in rows if row["status"] != "ok"),
         accuracy=correct / len(scored) if scored else None,
         scored=len(scored),
-        input_tokens=sum(row["input_tokens"] for row in rows),
-        output_tokens=sum(row["output_tokens"] for row in rows),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
         cost_usd=None if unpriced else priced,
         cost_usd_priced=priced,
         unpriced_rows=unpriced,
