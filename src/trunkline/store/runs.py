@@ -99,9 +99,9 @@ def all_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
 def run_spend(store: Store, run_id: str) -> dict[str, Any]:
     """Return the tokens and cost of every call recorded under `run_id`.
 
-    A resumed run re-runs its failed rows, and a row's stored figures are
-    those of its last try; the calls of earlier tries were paid for too, so
-    a run's spend is summed over its calls rather than its rows.
+    A resumed run re-runs its failed rows, and a row keeps the figures of its
+    last try only. The calls of earlier tries were paid for too, so a run's
+    spend is summed over its calls rather than its rows.
     """
     query = select(
         func.count().label("calls"),

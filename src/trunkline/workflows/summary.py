@@ -55,8 +55,8 @@ def summarise(
     """Summarise stored run rows (dicts with the `run_rows` columns).
 
     `spend` (from `trunkline.store.runs.run_spend`) gives the tokens and cost
-    of every call of the run, earlier tries of resumed rows included; without
-    it they are summed over the rows.
+    of every call of the run, earlier tries of resumed rows included. Without
+    it, they are summed over the rows.
     """
     rows = list(rows)
     scored = [row for row in rows if row.get("expected") not in (None, "")]
