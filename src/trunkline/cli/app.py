@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trunkline.cli import records, routes, run, trace
+from trunkline.cli import evals, records, routes, run, trace
 from trunkline.cli.export import export_app
 from trunkline.cli.prompts import prompts_app
 from trunkline.errors import TrunklineError
@@ -31,6 +31,9 @@ app.command("migrate")(records.migrate_command)
 app.command("prune")(records.prune_command)
 app.command("routes")(routes.routes_command)
 app.command("trace")(trace.trace_command)
+app.command("eval")(evals.eval_command)
+app.command("compare")(evals.compare_command)
+app.command("experiments")(evals.experiments_command)
 app.add_typer(export_app, name="export")
 app.add_typer(prompts_app, name="prompts")
 

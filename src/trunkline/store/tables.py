@@ -166,6 +166,8 @@ experiment_rows = Table(
     Column("cost_usd", Float),
     Column("latency_ms", Float),
     Column("error", Text),
+    # Scorer name to {"value", "explanation"}; `score` is the first scorer's value.
+    Column("scores", JSON),
 )
 
 # A prompt's numbered versions. A row is never updated: a change is a new

@@ -76,6 +76,7 @@ class BatchRunner:
         params: dict[str, Any],
         concurrency: int = 4,
         prompt_overrides: dict[str, str] | None = None,
+        keep_outputs: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
@@ -89,6 +90,10 @@ class BatchRunner:
         self.workflow_hash = _workflow_hash(workflow, self.steps)
         #: The id of the run in progress or last run.
         self.run_id: str | None = None
+        self.keep_outputs = keep_outputs
+        #: Row index to the row's output as the workflow produced it, before
+        #: redaction, for scorers; filled only with `keep_outputs`.
+        self.outputs: dict[int, Any] = {}
 
     def row_inputs(self, row: dict[str, Any]) -> dict[str, Any]:
         if not self.workflow.inputs:
@@ -265,6 +270,8 @@ class BatchRunner:
                 )
             if error is not None:
                 live.fail(error)
+        if self.keep_outputs and error is None:
+            self.outputs[index] = values.get(self.workflow.output)
         return self._row_result(index, inputs, row, values, records, error, clock)
 
     def _row_result(

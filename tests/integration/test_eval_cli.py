@@ -1,0 +1,96 @@
+"""`trunkline eval`, `compare` and `experiments` end to end in a subprocess, over scripted fake models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from integration.cli import run_trunkline
+from integration.test_cli import write_project
+
+# Two deployments that always answer yes or always no, so a change of route
+# is a known change of score.
+CONFIG = """
+default_route = "says-yes"
+
+[deployments.says-yes]
+provider = "fake"
+model = "scripted-model"
+options = { mode = "scripted", replies = ['{"label": "yes"}'] }
+
+[deployments.says-no]
+provider = "fake"
+model = "scripted-model"
+options = { mode = "scripted", replies = ['{"label": "no"}'] }
+
+[prices.scripted-model]
+input_per_mtok = 1.0
+output_per_mtok = 4.0
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    rows = "".join(f"question {index},{'yes' if index % 5 else 'no'}\n" for index in range(30))
+    write_project(tmp_path, rows)
+    (tmp_path / "trunkline.toml").write_text(CONFIG)
+    return tmp_path
+
+
+def evaluate(project: Path, *arguments: str) -> dict:
+    completed = run_trunkline(project, "eval", "flow", "--json", *arguments)
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout)
+
+
+def test_eval_scores_with_an_interval(project: Path) -> None:
+    result = evaluate(project, "--model", "says-yes", "--scorer", "exact", "--scorer", "fuzzy", "--repeat", "2")
+    exact = result["scores"]["exact"]
+    # Every fifth row expects no: 24 of 30 rows match, in both repeats.
+    assert exact["mean"] == pytest.approx(0.8)
+    assert exact["count"] == 60
+    assert exact["ci_low"] < 0.8 < exact["ci_high"]
+    assert result["rows"] == 30
+    assert result["deployment"] == "says-yes"
+    assert len(result["run_ids"]) == 2
+    assert result["cost_usd"] > 0
+
+    listed = [json.loads(line) for line in run_trunkline(project, "experiments", "--json").stdout.splitlines()]
+    assert listed[0]["experiment_id"] == result["experiment_id"]
+    assert listed[0]["mean_score"] == pytest.approx(0.8)
+
+
+def test_compare_gate_fails_a_worse_model(project: Path) -> None:
+    baseline = evaluate(project, "--model", "says-yes")["experiment_id"]
+    worse = evaluate(project, "--model", "says-no")["experiment_id"]
+
+    kept = run_trunkline(project, "compare", baseline, baseline[:12], "--fail-if-worse", "0.05", "--json")
+    assert kept.returncode == 0, kept.stderr
+    same = json.loads(kept.stdout)
+    assert (same["wins"], same["ties"], same["losses"]) == (0, 30, 0)
+    assert same["similarity"]["exact"] == 1.0
+
+    failed = run_trunkline(project, "compare", baseline, worse, "--fail-if-worse", "0.05", "--json")
+    assert failed.returncode == 1
+    comparison = json.loads(failed.stdout)
+    assert comparison["difference"] == pytest.approx(0.2 - 0.8)
+    assert (comparison["wins"], comparison["losses"]) == (6, 24)
+    assert comparison["ci_high"] < -0.05
+    assert comparison["gate"]["failed"] is True
+    assert comparison["similarity"]["exact"] == 0.0
+    assert comparison["most_changed"][0]["score_a"] != comparison["most_changed"][0]["score_b"]
+
+    table = run_trunkline(project, "compare", baseline, worse)
+    assert table.returncode == 0
+    assert "B wins 6, ties 0, loses 24" in table.stdout
+
+
+def test_eval_errors(project: Path) -> None:
+    unknown = run_trunkline(project, "eval", "flow", "--scorer", "telepathy")
+    assert unknown.returncode == 2
+    assert "unknown scorer 'telepathy'" in unknown.stderr
+    missing = run_trunkline(project, "compare", "exp_nothere", "exp_nothere2")
+    assert missing.returncode == 2
+    assert "no experiment with id 'exp_nothere'" in missing.stderr
