@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import statistics
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +280,8 @@ def test_logging_failure_keeps_run(
     assert summary["rows"] == 3
     assert f"error: logging run {run_id} to MLflow run" in completed.stderr
     assert "Not a directory" in completed.stderr
-    assert f"--resume {run_id} --mlflow" in completed.stderr
+    assert f"trunkline export mlflow --run {run_id}" in completed.stderr
+    assert "--resume" not in completed.stderr
     done = "select count(*) from runs where run_id = ? and status = 'done'"
     assert store_count(project, done, run_id) == 1
     assert len(store_rows(project, run_id)) == 3
@@ -288,16 +291,194 @@ def test_logging_failure_keeps_run(
 
     # The recovery the message gives, once the cause is fixed: a new
     # experiment, with artifacts at MLflow's default location.
+    calls = store_count(project, "select count(*) from calls where run_id = ?", run_id)
     config = project / "trunkline.toml"
     fixed = [line for line in config.read_text().splitlines() if "artifact_location" not in line]
     config.write_text("\n".join(fixed) + "\n")
-    resumed = run_trunkline(
-        project, "run", "flow", "--json", "--resume", run_id, "--mlflow",
-        env={"MLFLOW_EXPERIMENT_NAME": "recovered"},
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["resumed"] == 3
+    exported = run_trunkline(
+        project, "export", "mlflow", "--run", run_id, env={"MLFLOW_EXPERIMENT_NAME": "recovered"}
+    )
+    assert exported.returncode == 0, exported.stderr
     recovered = mlflow_runs(client, "recovered")
     assert [run.info.status for run in recovered] == ["FINISHED"]
     assert recovered[0].data.tags["trunkline.run_id"] == run_id
     assert recovered[0].data.metrics["rows"] == 3
+    assert f"to MLflow run {recovered[0].info.run_id} in" in exported.stdout
+    # Nothing ran again.
+    assert store_count(project, "select count(*) from calls where run_id = ?", run_id) == calls
+
+
+def logged_id(output: str) -> str:
+    """Return the MLflow run id from the line that reports where a run was logged."""
+    found = re.search(r"to MLflow run (\w+) in experiment", output)
+    assert found is not None, output
+    return found.group(1)
+
+
+def table_inputs(client: Any, mlflow_run_id: str, folder: Path) -> list[Any]:
+    """Return the inputs column of an MLflow run's rows table."""
+    path = client.download_artifacts(mlflow_run_id, "rows.json", str(folder))
+    table = json.loads(Path(path).read_text(encoding="utf-8"))
+    column = table["columns"].index("inputs")
+    return [values[column] for values in table["data"]]
+
+
+QUESTIONS = [
+    {"question": "is water wet"},
+    {"question": "is fire cold"},
+    {"question": "is ice cold"},
+]
+
+
+def test_unreachable_server_fails_fast(
+    tmp_path: Path, closed_port_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Left unset, so that Trunkline's defaults apply.
+    for name in (
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    project = write_project(tmp_path)
+    uri = closed_port_url.replace("http://", "http://ana:secretpw@")
+
+    started = time.monotonic()
+    completed = run_trunkline(
+        project, "run", "flow", "--mlflow", timeout_s=60, env={"MLFLOW_TRACKING_URI": uri}
+    )
+    elapsed = time.monotonic() - started
+
+    stderr = " ".join(completed.stderr.split())
+    assert completed.returncode == 2, completed.stderr
+    # With MLflow's own retry defaults this took about 4 minutes.
+    assert elapsed < 20
+    assert "cannot open MLflow experiment 'yes-no'" in stderr
+    assert "secretpw" not in completed.stderr
+    assert not (project / ".trunkline" / "trunkline.db").exists()
+
+
+def test_mlflow_info_lines_are_hidden(tmp_path: Path, settings_only: None) -> None:
+    # A new tracking store, whose creation MLflow reports at INFO level.
+    tracking_uri = f"sqlite:///{tmp_path / 'new-mlflow.db'}"
+    project = project_logging_to(tmp_path, tracking_uri, "log-lines")
+
+    json_logs = {"TRUNKLINE_LOG_FORMAT": "json"}
+    completed = run_trunkline(project, "run", "flow", "--json", env=json_logs)
+
+    assert completed.returncode == 0, completed.stderr
+    assert "to MLflow run" in completed.stderr
+    assert "Creating initial MLflow database tables" not in completed.stderr
+    assert " INFO mlflow" not in completed.stderr
+
+
+def test_rows_table_and_params_are_redacted(
+    tmp_path: Path, tracking_uri: str, client: Any, settings_only: None
+) -> None:
+    key = "sk-proj-AbCdEf0123456789xyz"
+    project = project_logging_to(tmp_path, tracking_uri, "redacted")
+    config = project / "trunkline.toml"
+    config.write_text('redact_patterns = ["cust-[0-9]{8}"]\n' + config.read_text())
+    (project / "flow" / "rows.csv").write_text(
+        f"text,gold\nmy key is {key},yes\ncustomer cust-12345678 asks,no\n"
+    )
+    with (project / "flow" / "workflow.toml").open("a") as workflow:
+        workflow.write('\n[params]\nnote = "none"\n')
+
+    completed = run_trunkline(
+        project, "run", "flow", "--json", "--param", f"note={key} for cust-12345678"
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    (run,) = mlflow_runs(client, "redacted")
+    inputs = table_inputs(client, run.info.run_id, tmp_path / "download")
+    assert inputs == [
+        {"question": "my key is [REDACTED]"},
+        {"question": "customer [REDACTED] asks"},
+    ]
+    assert run.data.params["param.note"] == "[REDACTED] for [REDACTED]"
+
+
+def test_export_supersedes_earlier_runs(
+    tmp_path: Path, tracking_uri: str, client: Any, settings_only: None
+) -> None:
+    project = project_logging_to(tmp_path, tracking_uri, "logged-again")
+    completed = run_trunkline(project, "run", "flow", "--json")
+    assert completed.returncode == 0, completed.stderr
+    run_id = json.loads(completed.stdout)["run_id"]
+    first = logged_id(completed.stderr)
+    count_calls = "select count(*) from calls where run_id = ?"
+    calls = store_count(project, count_calls, run_id)
+
+    second = run_trunkline(project, "export", "mlflow", "--run", run_id)
+    third = run_trunkline(project, "export", "mlflow", "--run", run_id)
+
+    assert second.returncode == 0, second.stderr
+    assert third.returncode == 0, third.stderr
+    newest = logged_id(third.stdout)
+    earlier = {first, logged_id(second.stdout)}
+    runs = {run.info.run_id: run for run in mlflow_runs(client, "logged-again")}
+    assert set(runs) == earlier | {newest}
+    assert {run.info.status for run in runs.values()} == {"FINISHED"}
+    assert {run.data.tags["trunkline.run_id"] for run in runs.values()} == {run_id}
+    assert "trunkline.superseded_by" not in runs[newest].data.tags
+    for mlflow_run_id in earlier:
+        assert runs[mlflow_run_id].data.tags["trunkline.superseded_by"] == newest
+    assert f"trunkline.superseded_by={newest}" in third.stderr
+    assert f"tagged 2 earlier MLflow run(s) of run {run_id}" in third.stderr
+    assert runs[newest].data.metrics == runs[first].data.metrics
+    assert table_inputs(client, newest, tmp_path / "download") == QUESTIONS
+    # Exporting runs no row again.
+    assert store_count(project, count_calls, run_id) == calls
+
+
+def test_export_checks_data_rows(
+    tmp_path: Path, tracking_uri: str, client: Any, settings_only: None
+) -> None:
+    project = project_logging_to(tmp_path, tracking_uri, "export-data")
+    completed = run_trunkline(project, "run", "flow", "--json", "--no-mlflow")
+    assert completed.returncode == 0, completed.stderr
+    run_id = json.loads(completed.stdout)["run_id"]
+    data = project / "flow" / "rows.csv"
+    original = tmp_path / "original.csv"
+    original.write_text(data.read_text())
+    data.write_text(data.read_text().replace("is fire cold", "is fire hot"))
+
+    changed = run_trunkline(project, "export", "mlflow", "--run", run_id)
+    from_copy = run_trunkline(project, "export", "mlflow", "--run", run_id, "--data", str(original))
+    edited = run_trunkline(project, "export", "mlflow", "--run", run_id, "--data", str(data))
+    data.unlink()
+    missing = run_trunkline(project, "export", "mlflow", "--run", run_id)
+
+    for exported in (changed, from_copy, edited, missing):
+        assert exported.returncode == 0, exported.stderr
+    download = tmp_path / "download"
+    assert table_inputs(client, logged_id(changed.stdout), download) == [None, None, None]
+    assert "changed after the run" in changed.stderr
+    assert "pass --data FILE" in changed.stderr
+    assert table_inputs(client, logged_id(from_copy.stdout), download) == QUESTIONS
+    assert "warning" not in from_copy.stderr
+    assert table_inputs(client, logged_id(edited.stdout), download) == [
+        QUESTIONS[0],
+        None,
+        QUESTIONS[2],
+    ]
+    assert f"1 of 3 rows of run {run_id} differ from those of {data}" in edited.stderr
+    assert table_inputs(client, logged_id(missing.stdout), download) == [None, None, None]
+    assert "no longer exists" in missing.stderr
+
+
+def test_export_rejects_unfinished_run(tmp_path: Path, settings_only: None) -> None:
+    project = write_project(tmp_path)
+    completed = run_trunkline(project, "run", "flow", "--json")
+    assert completed.returncode == 0, completed.stderr
+    run_id = json.loads(completed.stdout)["run_id"]
+    with sqlite3.connect(project / ".trunkline" / "trunkline.db") as connection:
+        connection.execute("update runs set status = 'interrupted' where run_id = ?", (run_id,))
+
+    exported = run_trunkline(project, "export", "mlflow", "--run", run_id)
+
+    stderr = " ".join(exported.stderr.split())
+    assert exported.returncode == 2
+    assert f"run {run_id} has status 'interrupted'" in stderr
+    assert f"--resume {run_id}" in stderr

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,17 +16,20 @@ import pytest
 
 from trunkline.config import MlflowSettings, load_settings
 from trunkline.errors import ConfigError, MlflowLoggingError
+from trunkline.logs import configure_logging
 from trunkline.mlflow_runs import (
     MAX_PARAM_VALUE_LENGTH,
     MlflowTarget,
-    hide_password,
+    hide_passwords,
     import_mlflow,
     log_run,
+    logging_error,
     open_target,
     row_table,
     run_metrics,
     run_params,
 )
+from trunkline.redaction import register_secret
 from trunkline.store.database import open_store
 from trunkline.store.queries import RunCallLabels
 from trunkline.store.runs import create_run
@@ -138,16 +144,30 @@ def test_broken_mlflow_is_not_called_missing(monkeypatch: pytest.MonkeyPatch) ->
     assert "mlflow.tracking" in message
 
 
-def test_import_turns_telemetry_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "")
-    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY")
-    monkeypatch.setenv("DO_NOT_TRACK", "false")
+def test_import_sets_environment_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_CONFIGURE_LOGGING": "false",
+    }
+    user_values = {"DO_NOT_TRACK": "false", "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
+    for name in defaults:
+        # Set first, so that the variable is restored, or removed again, afterwards.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    for name, value in user_values.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setitem(sys.modules, "mlflow", None)
+
     with pytest.raises(MlflowLoggingError):
         import_mlflow()
-    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+    for name, value in defaults.items():
+        assert os.environ[name] == value, name
     # A value the user set is kept.
-    assert os.environ["DO_NOT_TRACK"] == "false"
+    for name, value in user_values.items():
+        assert os.environ[name] == value, name
 
 
 def test_params_from_run_and_calls() -> None:
@@ -207,8 +227,39 @@ def test_table_without_inputs_or_expected() -> None:
 
 
 def test_hide_password() -> None:
-    assert hide_password("http://ana:secret@127.0.0.1:5000/x") == "http://ana:***@127.0.0.1:5000/x"
-    assert hide_password("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    assert hide_passwords("http://ana:secret@127.0.0.1:5000/x") == "http://ana:***@127.0.0.1:5000/x"
+    assert hide_passwords("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def test_hide_passwords_in_message() -> None:
+    message = (
+        "API request to http://ana:secret@127.0.0.1:9/api/2.0/x failed; "
+        "also tried https://:tok@en@mlflow.example.com?x=1 and redis://bob:pw@cache:6379/0"
+    )
+    hidden = hide_passwords(message)
+    assert hidden == (
+        "API request to http://ana:***@127.0.0.1:9/api/2.0/x failed; "
+        "also tried https://:***@mlflow.example.com?x=1 and redis://bob:***@cache:6379/0"
+    )
+
+
+def test_hide_passwords_keeps_other_text() -> None:
+    for text in (
+        "http://127.0.0.1:8080/v1@latest",
+        "write to bob@example.com",
+        "http://ana@127.0.0.1:5000/x",
+        "sqlite:////tmp/mlflow.db",
+    ):
+        assert hide_passwords(text) == text, text
+
+
+def test_logging_error_redacts_keys() -> None:
+    error = logging_error("MLflow rejected sk-proj-AbCdEf0123456789xyz at http://ana:pw@host/x")
+    message = str(error)
+    assert isinstance(error, MlflowLoggingError)
+    assert "sk-proj-AbCdEf0123456789xyz" not in message
+    assert "[REDACTED]" in message
+    assert ":pw@" not in message
 
 
 def test_unfinished_run_is_not_logged(tmp_path: Path) -> None:
@@ -255,3 +306,84 @@ def test_unreachable_server_is_reported(
     message = str(caught.value)
     assert f"cannot open MLflow experiment 'flow' at {closed_port_url}" in message
     assert "tracking server is running" in message
+
+
+def test_unreachable_server_message_hides_password(
+    closed_port_url: str, clean_mlflow_environment: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = closed_port_url.replace("http://", "http://ana:secretpw@")
+    with pytest.raises(MlflowLoggingError) as caught:
+        open_target(MlflowSettings(tracking_uri=uri), workflow="flow")
+    message = str(caught.value)
+    # MLflow's own error quotes the URL of the request it tried.
+    assert "/api/2.0/mlflow/experiments/get-by-name" in message
+    assert "secretpw" not in message
+
+
+def test_params_are_redacted() -> None:
+    key = "sk-proj-AbCdEf0123456789xyz"
+    secret = "registered-secret-0123456789abcdef"
+    register_secret(secret)
+    # The secret straddles the point where the value is cut, so a value cut
+    # before redaction would keep the secret's first half.
+    near_limit = "x" * (MAX_PARAM_VALUE_LENGTH - 30) + secret + "y" * 30
+    run = {
+        "run_id": "run_1",
+        "workflow": "flow",
+        "params": {"token": key, "keys": [key, "plain"], "near_limit": near_limit},
+    }
+    params = run_params(run, 1, LABELS, {"note": f"uses {key}"})
+    assert params["param.token"] == "[REDACTED]"
+    assert params["param.keys"] == "[REDACTED],plain"
+    assert params["note"] == "uses [REDACTED]"
+    assert "registered-secre" not in params["param.near_limit"]
+    assert params["param.near_limit"].endswith("...[truncated]")
+
+
+def test_table_redacts_inputs_and_expected() -> None:
+    key = "sk-proj-AbCdEf0123456789xyz"
+    rows = [stored_row(0, expected=f"expected {key}"), stored_row(1)]
+    inputs = [{"question": f"my key is {key}", "history": [{"text": key}]}, None]
+    table = row_table(rows, inputs)
+    records = [dict(zip(table["columns"], values, strict=True)) for values in table["data"]]
+    assert records[0]["inputs"] == {
+        "question": "my key is [REDACTED]",
+        "history": [{"text": "[REDACTED]"}],
+    }
+    assert records[0]["expected"] == "expected [REDACTED]"
+    assert records[1]["inputs"] is None
+    assert key not in json.dumps(table)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Restore the handlers, level and propagation of the trunkline and mlflow loggers."""
+    loggers = [logging.getLogger(name) for name in ("trunkline", "mlflow")]
+    saved = [(list(each.handlers), each.level, each.propagate) for each in loggers]
+    yield
+    for each, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        each.handlers, each.level, each.propagate = handlers, level, propagate
+
+
+def test_mlflow_logs_follow_trunkline_logging(restore_logging: None) -> None:
+    pytest.importorskip("mlflow")
+    stream = io.StringIO()
+    configure_logging("WARNING", "json", stream)
+    import_mlflow()
+    store_logger = logging.getLogger("mlflow.store.db.utils")
+
+    store_logger.info("Creating initial MLflow database tables...")
+    store_logger.warning("tables are out of date")
+    configure_logging("INFO", "json", stream)
+    import_mlflow()
+    store_logger.info("Updating database tables")
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == [
+        "tables are out of date",
+        "Updating database tables",
+    ]
+    assert [line["level"] for line in lines] == ["warning", "info"]
+    assert {line["logger"] for line in lines} == {"mlflow.store.db.utils"}

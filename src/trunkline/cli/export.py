@@ -1,7 +1,13 @@
-"""`trunkline export otlp`: re-send a run's stored spans to an OpenTelemetry collector."""
+"""`trunkline export`: send a stored run to other back ends.
+
+`export otlp` re-sends a run's stored spans to an OpenTelemetry collector.
+`export mlflow` logs a finished run to MLflow from the store, for a run whose
+logging failed or that ran without --mlflow.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,7 +15,9 @@ from sqlalchemy import select
 
 from trunkline.config import load_settings
 from trunkline.errors import ConfigError, StoreError
+from trunkline.mlflow_runs import log_run, open_target, read_row_inputs, require_finished, run_rows
 from trunkline.store.database import open_store
+from trunkline.store.runs import get_run
 from trunkline.store.tables import calls, spans
 from trunkline.tracing.otlp import PROTOCOLS, exporter_from_settings, otlp_endpoint
 from trunkline.types.calls import CallRecord
@@ -74,3 +82,34 @@ def export_otlp(
         )
         raise typer.Exit(1)
     typer.echo(f"sent {exporter.sent} spans of run {run} to {target}")
+
+
+@export_app.command("mlflow")
+def export_mlflow(
+    run: Annotated[str, typer.Option("--run", help="The finished run to log.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="The dataset the run read, for the inputs column of the rows table; by default "
+            "the run's own data file, if its content is unchanged.",
+        ),
+    ] = None,
+) -> None:
+    """Log a finished run to MLflow from the store, without running any row again."""
+    settings = load_settings()
+    store = open_store(settings.database_url(), must_exist=True)
+    try:
+        record = get_run(store, run)
+        require_finished(record)
+        found = read_row_inputs(record, run_rows(store, record), data)
+        if found.problem:
+            typer.echo(f"warning: {found.problem}", err=True)
+        target = open_target(settings.mlflow, workflow=record["workflow"])
+        logged = log_run(target, store, run, inputs=found.inputs)
+    finally:
+        store.dispose()
+    typer.echo(logged.logged_message())
+    superseded = logged.superseded_message()
+    if superseded is not None:
+        typer.echo(superseded, err=True)

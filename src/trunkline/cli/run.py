@@ -83,7 +83,7 @@ def run_command(
         typer.Option(
             "--mlflow/--no-mlflow",
             help="Log the run to MLflow: parameters, metrics and a table of rows. "
-            "Default: [mlflow] enabled in trunkline.toml.",
+            "Default: \\[mlflow] enabled in trunkline.toml.",
         ),
     ] = None,
 ) -> None:
@@ -138,23 +138,20 @@ def _log_to_mlflow(
 ) -> bool:
     """Log the finished run to MLflow and report where; False when logging failed."""
     try:
-        mlflow_run_id = log_run(tracking, store, run_id, inputs=inputs, params=extra)
+        logged = log_run(tracking, store, run_id, inputs=inputs, params=extra)
     except MlflowLoggingError as error:
         stderr.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         stderr.print(
-            f"Run {run_id} and its records are stored. Fix the cause, then log it by running "
-            f"the same command with --resume {run_id} --mlflow; only rows that failed run again.",
+            f"Run {run_id} and its records are stored. Fix the cause, then log it without "
+            f"running any row again: trunkline export mlflow --run {run_id}",
+            markup=False,
             highlight=False,
             soft_wrap=True,
         )
         return False
-    stderr.print(
-        f"logged run {run_id} to MLflow run {mlflow_run_id} in experiment "
-        f"{tracking.experiment_name!r} at {tracking.display_uri()}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
+    for line in (logged.logged_message(), logged.superseded_message()):
+        if line is not None:
+            stderr.print(line, markup=False, highlight=False, soft_wrap=True)
     return True
 
 
@@ -163,7 +160,7 @@ def _report_failures(stderr: Console, summary: RunSummary, failures: list[dict])
     for row in failures:
         stderr.print(f"  row {row['row_index']}: {row['error']}", markup=False, highlight=False)
     stderr.print(
-        f"Failed calls: trunkline calls --run {summary.run_id}. Rerun the failed rows "
+        f"The run's calls: trunkline calls --run {summary.run_id}. Rerun the failed rows "
         f"with the same arguments and --resume {summary.run_id}.",
         highlight=False,
     )
