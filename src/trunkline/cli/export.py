@@ -33,14 +33,14 @@ def export_otlp(
         str | None,
         typer.Option(
             "--endpoint",
-            help="OTLP traces endpoint; by default OTEL_EXPORTER_OTLP_ENDPOINT or [tracing] otlp_endpoint.",
+            help="OTLP traces endpoint; by default OTEL_EXPORTER_OTLP_ENDPOINT or \\[tracing] otlp_endpoint.",
         ),
     ] = None,
     protocol: Annotated[
         str | None,
         typer.Option(
             "--protocol",
-            help=f"One of {', '.join(PROTOCOLS)}; by default OTEL_EXPORTER_OTLP_PROTOCOL or [tracing] otlp_protocol.",
+            help=f"One of {', '.join(PROTOCOLS)}; by default OTEL_EXPORTER_OTLP_PROTOCOL or \\[tracing] otlp_protocol.",
         ),
     ] = None,
 ) -> None:
