@@ -7,6 +7,8 @@ The tree, split by whose fault a failure is::
     ├── WorkflowError          a workflow file, its data or one of its steps is invalid
     ├── StoreError             the record store cannot be opened or migrated
     ├── MlflowLoggingError     a batch run cannot be logged to MLflow
+    ├── ScoringError           a scorer cannot score a row (trunkline.evals)
+    │   └── JudgeError         the judge's reply held no usable verdict
     └── CallError              a model call ended without a usable response
         ├── ProviderError      one provider attempt failed (HTTP status, timeout, connection)
         ├── OutputInvalid      the output did not match the schema after every repair
