@@ -94,3 +94,42 @@ def test_eval_errors(project: Path) -> None:
     missing = run_trunkline(project, "compare", "exp_nothere", "exp_nothere2")
     assert missing.returncode == 2
     assert "no experiment with id 'exp_nothere'" in missing.stderr
+
+
+JUDGE_CONFIG = """
+default_route = "lenient"
+
+[deployments.lenient]
+provider = "fake"
+model = "judge-model"
+options = { mode = "scripted", replies = ['{"reasoning": "fine", "verdict": "pass"}'] }
+
+[deployments.rambling]
+provider = "fake"
+model = "judge-model"
+options = { mode = "scripted", replies = ["I think it is quite good overall."] }
+
+[prices.judge-model]
+input_per_mtok = 1.0
+output_per_mtok = 1.0
+"""
+
+
+def test_judge_check_reports_agreement(tmp_path: Path) -> None:
+    (tmp_path / "trunkline.toml").write_text(JUDGE_CONFIG)
+    (tmp_path / "rubric.txt").write_text("The answer names the capital of the country.")
+    (tmp_path / "labelled.csv").write_text(
+        "output,expected,label\nParis,Paris,pass\nRome,Rome,pass\nBerlin,Berlin,pass\nLyon,Paris,fail\n"
+    )
+    arguments = ("evals", "judge-check", "--data", "labelled.csv", "--rubric", "rubric.txt")
+    completed = run_trunkline(tmp_path, *arguments, "--json")
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    # The judge passes everything: it agrees on the three passes and misses the one fail.
+    assert result["agreement"] == 0.75
+    assert result["kappa"] == 0.0
+    assert (result["both_pass"], result["judge_pass_human_fail"], result["both_fail"]) == (3, 1, 0)
+
+    rambling = run_trunkline(tmp_path, *arguments, "--route", "rambling")
+    assert rambling.returncode == 2
+    assert "no usable verdict" in rambling.stderr

@@ -34,6 +34,7 @@ app.command("trace")(trace.trace_command)
 app.command("eval")(evals.eval_command)
 app.command("compare")(evals.compare_command)
 app.command("experiments")(evals.experiments_command)
+app.add_typer(evals.evals_app, name="evals")
 app.add_typer(export_app, name="export")
 app.add_typer(prompts_app, name="prompts")
 

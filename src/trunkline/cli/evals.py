@@ -18,6 +18,7 @@ from trunkline.cli.render import format_cost, format_ms
 from trunkline.cli.run import parse_params, parse_prompt_overrides
 from trunkline.config import load_settings
 from trunkline.errors import ConfigError
+from trunkline.evals.agreement import Agreement, measure_agreement
 from trunkline.evals.comparison import Comparison, compare_experiments
 from trunkline.evals.experiments import ExperimentResult, run_experiment, with_route
 from trunkline.evals.registry import build_scorer
@@ -241,4 +242,61 @@ def experiments_command(
             escape(row["experiment_id"]), escape(row["name"] or ""), escape(row["deployment"]),
             escape(_prompt_of(row)), str(row["row_count"]), mean, interval, format_cost(row["cost_usd"], 0),
         )
+    console.print(table)
+
+
+evals_app = typer.Typer(help="Checks of the evaluation tools themselves.", no_args_is_help=True)
+
+
+@evals_app.command("judge-check")
+def judge_check_command(
+    data: Annotated[Path, typer.Option("--data", help="Labelled rows, .csv or .jsonl: an output, an optional expected value, and a pass/fail label.")],
+    rubric: Annotated[Path, typer.Option("--rubric", help="A text file saying what a good output is.")],
+    route: Annotated[str | None, typer.Option("--route", help="The route the judge calls; default: the configured default route.")] = None,
+    scale: Annotated[int | None, typer.Option("--scale", min=2, help="Ask for a score from 1 to N instead of pass/fail.")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="A judge score at or above this passes.")] = 0.5,
+    output_column: Annotated[str, typer.Option("--output-column", help="The column holding the output to judge.")] = "output",
+    expected_column: Annotated[str, typer.Option("--expected-column", help="The column holding the expected value, if any.")] = "expected",
+    label_column: Annotated[str, typer.Option("--label-column", help="The column holding the human pass/fail label.")] = "label",
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Rows judged at once.")] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+) -> None:
+    """Measure the judge against human labels: agreement rate, Cohen's kappa and the confusion counts."""
+    if not rubric.is_file():
+        raise ConfigError(f"rubric file {rubric} not found; write what a good output is into it")
+    dataset = load_dataset(data)
+    settings = load_settings()
+    with recording(settings):
+        router = Router(settings)
+        judge = build_scorer("judge", router=router, rubric=rubric.read_text(), route=route, scale=scale)
+
+        async def measure() -> Agreement:
+            try:
+                return await measure_agreement(
+                    judge, dataset.rows, output_key=output_column, expected_key=expected_column,
+                    label_key=label_column, threshold=threshold, concurrency=concurrency,
+                )
+            finally:
+                await router.aclose()
+
+        agreement = asyncio.run(measure())
+    payload = {
+        "rows": agreement.rows,
+        "agreement": agreement.rate,
+        "kappa": agreement.kappa,
+        "both_pass": agreement.both_pass,
+        "both_fail": agreement.both_fail,
+        "judge_pass_human_fail": agreement.judge_pass_human_fail,
+        "judge_fail_human_pass": agreement.judge_fail_human_pass,
+    }
+    if as_json:
+        typer.echo(json.dumps(payload))
+        return
+    kappa = "undefined (one label only)" if agreement.kappa is None else f"{agreement.kappa:.3f}"
+    console.print(f"{agreement.rows} rows: agreement {agreement.rate:.3f}, Cohen's kappa {kappa}", highlight=False)
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("", "human pass", "human fail"):
+        table.add_column(column)
+    table.add_row("judge pass", str(agreement.both_pass), str(agreement.judge_pass_human_fail))
+    table.add_row("judge fail", str(agreement.judge_fail_human_pass), str(agreement.both_fail))
     console.print(table)
