@@ -133,3 +133,19 @@ def test_judge_check_reports_agreement(tmp_path: Path) -> None:
     rambling = run_trunkline(tmp_path, *arguments, "--route", "rambling")
     assert rambling.returncode == 2
     assert "no usable verdict" in rambling.stderr
+
+
+def test_python_and_json_schema_scorers(project: Path) -> None:
+    (project / "myscore.py").write_text(
+        "def starts_yes(output, expected, row):\n    return str(output).startswith('y')\n\n"
+        "def boom(output, expected, row):\n    raise ValueError('boom')\n"
+    )
+    (project / "label.json").write_text('{"type": "string", "enum": ["yes", "no"]}')
+    result = evaluate(project, "--model", "says-yes", "--scorer", "python=myscore:starts_yes", "--scorer", "json_schema=label.json")
+    assert result["scores"]["python:myscore:starts_yes"]["mean"] == 1.0
+    assert list(result["scores"]) == ["python:myscore:starts_yes", "json_schema"]
+
+    failed = run_trunkline(project, "eval", "flow", "--scorer", "python=myscore:boom")
+    assert failed.returncode == 2
+    assert "scorer python:myscore:boom failed on row 0: ValueError: boom" in failed.stderr
+    assert "Traceback" not in failed.stderr

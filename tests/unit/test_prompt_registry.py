@@ -183,3 +183,18 @@ def test_pull_then_push_creates_nothing(registry: PromptRegistry, tmp_path: Path
     assert all(not p.created for p in push(registry, out))
     assert pull(registry, tmp_path / "none", label="staging") == []
     assert prompt_yaml(registry.get("team/triage")).startswith("name: team/triage\nversion: 1\n")
+
+
+def test_push_and_pull_reject_wrong_arguments(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    write_prompt(folder, "triage", "Classify: {{ message }}")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        push(registry, folder / "triage.yaml")
+    (folder / "blank.yaml").write_text('name: ""\nmessages:\n  - role: user\n    content: hi\n')
+    with pytest.raises(ConfigError, match="has an empty name"):
+        push(registry, folder)
+    (folder / "blank.yaml").unlink()
+    push(registry, folder)
+    with pytest.raises(ConfigError, match="no prompt named nothere"):
+        pull(registry, tmp_path / "out", names=["nothere"])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,15 +37,31 @@ from trunkline.workflows.spec import load_workflow
 console = Console()
 
 
-def parse_scorers(items: list[str], router: Router) -> list[Scorer]:
-    """Build scorers from ``NAME``, ``python=MODULE:FUNCTION`` or ``judge=RUBRIC_FILE[@ROUTE]``."""
+def parse_scorers(items: list[str], router: Router, folder: Path | None = None) -> list[Scorer]:
+    """Build scorers from ``NAME``, ``python=MODULE:FUNCTION``, ``json_schema=FILE`` or ``judge=RUBRIC_FILE[@ROUTE]``.
+
+    A ``python`` scorer's module is looked for in the working folder and in
+    `folder` (the workflow's), as the workflow's own tools are.
+    """
     built: list[Scorer] = []
     for item in items:
         name, separator, argument = item.partition("=")
         if name == "python":
             if not separator:
                 raise ConfigError("--scorer python needs the function: --scorer python=module:function")
-            built.append(build_scorer("python", path=argument))
+            with _importable(Path.cwd(), folder):
+                built.append(build_scorer("python", path=argument))
+        elif name == "json_schema":
+            if not separator:
+                raise ConfigError("--scorer json_schema needs a schema file: --scorer json_schema=schema.json")
+            schema = Path(argument)
+            if not schema.is_file():
+                raise ConfigError(f"schema file {argument} not found; give a JSON Schema file")
+            try:
+                loaded = json.loads(schema.read_text())
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"schema file {argument} is not valid JSON: {error}") from None
+            built.append(build_scorer("json_schema", schema=loaded))
         elif name == "judge":
             if not separator:
                 raise ConfigError("--scorer judge needs a rubric file: --scorer judge=rubric.txt[@ROUTE]")
@@ -58,13 +77,24 @@ def parse_scorers(items: list[str], router: Router) -> list[Scorer]:
     return built
 
 
+@contextmanager
+def _importable(*folders: Path | None) -> Iterator[None]:
+    added = [str(folder) for folder in folders if folder is not None and str(folder) not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for entry in added:
+            sys.path.remove(entry)
+
+
 def eval_command(
     workflow: Annotated[Path, typer.Argument(help="A workflow file, or a folder holding workflow.toml.")],
     data: Annotated[Path | None, typer.Option("--data", help="Rows with expected values, .csv or .jsonl; default: the workflow's sample.")] = None,
     prompt: Annotated[list[str], typer.Option("--prompt", help="\\[STEP=]NAME@VERSION or NAME:LABEL for a model step; repeatable.")] = [],  # noqa: B006
     model: Annotated[str | None, typer.Option("--model", help="Send every model step to this route or deployment.")] = None,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Run every row K times.")] = 1,
-    scorer: Annotated[list[str], typer.Option("--scorer", help="exact, normalised, fuzzy, embedding, json_schema, numeric, python=MODULE:FUNCTION or judge=RUBRIC_FILE\\[@ROUTE]; repeatable, the first is primary. Default: normalised.")] = [],  # noqa: B006
+    scorer: Annotated[list[str], typer.Option("--scorer", help="exact, normalised, fuzzy, embedding, json_schema=FILE, numeric, python=MODULE:FUNCTION or judge=RUBRIC_FILE\\[@ROUTE]; repeatable, the first is primary. Default: normalised.")] = [],  # noqa: B006
     param: Annotated[list[str], typer.Option("--param", help="Override a workflow parameter, KEY=VALUE; repeatable.")] = [],  # noqa: B006
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N rows.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Rows in flight at once.")] = 4,
@@ -89,7 +119,7 @@ def eval_command(
         settings.route(model)
     with recording(settings) as recorder:
         router = Router(settings)
-        scorers = parse_scorers(scorer or ["normalised"], router)
+        scorers = parse_scorers(scorer or ["normalised"], router, spec.folder)
 
         async def run_and_close() -> ExperimentResult:
             try:
@@ -170,9 +200,9 @@ def _print_comparison(comparison: Comparison, top: int) -> None:
         "mean score", f"{paired.mean_a:.3f}", f"{paired.mean_b:.3f}",
         f"{paired.difference:+.3f} [{paired.low:+.3f}, {paired.high:+.3f}]",
     )
-    table.add_row("cost", format_cost(a["cost_usd"], 0), format_cost(b["cost_usd"], 0), _signed_cost(a["cost_usd"], b["cost_usd"]))
+    table.add_row("cost (whole experiment)", format_cost(a["cost_usd"], 0), format_cost(b["cost_usd"], 0), _signed_cost(a["cost_usd"], b["cost_usd"]))
     table.add_row(
-        "latency p50", format_ms(a["latency_p50_ms"]), format_ms(b["latency_p50_ms"]),
+        "latency p50 (whole experiment)", format_ms(a["latency_p50_ms"]), format_ms(b["latency_p50_ms"]),
         _signed(a["latency_p50_ms"], b["latency_p50_ms"], "{:+.0f} ms"),
     )
     console.print(table)

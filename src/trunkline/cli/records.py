@@ -105,6 +105,9 @@ def show_command(
         f"-> {record.model_served or '-'} ({record.model_version or 'no version reported'})"
     )
     console.print(f"started {record.started_at.isoformat()}  latency {format_ms(record.latency_ms)}")
+    if record.prompt_name:
+        version = f"@{record.prompt_version}" if record.prompt_version else ""
+        console.print(f"prompt {escape(record.prompt_name)}{version}", highlight=False)
 
     console.rule("messages")
     for message in record.messages:

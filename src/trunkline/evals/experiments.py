@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trunkline.config import Settings
-from trunkline.errors import ConfigError
-from trunkline.evals.scores import Scorer
+from trunkline.errors import ConfigError, TrunklineError
+from trunkline.evals.scores import Scorer, ScoringError
 from trunkline.evals.statistics import MeanInterval, bootstrap_mean
 from trunkline.redaction import redact, redact_value
 from trunkline.routing.router import Router
@@ -153,7 +153,9 @@ async def run_experiment(
             latencies.append(result["latency_ms"])
             inputs = runner.row_inputs(row)
             expected = row.get(spec.expected) if spec.expected else None
-            row_scores = await _score_row(scorers, runner.outputs.get(index), expected, inputs, result)
+            row_scores = await _score_row(
+                scorers, runner.outputs.get(index), expected, inputs, result, _row_key(dataset, index)
+            )
             for scorer_name, (value, _) in row_scores.items():
                 values[scorer_name].append(value)
             first_value, first_explanation = next(iter(row_scores.values()))
@@ -228,14 +230,28 @@ async def run_experiment(
 
 
 async def _score_row(
-    scorers: list[Scorer], output: Any, expected: Any, inputs: dict[str, Any], result: dict[str, Any]
+    scorers: list[Scorer],
+    output: Any,
+    expected: Any,
+    inputs: dict[str, Any],
+    result: dict[str, Any],
+    row_key: str,
 ) -> dict[str, tuple[float, str | None]]:
     if result["status"] != "ok":
         reason = f"the row failed: {result['error']}"
         return {scorer.name: (0.0, reason) for scorer in scorers}
     scores = {}
     for scorer in scorers:
-        score = await scorer.ascore(output, expected, inputs)
+        try:
+            score = await scorer.ascore(output, expected, inputs)
+        except TrunklineError:
+            raise
+        except Exception as error:
+            # A user's scoring function failed: name it and the row, with no traceback.
+            raise ScoringError(
+                f"scorer {scorer.name} failed on row {row_key}: {type(error).__name__}: "
+                f"{redact(str(error))}; a python scorer is called as function(output, expected, row)"
+            ) from error
         scores[scorer.name] = (score.value, redact(score.explanation) if score.explanation else None)
     return scores
 

@@ -59,7 +59,10 @@ def read_prompt_file(path: Path, folder: Path) -> tuple[str, PromptContent]:
     if not isinstance(data, dict):
         raise ConfigError(f"prompt file {path} must be a mapping with messages; see docs/evaluation.md")
     data = dict(data)
-    name = str(data.pop("name", None) or path.relative_to(folder).with_suffix("").as_posix())
+    given = data.pop("name", None)
+    if given is not None and not str(given).strip():
+        raise ConfigError(f"prompt file {path} has an empty name; give a name or leave the key out")
+    name = str(given) if given is not None else path.relative_to(folder).with_suffix("").as_posix()
     data.pop("version", None)
     try:
         content = PromptContent.model_validate(data)
@@ -80,6 +83,8 @@ def push(registry: PromptRegistry, folder: Path, *, author: str | None = None) -
         ConfigError: the folder has no prompt files, a file is invalid, or two
             files name the same prompt.
     """
+    if folder.is_file():
+        raise ConfigError(f"{folder} is a file, not a folder; pass the folder that holds it")
     if not folder.is_dir():
         raise ConfigError(f"prompt folder {folder} not found; pass a folder of .yaml prompt files")
     files = sorted(path for path in folder.rglob("*") if path.suffix in SUFFIXES and path.is_file())
@@ -130,9 +135,16 @@ def pull(
     """Write each prompt's latest version, or the one `label` points at, as a file under `folder`.
 
     Prompts without that label are skipped. Returns the files written.
+
+    Raises:
+        ConfigError: a prompt in `names` is not in the registry.
     """
+    summaries = registry.list()
+    missing = sorted(set(names or ()) - {summary.name for summary in summaries})
+    if missing:
+        raise ConfigError(f"no prompt named {', '.join(missing)}; list prompts with `trunkline prompts list`")
     written = []
-    for summary in registry.list():
+    for summary in summaries:
         if names and summary.name not in names:
             continue
         if label is not None and label not in summary.labels:

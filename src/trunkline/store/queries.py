@@ -23,6 +23,8 @@ _LIST_COLUMNS = (
     calls.c.provider,
     calls.c.model_served,
     calls.c.model_requested,
+    calls.c.prompt_name,
+    calls.c.prompt_version,
     calls.c.outcome,
     calls.c.error_kind,
     calls.c.input_tokens,
