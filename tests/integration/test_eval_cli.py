@@ -149,3 +149,46 @@ def test_python_and_json_schema_scorers(project: Path) -> None:
     assert failed.returncode == 2
     assert "scorer python:myscore:boom failed on row 0: ValueError: boom" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+DOWNGRADE_CONFIG = """
+default_route = "main"
+
+[deployments.dear]
+provider = "fake"
+model = "dear-model"
+options = { mode = "scripted", replies = ['{"label": "yes"}'] }
+
+[deployments.cheap]
+provider = "fake"
+model = "cheap-model"
+options = { mode = "scripted", replies = ['{"label": "yes"}'] }
+
+[routes.main]
+deployments = ["dear"]
+downgrade_to = ["cheap"]
+downgrade_when = ["scores"]
+downgrade_tolerance = 0.02
+task = "yes-no"
+
+[prices.dear-model]
+input_per_mtok = 10.0
+output_per_mtok = 30.0
+
+[prices.cheap-model]
+input_per_mtok = 0.1
+output_per_mtok = 0.3
+"""
+
+
+def test_golden_experiments_drive_score_downgrades(project: Path) -> None:
+    (project / "trunkline.toml").write_text(DOWNGRADE_CONFIG)
+    before = json.loads(run_trunkline(project, "run", "flow", "--json").stdout)
+    assert run_trunkline(project, "eval", "flow", "--model", "dear", "--golden").returncode == 0
+    assert run_trunkline(project, "eval", "flow", "--model", "cheap", "--golden").returncode == 0
+    after = json.loads(run_trunkline(project, "run", "flow", "--json").stdout)
+    listed = run_trunkline(project, "calls", "--run", after["run_id"], "--json", "--limit", "100")
+    calls = [json.loads(line) for line in listed.stdout.splitlines()]
+    # Both score 0.8 on the same golden rows, so the route's calls move to the cheaper deployment.
+    assert {call["model_requested"] for call in calls} == {"cheap-model"}
+    assert after["cost_usd"] < before["cost_usd"] / 10
