@@ -206,6 +206,7 @@ def _print_comparison(comparison: Comparison, top: int) -> None:
         _signed(a["latency_p50_ms"], b["latency_p50_ms"], "{:+.0f} ms"),
     )
     console.print(table)
+
     similarity = ", ".join(f"{name} {value:.3f}" for name, value in comparison.similarity.items())
     console.print(
         f"{paired.count} paired rows: B wins {paired.wins}, ties {paired.ties}, loses {paired.losses}; "
@@ -216,6 +217,7 @@ def _print_comparison(comparison: Comparison, top: int) -> None:
         console.print(f"note: {escape(note)}", highlight=False)
     if comparison.unpaired:
         console.print(f"{comparison.unpaired} rows are in only one of the two and were left out", highlight=False)
+
     changed = [row for row in comparison.most_changed(top) if row.difference or row.similarity.get("exact", 1.0) < 1.0]
     if changed:
         rows = Table(title="rows that changed most", box=box.SIMPLE_HEAD, title_justify="left")
