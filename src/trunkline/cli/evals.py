@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,8 +37,8 @@ console = Console()
 def parse_scorers(items: list[str], router: Router, folder: Path | None = None) -> list[Scorer]:
     """Build scorers from ``NAME``, ``python=MODULE:FUNCTION``, ``json_schema=FILE`` or ``judge=RUBRIC_FILE[@ROUTE]``.
 
-    A ``python`` scorer's module is looked for in the working folder and in
-    `folder` (the workflow's), as the workflow's own tools are.
+    A ``python`` scorer's module is looked for as a file in the working
+    folder, then in `folder` (the workflow's), then among installed modules.
     """
     built: list[Scorer] = []
     for item in items:
@@ -49,8 +46,9 @@ def parse_scorers(items: list[str], router: Router, folder: Path | None = None) 
         if name == "python":
             if not separator:
                 raise ConfigError("--scorer python needs the function: --scorer python=module:function")
-            with _importable(Path.cwd(), folder):
-                built.append(build_scorer("python", path=argument))
+            module_file = argument.partition(":")[0].replace(".", "/") + ".py"
+            beside = Path.cwd() if (Path.cwd() / module_file).is_file() else folder
+            built.append(build_scorer("python", path=argument, folder=beside))
         elif name == "json_schema":
             if not separator:
                 raise ConfigError("--scorer json_schema needs a schema file: --scorer json_schema=schema.json")
@@ -75,17 +73,6 @@ def parse_scorers(items: list[str], router: Router, folder: Path | None = None) 
                 raise ConfigError(f"scorer {name!r} takes no argument; got {item!r}")
             built.append(build_scorer(name))
     return built
-
-
-@contextmanager
-def _importable(*folders: Path | None) -> Iterator[None]:
-    added = [str(folder) for folder in folders if folder is not None and str(folder) not in sys.path]
-    sys.path[:0] = added
-    try:
-        yield
-    finally:
-        for entry in added:
-            sys.path.remove(entry)
 
 
 def eval_command(

@@ -6,18 +6,22 @@ import importlib
 import inspect
 import numbers
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, cast
 
 import numpy
 
-from trunkline.errors import ConfigError
+from trunkline.errors import ConfigError, WorkflowError
 from trunkline.evals.scores import Score, ScoringError, preview, run_to_end
+from trunkline.workflows.loading import load_object
 
 
-def import_function(path: str) -> Callable[..., Any]:
+def import_function(path: str, folder: Path | None = None) -> Callable[..., Any]:
     """Import the callable that `path` names as ``module:attribute``.
 
-    The attribute may be dotted (``package.module:Class.method``).
+    The attribute may be dotted (``package.module:Class.method``). With
+    `folder`, the module is first looked for as a file there, as a
+    workflow's own tools are.
 
     Raises:
         ConfigError: `path` is malformed, the module cannot be imported, or
@@ -28,8 +32,14 @@ def import_function(path: str) -> Callable[..., Any]:
         raise ConfigError(
             f"scorer function path {path!r} is invalid; write it as 'package.module:function'"
         )
+    if folder is not None:
+        try:
+            target: Any = load_object(path, folder)
+        except WorkflowError as error:
+            raise ConfigError(f"scorer function {path!r} cannot be loaded: {error}") from None
+        return _callable(target, path)
     try:
-        target: Any = importlib.import_module(module_name)
+        target = importlib.import_module(module_name)
     except ImportError as error:
         raise ConfigError(
             f"cannot import module {module_name!r} for scorer function {path!r}: {error}"
@@ -42,6 +52,10 @@ def import_function(path: str) -> Callable[..., Any]:
                 f"scorer function {path!r} not found: {module_name!r} has no attribute "
                 f"{attribute!r}"
             ) from None
+    return _callable(target, path)
+
+
+def _callable(target: Any, path: str) -> Callable[..., Any]:
     if not callable(target):
         raise ConfigError(
             f"scorer function {path!r} is a {type(target).__name__}, not a callable"
@@ -62,9 +76,9 @@ class FunctionScorer:
             the message names the function and the value.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, folder: Path | None = None) -> None:
         self.path = path
-        self.function = import_function(path)
+        self.function = import_function(path, folder)
         self.name = f"python:{path}"
         self._is_async = inspect.iscoroutinefunction(self.function)
 

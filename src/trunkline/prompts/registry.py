@@ -19,7 +19,7 @@ from trunkline.prompts.versions import (
     check_name,
     parse_reference,
 )
-from trunkline.store.database import Store
+from trunkline.store.database import Store, as_utc
 from trunkline.store.tables import prompt_label_moves, prompt_labels, prompt_versions
 
 
@@ -174,7 +174,7 @@ class PromptRegistry:
                 latest_version=row.latest,
                 versions=row.count,
                 labels=labels.get(row.name, {}),
-                updated_at=_utc(row.updated),
+                updated_at=as_utc(row.updated),
             )
             for row in rows
         ]
@@ -227,7 +227,7 @@ class PromptRegistry:
         return [
             LabelMove(
                 row["name"], row["label"], row["from_version"], row["to_version"],
-                row["moved_by"], _utc(row["moved_at"]),
+                row["moved_by"], as_utc(row["moved_at"]),
             )
             for row in rows
         ]
@@ -253,7 +253,7 @@ class PromptRegistry:
             ),
             content_hash=row["content_hash"],
             author=row["author"],
-            created_at=_utc(row["created_at"]),
+            created_at=as_utc(row["created_at"]),
             parent_version=row["parent_version"],
             labels=tuple(sorted(label for label, version in labels.items() if version == row["version"])),
         )
@@ -271,7 +271,3 @@ class PromptRegistry:
             f"prompt {reference.name!r} has no version {reference.version}; its versions are "
             f"1 to {latest}"
         )
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
@@ -139,3 +140,8 @@ def open_store(url: str, *, migrate: bool = True, must_exist: bool = False) -> S
     if migrate:
         store.upgrade()
     return store
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Mark a stored time as UTC; SQLite returns times without a time zone."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

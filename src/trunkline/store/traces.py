@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import select
 
 from trunkline.errors import StoreError
-from trunkline.store.database import Store
+from trunkline.store.database import Store, as_utc
 from trunkline.store.tables import calls, runs, spans
 from trunkline.types.calls import CallRecord
 
@@ -114,8 +114,8 @@ def load_trace(store: Store, trace_id: str) -> list[TraceNode]:
             span_id=row["span_id"],
             name=row["name"],
             kind=row["kind"],
-            started_at=_utc(row["started_at"]),
-            ended_at=_utc(row["ended_at"]),
+            started_at=as_utc(row["started_at"]),
+            ended_at=as_utc(row["ended_at"]),
             status=row["status"],
             error=row["error"],
             attributes=dict(row["attributes"] or {}),
@@ -160,7 +160,3 @@ def load_subtree(store: Store, trace_id: str, span_id: str) -> TraceNode:
         f"span {span_id} is not in trace {trace_id} in {store.safe_url()}, so it was pruned "
         "or never written; `trunkline show` prints a call's record without its spans"
     )
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
