@@ -169,7 +169,7 @@ class StoreSettings(BaseModel):
 
 
 class TracingSettings(BaseModel):
-    """Where spans go besides the store, and what they may carry."""
+    """The destinations of spans besides the store, and what the spans may carry."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -10,7 +10,7 @@ import pytest
 from integration.cli import run_trunkline
 from integration.test_cli import write_project
 
-# Two deployments that always answer yes or always no, so a change of route
+# Two deployments that always reply yes or always no, so a change of route
 # is a known change of score.
 CONFIG = """
 default_route = "says-yes"
@@ -66,9 +66,9 @@ def test_compare_gate_fails_a_worse_model(project: Path) -> None:
     baseline = evaluate(project, "--model", "says-yes")["experiment_id"]
     worse = evaluate(project, "--model", "says-no")["experiment_id"]
 
-    kept = run_trunkline(project, "compare", baseline, baseline[:12], "--fail-if-worse", "0.05", "--json")
-    assert kept.returncode == 0, kept.stderr
-    same = json.loads(kept.stdout)
+    itself = run_trunkline(project, "compare", baseline, baseline[:12], "--fail-if-worse", "0.05", "--json")
+    assert itself.returncode == 0, itself.stderr
+    same = json.loads(itself.stdout)
     assert (same["wins"], same["ties"], same["losses"]) == (0, 30, 0)
     assert same["similarity"]["exact"] == 1.0
 
@@ -81,6 +81,9 @@ def test_compare_gate_fails_a_worse_model(project: Path) -> None:
     assert comparison["gate"]["failed"] is True
     assert comparison["similarity"]["exact"] == 0.0
     assert comparison["most_changed"][0]["score_a"] != comparison["most_changed"][0]["score_b"]
+
+    embedded = json.loads(run_trunkline(project, "compare", baseline, worse, "--embedding", "--json").stdout)
+    assert 0.0 <= embedded["similarity"]["embedding"] < 1.0
 
     table = run_trunkline(project, "compare", baseline, worse)
     assert table.returncode == 0

@@ -206,7 +206,9 @@ async def test_spans_arrive_over_grpc(monkeypatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme")
     exporter = exporter_from_settings(Settings())
-    assert exporter is not None and exporter.protocol == "grpc"
+    assert exporter is not None
+    assert exporter.protocol == "grpc"
+
     add_exporter(exporter)
     router = router_with(
         ScriptedModel([FakeFailure(429), FakeReply("yes", input_tokens=11, output_tokens=2)])
@@ -219,6 +221,7 @@ async def test_spans_arrive_over_grpc(monkeypatch) -> None:
         remove_exporter(exporter)
         exporter.close()
         receiver.stop()
+
     by_name = {received.name: received for received in receiver.spans}
     run = by_name["grpc-run"]
     call = next(received for received in receiver.spans if received.name.startswith("chat "))
@@ -292,7 +295,7 @@ def test_malformed_header_entry_is_not_echoed(monkeypatch) -> None:
 
 
 async def test_silent_collector_costs_a_bounded_close(caplog) -> None:
-    """A collector that accepts connections and never answers: close gives up and names the run."""
+    """A collector that accepts connections and never replies: close gives up and names the run."""
     import socket
 
     listener = socket.socket()

@@ -70,6 +70,12 @@ def test_runs_record_the_labelled_version(tmp_path: Path) -> None:
     pinned = run_id_of(run_trunkline(folder, "run", "flow", "--json", "--prompt", "yesno@1"))
     assert call_prompts(folder, pinned) == {("yesno", "1")}
 
+    listed = run_trunkline(folder, "calls", "--run", pinned, "--json").stdout.splitlines()
+    call = json.loads(listed[0])
+    assert (call["prompt_name"], call["prompt_version"]) == ("yesno", "1")
+    shown = run_trunkline(folder, "show", call["call_id"])
+    assert "prompt yesno@1" in shown.stdout
+
 
 def test_missing_variable_names_prompt_version_and_variable(tmp_path: Path) -> None:
     folder = project(tmp_path)
@@ -105,10 +111,10 @@ def test_list_show_diff_and_pull(tmp_path: Path) -> None:
     assert [(item["name"], item["latest_version"], item["labels"]) for item in listed] == [
         ("yesno", 2, {"staging": 2})
     ]
-    shown = json.loads(run_trunkline(folder, "prompts", "show", "yesno:staging", "--json", "--history").stdout)
-    assert shown["version"] == 2
-    assert [move["moved_by"] for move in shown["label_moves"]] == ["ana"]
-    assert [item["version"] for item in shown["versions"]] == [1, 2]
+    described = json.loads(run_trunkline(folder, "prompts", "show", "yesno:staging", "--json", "--history").stdout)
+    assert described["version"] == 2
+    assert [move["moved_by"] for move in described["label_moves"]] == ["ana"]
+    assert [item["version"] for item in described["versions"]] == [1, 2]
 
     diff = run_trunkline(folder, "prompts", "diff", "yesno@1", "yesno:staging")
     assert diff.returncode == 1

@@ -30,7 +30,7 @@ KEY = "tl-secret-0123456789abcdef0123"
 
 
 class ParrotProvider(Provider):
-    """Answers with the last message, as a model asked to repeat it would."""
+    """Replies with the last message, as a model told to repeat it would."""
 
     name = "parrot"
 

@@ -72,14 +72,14 @@ def span_ids(nodes: list[TraceNode]) -> list[str]:
 
 def test_first_spans_cuts_depth_first() -> None:
     roots = [make_node("1", make_node("2", make_node("3")), make_node("4")), make_node("5")]
-    kept, omitted = _first_spans(roots, 3)
-    assert span_ids(kept) == ["1", "2", "3"]
+    first, omitted = _first_spans(roots, 3)
+    assert span_ids(first) == ["1", "2", "3"]
     assert omitted == 2
     assert span_ids(roots) == ["1", "2", "3", "4", "5"]
 
 
 def test_first_spans_keeps_small_tree() -> None:
     roots = [make_node("1", make_node("2")), make_node("3")]
-    kept, omitted = _first_spans(roots, 10)
-    assert span_ids(kept) == ["1", "2", "3"]
+    first, omitted = _first_spans(roots, 10)
+    assert span_ids(first) == ["1", "2", "3"]
     assert omitted == 0

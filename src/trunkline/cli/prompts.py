@@ -35,9 +35,9 @@ def _registry(*, writing: bool = False) -> Iterator[PromptRegistry]:
         store.dispose()
 
 
-def _user(given: str | None) -> str:
-    if given:
-        return given
+def _user(name: str | None) -> str:
+    if name:
+        return name
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -40,9 +40,9 @@ TRAILING_PUNCTUATION = ".,;:!?…"
 def normalise_text(text: str) -> str:
     """Return `text` case-folded, with whitespace runs collapsed and trailing punctuation dropped.
 
-    The steps, in order: `str.casefold`; every run of Unicode whitespace
-    becomes one space; surrounding whitespace is stripped; then any mix of
-    spaces and the characters in `TRAILING_PUNCTUATION` at the end is
+    The text is case-folded with `str.casefold`, and every run of Unicode
+    whitespace becomes one space. Surrounding whitespace is stripped, then
+    any mix of spaces and `TRAILING_PUNCTUATION` characters at the end is
     dropped, so ``"Yes. !"`` becomes ``"yes"``. Nothing else changes: accents,
     inner punctuation and Unicode forms stay as they are.
     """

@@ -3,7 +3,7 @@
 A scorer is called as ``scorer(output, expected, row)`` from synchronous code
 and as ``await scorer.ascore(output, expected, row)`` from asynchronous code.
 Both return a `Score`. Scorers whose work is synchronous subclass
-`SyncScorer`, which supplies `ascore`; scorers that call a model (the judge)
+`SyncScorer`, which supplies `ascore`. Scorers that call a model (the judge)
 implement `ascore` and run it to the end in `__call__`.
 """
 

@@ -59,10 +59,10 @@ def read_prompt_file(path: Path, folder: Path) -> tuple[str, PromptContent]:
     if not isinstance(data, dict):
         raise ConfigError(f"prompt file {path} must be a mapping with messages; see docs/evaluation.md")
     data = dict(data)
-    given = data.pop("name", None)
-    if given is not None and not str(given).strip():
+    declared_name = data.pop("name", None)
+    if declared_name is not None and not str(declared_name).strip():
         raise ConfigError(f"prompt file {path} has an empty name; give a name or leave the key out")
-    name = str(given) if given is not None else path.relative_to(folder).with_suffix("").as_posix()
+    name = str(declared_name) if declared_name is not None else path.relative_to(folder).with_suffix("").as_posix()
     data.pop("version", None)
     try:
         content = PromptContent.model_validate(data)

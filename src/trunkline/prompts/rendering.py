@@ -30,10 +30,10 @@ def check_variables(prompt: PromptVersion, values: dict[str, Any]) -> None:
     """
     for name, kind in prompt.content.variables.items():
         if name not in values:
-            given = ", ".join(sorted(values)) or "none"
+            names_given = ", ".join(sorted(values)) or "none"
             raise ConfigError(
                 f"prompt {prompt.reference} needs variable {name!r}, which was not given; "
-                f"given: {given}"
+                f"given: {names_given}"
             )
         expected = _CHECKS.get(kind)
         value = values[name]

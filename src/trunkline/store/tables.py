@@ -189,7 +189,7 @@ prompt_versions = Table(
     Index("ix_prompt_versions_hash", "name", "content_hash"),
 )
 
-# Where each label of a prompt points now.
+# The version each label of a prompt points at now.
 prompt_labels = Table(
     "prompt_labels",
     metadata,

@@ -103,6 +103,7 @@ class GrpcSender:
                 "pip install 'trunkline[grpc]', or set the protocol to http/protobuf"
             ) from None
         self._grpc = grpc
+
         parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
         if not parsed.hostname or not parsed.port:
             raise ConfigError(
@@ -114,6 +115,7 @@ class GrpcSender:
                 f"OTLP gRPC endpoint {redact(endpoint)!r} must start with http:// (plain text) "
                 "or https:// (TLS)"
             )
+
         target = f"{parsed.hostname}:{parsed.port}"
         if parsed.scheme == "https":
             self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials())
