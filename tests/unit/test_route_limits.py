@@ -240,7 +240,7 @@ async def test_downgrade_reason_not_allowed(exported) -> None:
 
 
 def scores_of(**values: tuple[float, str]):  # noqa: ANN201
-    def read(task: str) -> dict[str, TaskScore]:
+    def read(task: str, prompt: str | None = None) -> dict[str, TaskScore]:
         return {
             name: TaskScore(name, score, 50, digest, f"e-{name}", datetime.now(UTC))
             for name, (score, digest) in values.items()
@@ -285,6 +285,30 @@ async def test_scores_are_read_from_the_store(exported, tmp_path) -> None:
     router.settings.store.url = url
     result = await router.complete("hi")
     assert result.text == "from small"
+
+
+async def test_scores_of_the_calls_prompt_version_decide(exported, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'scores.db'}"
+    store = open_store(url)
+    # Version 1 loses accuracy on the small model; version 2 does not.
+    for version, small in (("1", 0.70), ("2", 0.90)):
+        for deployment, score in (("big", 0.91), ("small", small)):
+            record_experiment(
+                store, task="triage", deployment=deployment, dataset_hash="h", row_count=40,
+                mean_score=score, golden=True, prompt_name="triage", prompt_version=version,
+            )
+    store.dispose()
+    router, _ = make_router({"big": {}, "mid": {}, "small": {}}, {**DOWNGRADE_ROUTE, "task": "triage"})
+    router.settings.store.url = url
+    first = await router.complete("hi", prompt_name="triage", prompt_version="1")
+    second = await router.complete("hi", prompt_name="triage", prompt_version="2")
+    unscored = await router.complete("hi", prompt_name="triage", prompt_version="3")
+    assert first.text == "from big"
+    assert second.text == "from small"
+    assert "with prompt triage@2" in second.record.downgrades[0].detail
+    # A version never scored falls back to the task's latest results (version 2's).
+    assert unscored.text == "from small"
+    assert "with prompt" not in unscored.record.downgrades[0].detail
 
 
 async def test_small_tpm_names_the_fix(exported) -> None:

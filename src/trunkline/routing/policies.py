@@ -114,8 +114,9 @@ def score_downgrade(
         if score is None or score.dataset_hash != preferred.dataset_hash:
             continue
         if score.mean_score >= preferred.mean_score - route.downgrade_tolerance:
+            scored_on = f"task {task!r}" + (f" with prompt {score.prompt}" if score.prompt else "")
             return name, (
-                f"golden-set score on task {task!r} is {score.mean_score:.3f} against "
+                f"golden-set score on {scored_on} is {score.mean_score:.3f} against "
                 f"{preferred.mean_score:.3f} for {route.deployments[0]} "
                 f"(tolerance {route.downgrade_tolerance})"
             )

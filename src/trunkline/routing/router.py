@@ -66,7 +66,8 @@ from trunkline.types.scores import TaskScore
 logger = logging.getLogger(__name__)
 
 MessagesInput = str | Sequence[Message | Mapping[str, Any]]
-ScoreReader = Callable[[str], Mapping[str, TaskScore]]
+#: Reads golden-set scores per deployment for a task and, when not None, one prompt version.
+ScoreReader = Callable[[str, str | None], Mapping[str, TaskScore]]
 
 #: Seconds a task's golden-set scores are kept before the store is read again.
 SCORES_TTL_S = 60.0
@@ -111,8 +112,11 @@ class Router:
         limiter: the rate limiter; by default in-process, or in Redis when
             ``TRUNKLINE_REDIS_URL`` (or ``redis_url``) is set.
         ledger: the budget ledger, chosen the same way.
-        scores: reads a task's golden-set scores by deployment, for
-            score-based downgrades; by default from the record store.
+        scores: reads golden-set scores by deployment for a task and a prompt
+            version (``name@version``, or None for any), for score-based
+            downgrades; by default from the record store. A call that names
+            its prompt version is judged by that version's scores when the
+            route's first deployment has one, else by the task's latest.
 
     Example::
 
@@ -135,7 +139,7 @@ class Router:
         self._limiter = limiter
         self._ledger = ledger
         self._score_reader = scores
-        self._scores: dict[str, tuple[float, Mapping[str, TaskScore]]] = {}
+        self._scores: dict[tuple[str, str | None], tuple[float, Mapping[str, TaskScore]]] = {}
         self.breakers = BreakerBoard()
         self._limits: dict[str, Limits | None] = {}
         self._retry: dict[str, RetryPolicy] = {}
@@ -324,6 +328,7 @@ class Router:
             budgets=self._budgets(context.run_id, context.session_id, all_tags, context),
             task=task or policy.task or route_name,
             context=context,
+            prompt=f"{prompt_name}@{prompt_version}" if prompt_name and prompt_version else None,
         )
         base = {
             "call_id": random_hex(),
@@ -367,7 +372,10 @@ class Router:
         plan = list(policy.deployments)
         candidates = self._cheapest_first(state)
         if candidates and "scores" in policy.downgrade_when:
-            scores = await self._task_scores(state.task)
+            scores = await self._task_scores(state.task, state.prompt)
+            if state.prompt is not None and policy.deployments[0] not in scores:
+                # The prompt version was never scored here: judge by the task's latest results.
+                scores = await self._task_scores(state.task, None)
             choice = score_downgrade(policy, dict(scores), candidates, state.task) if scores else None
             if choice is not None:
                 plan.insert(0, choice[0])
@@ -751,14 +759,14 @@ class Router:
             self._cheapest[key] = order
         return order
 
-    async def _task_scores(self, task: str) -> Mapping[str, TaskScore]:
+    async def _task_scores(self, task: str, prompt: str | None) -> Mapping[str, TaskScore]:
         now = time.monotonic()
-        cached = self._scores.get(task)
+        cached = self._scores.get((task, prompt))
         if cached is not None and now - cached[0] < SCORES_TTL_S:
             return cached[1]
         reader = self._score_reader or _store_scores(self.settings)
         try:
-            scores = await asyncio.to_thread(reader, task)
+            scores = await asyncio.to_thread(reader, task, prompt)
         except Exception as error:  # a failing reader costs the downgrade, not the call
             logger.warning(
                 "cannot read golden-set scores of task %r, so no score-based downgrade: %s: %s",
@@ -767,7 +775,7 @@ class Router:
                 error,
             )
             scores = {}
-        self._scores[task] = (now, scores)
+        self._scores[(task, prompt)] = (now, scores)
         return scores
 
 
@@ -791,7 +799,7 @@ def _in_loop() -> bool:
 def _store_scores(settings: Settings) -> ScoreReader:
     """Read scores from the record store; a store that does not exist yet has none."""
 
-    def read(task: str) -> Mapping[str, TaskScore]:
+    def read(task: str, prompt: str | None) -> Mapping[str, TaskScore]:
         # Imported here: the store is optional for routing, and only this reads it.
         from sqlalchemy.exc import SQLAlchemyError
 
@@ -804,7 +812,7 @@ def _store_scores(settings: Settings) -> ScoreReader:
         except StoreError:
             return {}
         try:
-            return golden_scores(store, task)
+            return golden_scores(store, task, prompt)
         except SQLAlchemyError as error:
             raise StoreError(f"cannot read experiments from {store.safe_url()}: {error}") from error
         finally:

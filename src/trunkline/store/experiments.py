@@ -51,18 +51,22 @@ def record_experiment(
     return values["experiment_id"]
 
 
-def golden_scores(store: Store, task: str) -> dict[str, TaskScore]:
-    """Return, per deployment, its latest finished golden-set experiment on `task`."""
-    query = (
-        select(experiments)
-        .where(
-            experiments.c.task == task,
-            experiments.c.golden.is_(True),
-            experiments.c.status == "finished",
-            experiments.c.mean_score.is_not(None),
-        )
-        .order_by(experiments.c.ended_at)
-    )
+def golden_scores(store: Store, task: str, prompt: str | None = None) -> dict[str, TaskScore]:
+    """Return, per deployment, its latest finished golden-set experiment on `task`.
+
+    With `prompt` (``name@version``), only experiments of that prompt
+    version count.
+    """
+    conditions = [
+        experiments.c.task == task,
+        experiments.c.golden.is_(True),
+        experiments.c.status == "finished",
+        experiments.c.mean_score.is_not(None),
+    ]
+    if prompt is not None:
+        name, _, version = prompt.rpartition("@")
+        conditions += [experiments.c.prompt_name == name, experiments.c.prompt_version == version]
+    query = select(experiments).where(*conditions).order_by(experiments.c.ended_at)
     latest: dict[str, TaskScore] = {}
     with store.engine.connect() as connection:
         for row in connection.execute(query).mappings():
@@ -73,5 +77,6 @@ def golden_scores(store: Store, task: str) -> dict[str, TaskScore]:
                 dataset_hash=row["dataset_hash"],
                 experiment_id=row["experiment_id"],
                 ended_at=row["ended_at"],
+                prompt=prompt,
             )
     return latest

@@ -17,3 +17,5 @@ class TaskScore:
     dataset_hash: str
     experiment_id: str
     ended_at: datetime
+    #: The prompt version (``name@version``) scored, when the scores were read for one.
+    prompt: str | None = None
