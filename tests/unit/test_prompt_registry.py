@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,75 @@ def test_push_and_pull_reject_wrong_arguments(registry: PromptRegistry, tmp_path
     push(registry, folder)
     with pytest.raises(ConfigError, match="no prompt named nothere"):
         pull(registry, tmp_path / "out", names=["nothere"])
+
+
+def turns(for_each: str = "example in examples") -> PromptContent:
+    return PromptContent.model_validate(
+        {
+            "messages": [
+                {"role": "system", "content": "You sort messages."},
+                {"role": "user", "content": "{{ example.text }}", "for_each": for_each},
+                {"role": "assistant", "content": "{{ example.label }}", "for_each": for_each},
+                {"role": "user", "content": "{{ message }}"},
+            ]
+        }
+    )
+
+
+EXAMPLES = [{"text": "card lost", "label": "lost_card"}, {"text": "fee?", "label": "fees"}]
+
+
+def test_for_each_repeats_turns_in_pairs(registry: PromptRegistry) -> None:
+    version, _ = registry.create_version("triage", turns())
+    rendered = render(registry.get(version.reference), {"examples": EXAMPLES, "message": "hello"})
+    pairs = [(message.role, message.content) for message in rendered]
+    assert pairs == [
+        ("system", "You sort messages."),
+        ("user", "card lost"),
+        ("assistant", "lost_card"),
+        ("user", "fee?"),
+        ("assistant", "fees"),
+        ("user", "hello"),
+    ]
+    # The loop's item is bound, not a variable; the list it reads is one.
+    assert set(version.content.variables) == {"examples", "message"}
+
+
+def test_for_each_takes_an_expression(registry: PromptRegistry) -> None:
+    version, _ = registry.create_version("triage", turns("example in examples | reverse"))
+    rendered = render(version, {"examples": EXAMPLES, "message": "hello"})
+    assert [message.content for message in rendered[1:5]] == ["fee?", "fees", "card lost", "lost_card"]
+    assert render(version, {"examples": [], "message": "hello"})[1].content == "hello"
+
+
+def test_for_each_errors_say_what_to_write(registry: PromptRegistry) -> None:
+    with pytest.raises(ValueError, match="for_each must read 'ITEM in LIST'"):
+        turns("examples")
+    with pytest.raises(ValueError, match="not a valid expression"):
+        turns("example in examples |")
+    version, _ = registry.create_version("triage", turns())
+    with pytest.raises(ConfigError, match="repeats for each item of 'examples', which must be a list; got str"):
+        render(version, {"examples": "not a list", "message": "hello"})
+
+
+def test_for_each_survives_pull_and_push(registry: PromptRegistry, tmp_path: Path) -> None:
+    plain, _ = registry.create_version("plain", content())
+    looped, _ = registry.create_version("looped", turns())
+    out = tmp_path / "pulled"
+    pull(registry, out)
+    assert "for_each: example in examples" in (out / "looped.yaml").read_text()
+    # A message without a loop is stored and hashed as before loops existed.
+    assert "for_each" not in (out / "plain.yaml").read_text()
+    before_loops = {
+        "messages": [
+            {"role": "system", "content": "You sort messages."},
+            {"role": "user", "content": "Classify: {{ message }}"},
+        ],
+        "metadata": {"purpose": "", "output_format": "", "models": [], "note": ""},
+        "output_schema": None,
+        "variables": {"message": "any"},
+    }
+    canonical = json.dumps(before_loops, sort_keys=True, separators=(",", ":")).encode()
+    assert plain.content_hash == hashlib.sha256(canonical).hexdigest()
+    assert all(not pushed.created for pushed in push(registry, out))
+    assert registry.get("looped").content == looped.content

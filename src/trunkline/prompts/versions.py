@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import jinja2
 import jinja2.meta
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from trunkline.errors import ConfigError
 
@@ -20,15 +20,62 @@ VariableType = Literal["string", "integer", "number", "boolean", "array", "objec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,199}$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+_LOOP = re.compile(r"^\s*([A-Za-z_]\w*)\s+in\s+(\S.*?)\s*$", re.DOTALL)
 
 
 class ChatTemplate(BaseModel):
-    """One message of a prompt: its role and a Jinja2 template for its content."""
+    """One message of a prompt: its role and a Jinja2 template for its content.
+
+    With `for_each` (``example in examples``, or any Jinja2 expression after
+    ``in``, such as ``examples | reverse``), the message repeats once per
+    item of the list, with the item bound to the loop name.
+    Consecutive messages with the same `for_each` repeat together, so a
+    user and an assistant message make one few-shot turn per item.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     role: Literal["system", "user", "assistant"]
     content: str
+    for_each: str | None = None
+
+    @field_validator("for_each")
+    @classmethod
+    def _check_loop(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_loop(value)
+        return value
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_loop(self, handler: Any) -> Any:
+        # Left out when unset, so that versions stored before loops existed keep their hash.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("for_each") is None:
+            data.pop("for_each", None)
+        return data
+
+    @property
+    def loop(self) -> tuple[str, str] | None:
+        """Return the loop's item name and list expression, or None."""
+        return parse_loop(self.for_each) if self.for_each else None
+
+
+def parse_loop(text: str) -> tuple[str, str]:
+    """Split ``item in items`` into the item name and the list expression.
+
+    Raises:
+        ValueError: the text has another form, or the expression is not valid Jinja2.
+    """
+    match = _LOOP.match(text)
+    if match is None:
+        raise ValueError(
+            f"for_each must read 'ITEM in LIST', such as 'example in examples'; got {text!r}"
+        )
+    try:
+        jinja2.Environment(autoescape=False).parse("{{ " + match.group(2) + " }}")
+    except jinja2.TemplateSyntaxError as error:
+        raise ValueError(f"for_each {text!r}: the list after 'in' is not a valid expression: {error.message}") from None
+    return match.group(1), match.group(2)
 
 
 class PromptMetadata(BaseModel):
@@ -119,7 +166,12 @@ def template_variables(messages: list[ChatTemplate]) -> set[str]:
                 f"message {index + 1} ({message.role}) is not a valid Jinja2 template: "
                 f"line {error.lineno}: {error.message}"
             ) from None
-        names |= jinja2.meta.find_undeclared_variables(parsed)
+        used = jinja2.meta.find_undeclared_variables(parsed)
+        if message.loop is not None:
+            item, items = message.loop
+            listed = jinja2.meta.find_undeclared_variables(environment.parse("{{ " + items + " }}"))
+            used = (used - {item}) | listed
+        names |= used
     return names
 
 
