@@ -92,7 +92,25 @@ def retrieve(message: str, memory: str, neighbours: int, examples: int) -> dict:
         {"text": index.texts[position], "intent": index.labels[position]}
         for position, _ in hits[:examples]
     ]
-    return {"candidates": candidates, "examples": nearest_examples}
+    return {
+        "candidates": candidates,
+        "examples": nearest_examples,
+        "votes": [round(votes[label], 4) for label in candidates if label in votes],
+    }
+
+
+def vote(candidates: list[str], votes: list[float]) -> dict:
+    """Answer with the intent of the strongest retrieval vote, and how sure that vote is.
+
+    The confidence is the strongest intent's share of the summed BM25 scores
+    of the neighbours: 1.0 when every neighbour agrees, low when several
+    intents split them. With no word in common there is no vote, and the
+    confidence is null, so that a cascade asks its next stage.
+    """
+    total = sum(votes)
+    if not votes or total <= 0:
+        return {"answer": {"intent": candidates[0]}, "confidence": None}
+    return {"answer": {"intent": candidates[0]}, "confidence": votes[0] / total}
 
 
 def normalise_intent(answer: dict, candidates: list[str]) -> dict:

@@ -515,6 +515,10 @@ def run_metrics(
         "fallbacks": summary.fallbacks,
         "model_calls": labels.calls,
     }
+    for step, cascade in summary.cascades.items():
+        for stage, share in cascade.share.items():
+            values[f"cascade.{step}.share.{stage}"] = share
+        values[f"cascade.{step}.saved_usd"] = cascade.saved_usd
     return {key: float(value) for key, value in values.items() if value is not None}
 
 

@@ -41,6 +41,18 @@ def summary_table(name: str, summary: RunSummary) -> Table:
         ("retries", summary.retries),
         ("fallbacks", summary.fallbacks),
     ]
+    for step, cascade in summary.cascades.items():
+        answered = ", ".join(
+            f"{stage} {cascade.share[stage]:.0%} ({count})" for stage, count in cascade.answered.items()
+        )
+        rows.append((f"{step}: answered by", f"{answered}; threshold {cascade.threshold:g}"))
+        rows.append((f"{step}: {cascade.last_stage} ran on", f"{cascade.last_stage_rows} of {cascade.rows} rows"))
+        if cascade.tokens_if_last_only is not None:
+            rows.append(
+                (f"{step}: tokens", f"{cascade.tokens:,} against ~{cascade.tokens_if_last_only:,.0f} with {cascade.last_stage} alone")
+            )
+        if cascade.saved_usd is not None:
+            rows.append((f"{step}: saved", f"${cascade.saved_usd:.6f} against {cascade.last_stage} alone"))
     for metric, value in rows:
         table.add_row(metric, str(value))
     return table

@@ -116,6 +116,8 @@ run_rows = Table(
     Column("retries", Integer, nullable=False),
     Column("fallbacks", Integer, nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
+    # Per step that keeps any, how it decided: a cascade's answering stage and why.
+    Column("details", JSON),
 )
 
 # One evaluation of one deployment (and prompt version) on one dataset. The

@@ -29,7 +29,7 @@ from trunkline.tracing import span, start_run
 from trunkline.types.calls import CallRecord
 from trunkline.workflows.datasets import Dataset
 from trunkline.workflows.spec import WorkflowSpec
-from trunkline.workflows.steps import ModelStep, Step, build_steps
+from trunkline.workflows.steps import Step, build_steps, model_steps
 from trunkline.workflows.summary import RunSummary, summarise
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class BatchRunner:
         writer: the store's background writer, already registered as an exporter.
         params: parameter values, defaults included (`WorkflowSpec.parameters`).
         concurrency: rows in flight at once.
+        budget_usd: a hard limit on what the run's model calls spend together.
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class BatchRunner:
         concurrency: int = 4,
         prompt_overrides: dict[str, str] | None = None,
         keep_outputs: bool = False,
+        budget_usd: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
@@ -91,6 +93,8 @@ class BatchRunner:
         #: The id of the run in progress or last run.
         self.run_id: str | None = None
         self.keep_outputs = keep_outputs
+        #: What the run's model calls may spend together; the router refuses calls beyond it.
+        self.budget_usd = budget_usd
         #: Row index to the row's output as the workflow produced it, before
         #: redaction, for scorers; filled only with `keep_outputs`.
         self.outputs: dict[int, Any] = {}
@@ -156,7 +160,9 @@ class BatchRunner:
             if on_row is not None:
                 on_row(result)
 
-        with start_run(self.workflow.name, run_id=run_id, workflow=self.workflow.name) as live:
+        with start_run(
+            self.workflow.name, run_id=run_id, budget_usd=self.budget_usd, workflow=self.workflow.name
+        ) as live:
             logger.info(
                 "run %s of workflow %s started: %d rows to run, %d already done, concurrency %d",
                 run_id,
@@ -242,22 +248,28 @@ class BatchRunner:
         inputs = self.row_inputs(row)
         values: dict[str, Any] = {**self.params, **inputs}
         records: list[CallRecord] = []
+        details: dict[str, Any] = {}
         clock = time.perf_counter()
         error: str | None = None
         with span(f"row {index}", "row", row_index=index) as live:
             for step in self.steps:
                 try:
-                    with span(step.name, "step", step_kind=step.spec.kind):
+                    with span(step.name, "step", step_kind=step.spec.kind) as step_span:
                         result = await step.run(values, self.router)
+                        if result.details is not None:
+                            details[step.name] = redact_value(result.details)
+                            step_span.attributes.update(_span_details(result.details))
                 except (WorkflowError, ConfigError):
                     raise
                 except CallError as failure:
+                    _keep_partial(failure, step, records, details)
                     record = getattr(failure, "record", None)
                     if record is not None:
                         records.append(record)
                     error = f"step {step.name}: {failure.kind.value}: {failure}"
                     break
                 except Exception as failure:  # a user's tool function failed on this row
+                    _keep_partial(failure, step, records, details)
                     logger.warning("row %d, step %s failed: %r", index, step.name, failure)
                     error = f"step {step.name}: {type(failure).__name__}: {failure}"
                     break
@@ -272,7 +284,7 @@ class BatchRunner:
                 live.fail(error)
         if self.keep_outputs and error is None:
             self.outputs[index] = values.get(self.workflow.output)
-        return self._row_result(index, inputs, row, values, records, error, clock)
+        return self._row_result(index, inputs, row, values, records, error, clock, details)
 
     def _row_result(
         self,
@@ -283,6 +295,7 @@ class BatchRunner:
         records: list[CallRecord],
         error: str | None,
         clock: float,
+        details: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         expected = row.get(self.workflow.expected) if self.workflow.expected else None
         output = values.get(self.workflow.output) if error is None else None
@@ -308,6 +321,7 @@ class BatchRunner:
             "retries": sum(record.retries for record in records),
             "fallbacks": sum(record.fallbacks_taken for record in records),
             "finished_at": datetime.now(UTC),
+            "details": details or None,
         }
 
 
@@ -323,12 +337,29 @@ def _first_trunkline_error(error: BaseException) -> TrunklineError | None:
     return None
 
 
+def _keep_partial(
+    failure: BaseException, step: Step, records: list[CallRecord], details: dict[str, Any]
+) -> None:
+    """Keep the calls and details a failing step had made before it failed, such as a cascade's earlier stages."""
+    partial = getattr(failure, "partial_result", None)
+    if partial is None:
+        return
+    records.extend(partial.calls)
+    if partial.details is not None:
+        details[step.name] = redact_value(partial.details)
+
+
+def _span_details(details: dict[str, Any]) -> dict[str, Any]:
+    """Return the scalar parts of a step's details, which fit span attributes."""
+    return {key: value for key, value in details.items() if isinstance(value, (str, int, float, bool))}
+
+
 def _workflow_hash(workflow: WorkflowSpec, steps: list[Step]) -> str:
     """Hash the workflow's files and the registered prompt versions its steps resolved to."""
     registered = [
         f"{step.name}={step.registered.name}@{step.registered.version}:{step.registered.content_hash}"
-        for step in steps
-        if isinstance(step, ModelStep) and step.registered is not None
+        for step in model_steps(steps)
+        if step.registered is not None
     ]
     if not registered:
         return workflow.content_hash()

@@ -55,12 +55,12 @@ class Param(BaseModel):
 
 
 class StepSpec(BaseModel):
-    """One step: a tool, a model call, or a post-process function."""
+    """One step: a tool, a model call, a post-process function, or a cascade of those."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    kind: Literal["tool", "model", "post"]
+    kind: Literal["tool", "model", "post", "cascade"]
     #: ``module:function`` for tool and post steps.
     function: str | None = None
     #: Jinja2 template files for model steps, relative to the workflow file:
@@ -79,9 +79,33 @@ class StepSpec(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     #: Name under which the step's result is stored; defaults to the step name.
     output: str | None = None
+    #: A cascade's stages, cheapest first: each runs only when every stage
+    #: before it answered with a confidence under the threshold.
+    stages: list[StepSpec] = Field(default_factory=list)
+    #: A cascade's threshold: a number, or the name of a workflow parameter
+    #: holding one, so that ``--param`` and experiments can sweep it.
+    threshold: float | str | None = None
+    #: The value a cascade stage sets to say how sure it is, from 0 to 1.
+    confidence: str = "confidence"
 
     @model_validator(mode="after")
     def _check_kind(self) -> StepSpec:
+        if self.kind == "cascade":
+            if len(self.stages) < 2:
+                raise ValueError(
+                    f"cascade step {self.name!r} needs at least two [[steps.stages]], cheapest first"
+                )
+            if any(stage.kind == "cascade" for stage in self.stages):
+                raise ValueError(f"cascade step {self.name!r} has a cascade among its stages; nest no cascades")
+            if self.threshold is None:
+                raise ValueError(
+                    f"cascade step {self.name!r} needs threshold = <number from 0 to 1> or the name "
+                    "of a parameter holding one"
+                )
+            if isinstance(self.threshold, float) and not 0.0 <= self.threshold <= 1.0:
+                raise ValueError(f"cascade step {self.name!r}: threshold must be from 0 to 1, got {self.threshold}")
+        elif self.stages:
+            raise ValueError(f"{self.kind} step {self.name!r} has stages; only a cascade step has them")
         if self.kind in ("tool", "post") and not self.function:
             raise ValueError(f"{self.kind} step {self.name!r} needs function = \"module:name\"")
         if self.kind == "model" and not (self.prompt or self.messages or self.prompt_ref):
@@ -130,10 +154,33 @@ class WorkflowSpec(BaseModel):
             }
         return data
 
+    @model_validator(mode="after")
+    def _check_thresholds(self) -> WorkflowSpec:
+        names = [step.name for step in self.all_steps()]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"step names must be unique, including cascade stages; repeated: {', '.join(repeated)}")
+        for step in self.steps:
+            if isinstance(step.threshold, str) and step.threshold not in self.params:
+                declared = ", ".join(sorted(self.params)) or "none"
+                raise ValueError(
+                    f"cascade step {step.name!r} takes its threshold from parameter "
+                    f"{step.threshold!r}, which [params] does not declare; declared: {declared}"
+                )
+        return self
+
+    def all_steps(self) -> list[StepSpec]:
+        """Return every step, with each cascade's stages right after the cascade."""
+        flat: list[StepSpec] = []
+        for step in self.steps:
+            flat.append(step)
+            flat.extend(step.stages)
+        return flat
+
     def content_hash(self) -> str:
         """Hash the workflow file, its templates and its tool modules beside it."""
         files = [self.file] if self.file else []
-        for step in self.steps:
+        for step in self.all_steps():
             for relative in (step.prompt, step.system, step.messages, step.output_schema):
                 if relative and ":" not in relative:
                     files.append(self.resolve(relative))
@@ -252,7 +299,7 @@ def load_workflow(path: Path | str) -> WorkflowSpec:
 
 
 def _check_files(spec: WorkflowSpec) -> None:
-    for step in spec.steps:
+    for step in spec.all_steps():
         for relative in (step.prompt, step.system, step.messages):
             if relative and not spec.resolve(relative).is_file():
                 raise WorkflowError(

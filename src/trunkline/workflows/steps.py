@@ -33,6 +33,8 @@ class StepResult:
 
     values: dict[str, Any]
     calls: list[CallRecord] = field(default_factory=list)
+    #: What the row keeps of how the step decided, such as a cascade's answering stage.
+    details: dict[str, Any] | None = None
 
 
 class Step:
@@ -207,26 +209,41 @@ def build_steps(
         WorkflowError: a step refers to a registered prompt and there is no registry.
         ConfigError: the prompt, version or label does not exist.
     """
+    from trunkline.workflows.cascade import CascadeStep  # it subclasses Step
+
     overrides = dict(prompt_overrides or {})
-    unknown = sorted(set(overrides) - {spec.name for spec in workflow.steps if spec.kind == "model"})
+    model_steps = [spec.name for spec in workflow.all_steps() if spec.kind == "model"]
+    unknown = sorted(set(overrides) - set(model_steps))
     if unknown:
         raise WorkflowError(
             f"no model step named {', '.join(unknown)} in workflow {workflow.name!r}; its model "
-            f"steps: {', '.join(spec.name for spec in workflow.steps if spec.kind == 'model')}"
+            f"steps: {', '.join(model_steps) or 'none'}"
         )
-    steps: list[Step] = []
-    for spec in workflow.steps:
-        if spec.kind == "model":
-            reference = overrides.get(spec.name, spec.prompt_ref)
-            registered = None
-            if reference:
-                if registry is None:
-                    raise WorkflowError(
-                        f"step {spec.name!r} uses the registered prompt {reference!r}, which needs "
-                        "the store's prompt registry"
-                    )
-                registered = registry.get(reference)
-            steps.append(ModelStep(spec, workflow, registered))
-        else:
-            steps.append(FunctionStep(spec, workflow))
-    return steps
+
+    def build(spec: StepSpec) -> Step:
+        if spec.kind == "cascade":
+            return CascadeStep(spec, [build(stage) for stage in spec.stages])
+        if spec.kind != "model":
+            return FunctionStep(spec, workflow)
+        reference = overrides.get(spec.name, spec.prompt_ref)
+        registered = None
+        if reference:
+            if registry is None:
+                raise WorkflowError(
+                    f"step {spec.name!r} uses the registered prompt {reference!r}, which needs "
+                    "the store's prompt registry"
+                )
+            registered = registry.get(reference)
+        return ModelStep(spec, workflow, registered)
+
+    return [build(spec) for spec in workflow.steps]
+
+
+def model_steps(steps: list[Step]) -> list[ModelStep]:
+    """Return the model steps among `steps`, cascade stages included, in order."""
+    found: list[ModelStep] = []
+    for step in steps:
+        if isinstance(step, ModelStep):
+            found.append(step)
+        found.extend(model_steps(getattr(step, "stages", [])))
+    return found

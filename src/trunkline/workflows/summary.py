@@ -6,7 +6,30 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+
+class CascadeSummary(BaseModel):
+    """How a cascade step's rows were answered, and what it saved against its last stage alone.
+
+    The `*_if_last_only` figures estimate the cost of sending every row to
+    the last stage: the mean cost of the rows that reached it, times all
+    rows. They are None when no row reached it or a price was unknown.
+    """
+
+    threshold: float
+    rows: int
+    last_stage: str
+    #: Rows each stage answered, in stage order.
+    answered: dict[str, int]
+    share: dict[str, float]
+    #: Rows on which the last stage ran, whether it answered or failed.
+    last_stage_rows: int
+    tokens: int
+    tokens_if_last_only: float | None
+    cost_usd: float | None
+    cost_if_last_only_usd: float | None
+    saved_usd: float | None
 
 
 class RunSummary(BaseModel):
@@ -31,6 +54,8 @@ class RunSummary(BaseModel):
     fallbacks: int
     #: Rows taken from an earlier attempt of the same run instead of being run again.
     resumed: int = 0
+    #: Per cascade step: the share of rows each stage answered and the cost saved.
+    cascades: dict[str, CascadeSummary] = Field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
         return self.model_dump()
@@ -87,4 +112,51 @@ def summarise(
         retries=sum(row["retries"] for row in rows),
         fallbacks=sum(row["fallbacks"] for row in rows),
         resumed=resumed,
+        cascades=summarise_cascades(rows),
+    )
+
+
+def summarise_cascades(rows: Iterable[dict[str, Any]]) -> dict[str, CascadeSummary]:
+    """Summarise the cascade details stored with run rows, per cascade step."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        for step, details in (row.get("details") or {}).items():
+            if isinstance(details, dict) and details.get("kind") == "cascade":
+                found.setdefault(step, []).append(details)
+    return {step: _cascade_summary(entries) for step, entries in found.items()}
+
+
+def _cascade_summary(entries: list[dict[str, Any]]) -> CascadeSummary:
+    last = entries[0]["last_stage"]
+    order: dict[str, int] = dict.fromkeys(entries[0].get("stage_names", []), 0)
+    for entry in entries:
+        for stage in entry["stages"]:
+            order.setdefault(stage["stage"], 0)
+    for entry in entries:
+        if entry["answered_by"] is not None:
+            order[entry["answered_by"]] += 1
+
+    stages = [stage for entry in entries for stage in entry["stages"]]
+    last_runs = [stage for stage in stages if stage["stage"] == last]
+    tokens = sum(stage.get("tokens", 0) for stage in stages)
+    priced = all(stage.get("cost_usd") is not None for stage in stages)
+    cost = sum(stage.get("cost_usd") or 0.0 for stage in stages) if priced else None
+    tokens_if_last = cost_if_last = None
+    if last_runs:
+        tokens_if_last = sum(stage.get("tokens", 0) for stage in last_runs) / len(last_runs) * len(entries)
+        if priced:
+            cost_if_last = sum(stage["cost_usd"] for stage in last_runs) / len(last_runs) * len(entries)
+
+    return CascadeSummary(
+        threshold=entries[0]["threshold"],
+        rows=len(entries),
+        last_stage=last,
+        answered=order,
+        share={stage: count / len(entries) for stage, count in order.items()},
+        last_stage_rows=len(last_runs),
+        tokens=tokens,
+        tokens_if_last_only=tokens_if_last,
+        cost_usd=cost,
+        cost_if_last_only_usd=cost_if_last,
+        saved_usd=None if cost is None or cost_if_last is None else cost_if_last - cost,
     )
