@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trunkline.cli import evals, records, routes, run, trace
+from trunkline.cli import evals, improve, records, routes, run, trace
 from trunkline.cli.export import export_app
 from trunkline.cli.prompts import prompts_app
 from trunkline.errors import TrunklineError
@@ -34,6 +34,7 @@ app.command("trace")(trace.trace_command)
 app.command("eval")(evals.eval_command)
 app.command("compare")(evals.compare_command)
 app.command("experiments")(evals.experiments_command)
+app.command("improve")(improve.improve_command)
 app.add_typer(evals.evals_app, name="evals")
 app.add_typer(export_app, name="export")
 app.add_typer(prompts_app, name="prompts")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,10 +14,10 @@ from rich.table import Table
 from sqlalchemy import select
 
 from trunkline.cli.render import format_cost, format_ms
-from trunkline.cli.run import parse_params, parse_prompt_overrides
+from trunkline.cli.run import parse_params, parse_prompt_overrides, run_closing
 from trunkline.config import load_settings
 from trunkline.errors import ConfigError
-from trunkline.evals.agreement import Agreement, measure_agreement
+from trunkline.evals.agreement import measure_agreement
 from trunkline.evals.comparison import Comparison, compare_experiments
 from trunkline.evals.experiments import ExperimentResult, run_experiment, with_route
 from trunkline.evals.registry import build_scorer
@@ -108,17 +107,12 @@ def eval_command(
         router = Router(settings)
         scorers = parse_scorers(scorer or ["normalised"], router, spec.folder)
 
-        async def run_and_close() -> ExperimentResult:
-            try:
-                return await run_experiment(
-                    spec, dataset, settings=settings, router=router, store=recorder.store,
-                    writer=recorder.writer, params=params, scorers=scorers, repeat=repeat, limit=limit,
-                    concurrency=concurrency, prompt_overrides=overrides, name=name, golden=golden,
-                )
-            finally:
-                await router.aclose()
-
-        result = asyncio.run(run_and_close())
+        work = run_experiment(
+            spec, dataset, settings=settings, router=router, store=recorder.store,
+            writer=recorder.writer, params=params, scorers=scorers, repeat=repeat, limit=limit,
+            concurrency=concurrency, prompt_overrides=overrides, name=name, golden=golden,
+        )
+        result = run_closing(router, work)
     if as_json:
         typer.echo(json.dumps(result.public()))
         return
@@ -289,16 +283,11 @@ def judge_check_command(
         router = Router(settings)
         judge = build_scorer("judge", router=router, rubric=rubric.read_text(), route=route, scale=scale)
 
-        async def measure() -> Agreement:
-            try:
-                return await measure_agreement(
-                    judge, dataset.rows, output_key=output_column, expected_key=expected_column,
-                    label_key=label_column, threshold=threshold, concurrency=concurrency,
-                )
-            finally:
-                await router.aclose()
-
-        agreement = asyncio.run(measure())
+        work = measure_agreement(
+            judge, dataset.rows, output_key=output_column, expected_key=expected_column,
+            label_key=label_column, threshold=threshold, concurrency=concurrency,
+        )
+        agreement = run_closing(router, work)
     payload = {
         "rows": agreement.rows,
         "agreement": agreement.rate,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -37,9 +38,24 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
+T = TypeVar("T")
+
+
+def run_closing(router: Router, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` on a new event loop, then close the router's provider clients on that same loop."""
+
+    async def run() -> T:
+        try:
+            return await work
+        finally:
+            await router.aclose()
+
+    return asyncio.run(run())
+
+
 def parse_prompt_overrides(spec: WorkflowSpec, items: list[str]) -> dict[str, str]:
     """Map model step names to the prompt references of ``--prompt [STEP=]REFERENCE`` options."""
-    model_steps = [step.name for step in spec.steps if step.kind == "model"]
+    model_steps = [step.name for step in spec.all_steps() if step.kind == "model"]
     overrides: dict[str, str] = {}
     for item in items:
         step, separator, reference = item.partition("=")
@@ -190,16 +206,9 @@ def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console) ->
 
     with progress:
         task = progress.add_task(runner.workflow.name, total=rows, status="")
-        async def run_and_close() -> RunSummary:
-            try:
-                return await runner.run(
-                    dataset, limit=limit, resume_run_id=resume, on_row=on_row, on_start=on_start
-                )
-            finally:
-                await runner.router.aclose()
-
+        work = runner.run(dataset, limit=limit, resume_run_id=resume, on_row=on_row, on_start=on_start)
         try:
-            summary = asyncio.run(run_and_close())
+            summary = run_closing(runner.router, work)
         except KeyboardInterrupt:
             if runner.run_id:
                 stderr.print(

@@ -28,8 +28,8 @@ from trunkline.store.tables import experiment_rows
 from trunkline.store.writer import StoreWriter
 from trunkline.workflows.datasets import Dataset
 from trunkline.workflows.runner import BatchRunner
-from trunkline.workflows.spec import WorkflowSpec
-from trunkline.workflows.steps import ModelStep
+from trunkline.workflows.spec import StepSpec, WorkflowSpec
+from trunkline.workflows.steps import model_steps
 from trunkline.workflows.summary import percentile
 
 
@@ -80,10 +80,18 @@ class ExperimentResult:
         }
 
 
-def with_route(spec: WorkflowSpec, route: str) -> WorkflowSpec:
-    """Return `spec` with every model step sent to `route`."""
-    steps = [step.model_copy(update={"route": route}) if step.kind == "model" else step for step in spec.steps]
-    return spec.model_copy(update={"route": route, "steps": steps})
+def with_route(spec: WorkflowSpec, route: str, only: str | None = None) -> WorkflowSpec:
+    """Return `spec` with every model step, or only the step named `only`, sent to `route`."""
+
+    def routed(step: StepSpec) -> StepSpec:
+        if step.kind == "cascade":
+            return step.model_copy(update={"stages": [routed(stage) for stage in step.stages]})
+        if step.kind == "model" and only in (None, step.name):
+            return step.model_copy(update={"route": route})
+        return step
+
+    steps = [routed(step) for step in spec.steps]
+    return spec.model_copy(update={"steps": steps} if only else {"route": route, "steps": steps})
 
 
 def _row_key(dataset: Dataset, index: int) -> str:
@@ -111,11 +119,14 @@ async def run_experiment(
     prompt_overrides: dict[str, str] | None = None,
     name: str | None = None,
     golden: bool = False,
+    budget_usd: float | None = None,
+    details: dict[str, Any] | None = None,
 ) -> ExperimentResult:
     """Run `spec` over `dataset` `repeat` times, score every row, store and return the experiment.
 
     A row that failed scores 0 on every scorer, with its error as the
-    explanation: a failure is never left out of the mean.
+    explanation: a failure is never left out of the mean. `budget_usd` caps
+    each repeat's model calls; `details` is stored with the experiment.
 
     Raises:
         ConfigError: no scorer was given, `repeat` is below 1, or the dataset
@@ -138,7 +149,7 @@ async def run_experiment(
     for number in range(repeat):
         runner = BatchRunner(
             spec, router=router, store=store, writer=writer, params=params, concurrency=concurrency,
-            prompt_overrides=prompt_overrides, keep_outputs=True,
+            prompt_overrides=prompt_overrides, keep_outputs=True, budget_usd=budget_usd,
         )
         summary = await runner.run(dataset, limit=limit)
         run_ids.append(summary.run_id)
@@ -221,7 +232,12 @@ async def run_experiment(
         latency_p50_ms=result.latency_p50_ms,
         latency_p95_ms=result.latency_p95_ms,
         started_at=started,
-        details={**result.public(), "scorers": [scorer.name for scorer in scorers], "params": redact_value(params)},
+        details={
+            **result.public(),
+            "scorers": [scorer.name for scorer in scorers],
+            "params": redact_value(params),
+            **(details or {}),
+        },
     )
     with store.engine.begin() as connection:
         for start in range(0, len(stored_rows), 500):
@@ -258,7 +274,9 @@ async def _score_row(
 
 def _deployment(settings: Settings, spec: WorkflowSpec) -> tuple[str, str | None]:
     """Return the first deployment and model of the route the model steps use."""
-    routes = [step.route or spec.route or settings.default_route for step in spec.steps if step.kind == "model"]
+    routes = [
+        step.route or spec.route or settings.default_route for step in spec.all_steps() if step.kind == "model"
+    ]
     if not routes:
         return "none", None
     route = settings.route(routes[0])
@@ -267,7 +285,7 @@ def _deployment(settings: Settings, spec: WorkflowSpec) -> tuple[str, str | None
 
 
 def _prompt(runner: BatchRunner) -> str | None:
-    for step in runner.steps:
-        if isinstance(step, ModelStep) and step.registered is not None:
+    for step in model_steps(runner.steps):
+        if step.registered is not None:
             return step.registered.reference
     return None

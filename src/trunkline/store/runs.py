@@ -103,6 +103,15 @@ def run_spend(store: Store, run_id: str) -> dict[str, Any]:
     last try only. The calls of earlier tries were paid for too, so a run's
     spend is summed over its calls rather than its rows.
     """
+    return _spend(store, calls.c.run_id == run_id)
+
+
+def trace_spend(store: Store, trace_id: str) -> dict[str, Any]:
+    """Return the tokens and cost of every call recorded under `trace_id`, in the same form as `run_spend`."""
+    return _spend(store, calls.c.trace_id == trace_id)
+
+
+def _spend(store: Store, condition: Any) -> dict[str, Any]:
     query = select(
         func.count().label("calls"),
         func.coalesce(func.sum(calls.c.input_tokens), 0).label("input_tokens"),
@@ -111,7 +120,7 @@ def run_spend(store: Store, run_id: str) -> dict[str, Any]:
             "cost_usd_priced"
         ),
         func.coalesce(func.sum(case((calls.c.price_missing.is_(True), 1), else_=0)), 0).label("unpriced_calls"),
-    ).where(calls.c.run_id == run_id)
+    ).where(condition)
     with store.engine.connect() as connection:
         row = connection.execute(query).mappings().one()
     return dict(row)

@@ -182,14 +182,19 @@ def start_run(
     budget_usd: float | None = None,
     **attributes: Any,
 ) -> Iterator[LiveSpan]:
-    """Open a new trace for a run; every span and call inside it carries `run_id`.
+    """Open a run's span; every span and call inside it carries `run_id`.
 
-    `budget_usd` caps what the run's model calls may spend together.
+    The run starts a new trace, unless it is opened inside another span (a
+    run of an experiment inside an improvement loop, say): then it is a child
+    of that span, so that the whole loop reads as one trace. `budget_usd`
+    caps what the run's model calls may spend together.
     """
     _check_budget(budget_usd)
     outer = _context.get()
+    nested = outer is not None and outer.span_id is not None
     context = TraceContext(
-        trace_id=new_trace_id(),
+        trace_id=outer.trace_id if nested else new_trace_id(),
+        span_id=outer.span_id if nested else None,
         run_id=run_id,
         session_id=session_id or (outer.session_id if outer else None),
         tags={**(outer.tags if outer else {}), **(tags or {})},
