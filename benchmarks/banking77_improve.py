@@ -16,7 +16,12 @@ a user would:
 and prints the loop's candidates, both experiments and the comparison.
 It exits with a message, and status 0, when the BANKING77 files are missing.
 
-    python benchmarks/banking77_improve.py [--labelled 200] [--max-rounds 3] [--seed 7]
+With `--cascade`, the loop improves the cascade workflow
+(`examples/intent-triage/cascade.toml`, a retrieval vote before the model)
+and may also move its threshold; B is then that workflow with the loop's
+best prompt and threshold, and A is still the plain workflow.
+
+    python benchmarks/banking77_improve.py [--labelled 200] [--max-rounds 3] [--cascade] [--seed 7]
 """
 
 from __future__ import annotations
@@ -65,9 +70,9 @@ def trunkline(folder: Path, *arguments: str) -> subprocess.CompletedProcess[str]
     return completed
 
 
-def evaluate(folder: Path, label: str, heldout: Path, memory: Path, *extra: str) -> str:
+def evaluate(folder: Path, label: str, workflow: str, heldout: Path, memory: Path, *extra: str) -> str:
     result = json.loads(
-        trunkline(folder, "eval", WORKFLOW, "--data", str(heldout), "--param", f"memory={memory}", *extra, "--json").stdout
+        trunkline(folder, "eval", workflow, "--data", str(heldout), "--param", f"memory={memory}", *extra, "--json").stdout
     )
     score = result["scores"]["normalised"]
     print(
@@ -81,13 +86,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run trunkline improve on BANKING77 and compare its result.")
     parser.add_argument("--labelled", type=int, default=200, help="Rows the loop splits and scores.")
     parser.add_argument("--max-rounds", type=int, default=3, help="Rounds of the loop.")
-    parser.add_argument("--adapt", default="rewrite,few_shot", help="Adaptations the loop tries.")
+    parser.add_argument("--adapt", default=None, help="Adaptations the loop tries; default: rewrite,few_shot, and threshold with --cascade.")
+    parser.add_argument("--cascade", action="store_true", help="Improve the cascade workflow instead of the plain one.")
     parser.add_argument("--seed", type=int, default=7, help="Seed of the splits.")
     arguments = parser.parse_args()
     if not (DATA / "train.csv").is_file():
         print(f"BANKING77 data not found in {DATA}; nothing to measure")
         return
 
+    improved = str(ROOT / "examples" / "intent-triage" / "cascade.toml") if arguments.cascade else WORKFLOW
+    adapt = arguments.adapt or ("rewrite,few_shot,threshold" if arguments.cascade else "rewrite,few_shot")
     folder = Path(tempfile.mkdtemp(prefix="trunkline-b77-improve-"))
     paths = split(folder, arguments.labelled, arguments.seed)
     pushed = trunkline(folder, "prompts", "push", str(ROOT / "examples" / "intent-triage" / "prompts"))
@@ -95,9 +103,9 @@ def main() -> None:
     started = time.perf_counter()
     loop = json.loads(
         trunkline(
-            folder, "improve", WORKFLOW, "--data", str(paths["labelled"]), "--prompt", f"choose={start}",
+            folder, "improve", improved, "--data", str(paths["labelled"]), "--prompt", f"choose={start}",
             "--param", f"memory={paths['memory']}", "--target", "0.95", "--budget", "1",
-            "--max-rounds", str(arguments.max_rounds), "--adapt", arguments.adapt, "--seed", str(arguments.seed),
+            "--max-rounds", str(arguments.max_rounds), "--adapt", adapt, "--seed", str(arguments.seed),
             "--json",
         ).stdout
     )
@@ -111,10 +119,13 @@ def main() -> None:
         print(f"  #{candidate['number']} round {candidate['round']} {candidate['description']}: {outcome}")
     print(f"  {loop['verdict']}")
     best = next(candidate for candidate in loop["candidates"] if candidate["number"] == loop["best"])
-    best_prompt = best["setting"].split(",")[0]
+    settings = [argument for name, value in best["params"].items() for argument in ("--param", f"{name}={value}")]
 
-    a = evaluate(folder, "A (template files)", paths["heldout"], paths["memory"])
-    b = evaluate(folder, f"B ({best_prompt})", paths["heldout"], paths["memory"], "--prompt", f"choose={best_prompt}")
+    a = evaluate(folder, "A (plain workflow, template files)", WORKFLOW, paths["heldout"], paths["memory"])
+    b = evaluate(
+        folder, f"B ({best['setting']})", improved, paths["heldout"], paths["memory"],
+        "--prompt", f"choose={best['prompt']}", *settings,
+    )
     compared = trunkline(folder, "compare", a, b, "--fail-if-worse", "0.02")
     print(compared.stdout)
     print(f"gate exit status {compared.returncode}; scratch folder {folder}")

@@ -74,8 +74,8 @@ def test_improve_json_output(project: Path) -> None:
 
     candidates = {candidate["number"]: candidate for candidate in result["candidates"]}
     candidate_keys = {
-        "number", "round", "adaptation", "description", "setting", "parent", "score",
-        "ci_low", "ci_high", "cost_usd", "experiment_id", "rejected",
+        "number", "round", "adaptation", "description", "setting", "prompt", "route", "params",
+        "parent", "score", "ci_low", "ci_high", "cost_usd", "experiment_id", "rejected",
     }
     assert all(set(candidate) == candidate_keys for candidate in candidates.values())
     baseline = candidates[result["baseline"]]

@@ -26,8 +26,11 @@ from trunkline.routing.router import Router
 from trunkline.workflows.spec import StepSpec, WorkflowSpec
 from trunkline.workflows.steps import ModelStep, Step
 
-REWRITE_PROMPT = "trunkline/rewrite"
+#: Room for a whole prompt in the rewrite's reply; a shorter limit cuts the JSON.
+REWRITE_MAX_TOKENS = 1024
 AUTHOR = "trunkline improve"
+#: The name the packaged rewrite prompt is registered under.
+REWRITE_PROMPT = "trunkline/rewrite"
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,8 @@ class Proposal:
 def builtin_rewrite_prompt(registry: PromptRegistry) -> PromptVersion:
     """Return the packaged rewrite prompt, registering it (idempotently) on first use."""
     folder = Path(str(resources.files("trunkline.prompts") / "builtin"))
-    name, content = read_prompt_file(folder / "rewrite.yaml", folder)
-    version, _ = registry.create_version(name, content, author=AUTHOR)
+    _, content = read_prompt_file(folder / "rewrite.yaml", folder)
+    version, _ = registry.create_version(REWRITE_PROMPT, content, author=AUTHOR)
     return version
 
 
@@ -97,6 +100,7 @@ async def rewrite(
         render(rewrite_prompt, values),
         route=route,
         output=rewrite_prompt.content.output_schema,
+        max_tokens=REWRITE_MAX_TOKENS,
         prompt_name=rewrite_prompt.name,
         prompt_version=str(rewrite_prompt.version),
     )
@@ -140,7 +144,7 @@ async def few_shot(
     count: int,
     seed: int,
 ) -> Proposal:
-    """Add `count` worked examples from the pool rows in front of the prompt's last user message.
+    """Add `count` worked examples from the pool rows right after the prompt's leading system messages.
 
     Rows whose expected value the current setting got wrong on the
     development rows come first, one per expected value. Each example is
@@ -168,12 +172,10 @@ async def few_shot(
         pairs.append(ChatTemplate(role="user", content=_literal(question.content)))
         pairs.append(ChatTemplate(role="assistant", content=_literal(answer)))
     messages = list(base.messages)
-    plain_users = [
-        index for index, message in enumerate(messages) if message.role == "user" and message.for_each is None
-    ]
-    if not plain_users:
-        return Proposal("few_shot", description, None, rejected=f"{parent.reference} has no user message outside a for_each")
-    messages[plain_users[-1]:plain_users[-1]] = pairs
+    # After the system messages, so that turns the prompt itself repeats per
+    # row (retrieved neighbours, say) stay next to the question.
+    first_turn = next((index for index, message in enumerate(messages) if message.role != "system"), len(messages))
+    messages[first_turn:first_turn] = pairs
     content = base.model_copy(
         update={
             "messages": messages,
