@@ -153,3 +153,10 @@ async def test_embedded_json_schema_mismatch(exported) -> None:
         await router_with(model, max_repairs=0).complete("classify", output=Verdict)
     assert caught.value.kind == ErrorKind.INVALID_OUTPUT
     assert "confidence" in str(caught.value)
+
+
+async def test_raw_newline_inside_json_string_is_accepted(exported) -> None:
+    schema = {"type": "object", "properties": {"note": {"type": "string"}}, "required": ["note"]}
+    model = ScriptedModel([FakeReply('{"note": "line one\nline two\tend"}')])
+    result = await router_with(model, max_repairs=0).complete("write", output=schema)
+    assert result.output == {"note": "line one\nline two\tend"}
