@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -285,10 +286,12 @@ async def test_unpriced_model_leaves_cost_unknown(tmp_path) -> None:
 # Failing stages
 
 
-async def test_failing_first_stage_hands_on(tmp_path) -> None:
+async def test_failing_first_stage_hands_on(tmp_path, caplog) -> None:
     folder = write_workflow(tmp_path / "triage", rows=("explode",))
     model = ScriptedModel(default=model_labeller)
-    summary, rows, _ = await run_workflow(folder, tmp_path / "r.db", model)
+    with caplog.at_level(logging.WARNING, logger="trunkline.workflows.cascade"):
+        summary, rows, _ = await run_workflow(folder, tmp_path / "r.db", model)
+    assert "stage guess failed, so the next stage takes the row" in caplog.text
     details = rows[0]["details"]["answer"]
     assert len(model.requests) == 1
     assert rows[0]["status"] == "ok"
@@ -580,6 +583,11 @@ CASCADE = 'name = "answer"\nkind = "cascade"\n'
             "which [params] does not declare; declared: cut",
         ),
         (
+            invalid_workflow(CASCADE + 'threshold = "0.5"\n', STAGE_GUESS, STAGE_ASK),
+            "cascade step 'answer' has threshold = '0.5', a string; write the number without "
+            "quotes (threshold = 0.5) or name a parameter",
+        ),
+        (
             invalid_workflow(CASCADE, STAGE_GUESS, STAGE_ASK),
             "cascade step 'answer' needs threshold = <number from 0 to 1> "
             "or the name of a parameter",
@@ -613,6 +621,7 @@ CASCADE = 'name = "answer"\nkind = "cascade"\n'
         "one-stage",
         "nested",
         "undeclared-parameter",
+        "quoted-number",
         "no-threshold",
         "threshold-above-one",
         "stage-named-like-step",

@@ -14,6 +14,7 @@ for every row.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -23,6 +24,8 @@ from trunkline.tracing import span
 from trunkline.types.calls import CallRecord
 from trunkline.workflows.spec import StepSpec
 from trunkline.workflows.steps import Step, StepResult
+
+logger = logging.getLogger(__name__)
 
 
 class CascadeStep(Step):
@@ -103,6 +106,10 @@ class CascadeStep(Step):
                     failure.partial_result = StepResult(values={}, calls=calls, details=details)  # type: ignore[attr-defined]
                     raise
                 calls.extend(_failed_calls(failure))
+                logger.warning(
+                    "cascade %s: stage %s failed, so the next stage takes the row: %s",
+                    self.name, stage.name, entry["reason"],
+                )
                 continue
             calls.extend(result.calls)
             _count_calls(entry, result.calls)

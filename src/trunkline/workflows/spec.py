@@ -162,6 +162,11 @@ class WorkflowSpec(BaseModel):
             raise ValueError(f"step names must be unique, including cascade stages; repeated: {', '.join(repeated)}")
         for step in self.steps:
             if isinstance(step.threshold, str) and step.threshold not in self.params:
+                if _is_number(step.threshold):
+                    raise ValueError(
+                        f"cascade step {step.name!r} has threshold = {step.threshold!r}, a string; "
+                        f"write the number without quotes (threshold = {step.threshold}) or name a parameter"
+                    )
                 declared = ", ".join(sorted(self.params)) or "none"
                 raise ValueError(
                     f"cascade step {step.name!r} takes its threshold from parameter "
@@ -224,6 +229,14 @@ class WorkflowSpec(BaseModel):
                 )
             values[name] = _coerce(name, raw, self.params[name].type)
         return values
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _type_of(value: Any) -> str:
