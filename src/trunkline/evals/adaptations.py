@@ -27,7 +27,7 @@ from trunkline.workflows.spec import StepSpec, WorkflowSpec
 from trunkline.workflows.steps import ModelStep, Step
 
 #: Room for a whole prompt in the rewrite's reply; a shorter limit cuts the JSON.
-REWRITE_MAX_TOKENS = 1024
+REWRITE_MAX_TOKENS = 768
 AUTHOR = "trunkline improve"
 #: The name the packaged rewrite prompt is registered under.
 REWRITE_PROMPT = "trunkline/rewrite"
