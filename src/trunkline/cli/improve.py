@@ -77,22 +77,24 @@ def improve_command(
 
 def _print_result(result: ImproveResult) -> None:
     table = Table(box=box.SIMPLE_HEAD, title=f"improve  {result.loop_id}", title_justify="left")
-    for column in ("#", "round", "change", "setting", "dev score", "95% interval", "cost"):
-        table.add_column(column, justify="right" if column in ("#", "round", "dev score", "cost") else "left")
+    for column in ("#", "round", "change", "setting", "dev score [95% interval]", "cost"):
+        table.add_column(column, justify="right" if column in ("#", "round", "cost") else "left")
     for candidate in result.candidates:
         data = candidate.public()
-        marker = " *" if candidate is result.best else ""
         if candidate.rejected:
-            score, interval, cost = "-", escape(candidate.rejected), "-"
+            score, cost = "rejected", "-"
         else:
-            score = f"{data['score']:.3f}{marker}"
-            interval = f"[{data['ci_low']:.3f}, {data['ci_high']:.3f}]"
+            marker = " best" if candidate is result.best else ""
+            score = f"{data['score']:.3f} [{data['ci_low']:.3f}, {data['ci_high']:.3f}]{marker}"
             cost = format_cost(data["cost_usd"])
         table.add_row(
             str(candidate.number), str(candidate.round), escape(candidate.description),
-            escape(data["setting"] or "-"), score, interval, cost,
+            escape(data["setting"] or "-"), score, cost,
         )
     console.print(table)
+    for candidate in result.candidates:
+        if candidate.rejected:
+            console.print(f"#{candidate.number} rejected: {escape(candidate.rejected)}", highlight=False, soft_wrap=True)
     split = result.split
     console.print(
         f"Rows: {split['development']} development, {split['heldout']} held out, "
