@@ -134,8 +134,8 @@ def test_improve_reports_no_candidates(project: Path) -> None:
     ("arguments", "message"),
     [
         (("--target", "1.5"), "--target is a score from 0 to 1, got 1.5"),
-        (("--budget", "0"), "--budget must be above 0 USD, got 0.0"),
-        (("--budget", "-2"), "--budget must be above 0 USD, got -2.0"),
+        (("--budget", "0"), "--budget must be a finite amount above 0 USD, got 0.0"),
+        (("--budget", "-2"), "--budget must be a finite amount above 0 USD, got -2.0"),
         (("--adapt", "telepathy"), "unknown adaptation telepathy"),
     ],
 )

@@ -588,6 +588,14 @@ CASCADE = 'name = "answer"\nkind = "cascade"\n'
             "quotes (threshold = 0.5) or name a parameter",
         ),
         (
+            invalid_workflow(CASCADE + "threshold = true\n", STAGE_GUESS, STAGE_ASK),
+            "threshold = true is not a number; give one from 0 to 1 or a parameter name",
+        ),
+        (
+            invalid_workflow(CASCADE + 'threshold = 0.5\nconfidence = ""\n', STAGE_GUESS, STAGE_ASK),
+            "confidence",
+        ),
+        (
             invalid_workflow(CASCADE, STAGE_GUESS, STAGE_ASK),
             "cascade step 'answer' needs threshold = <number from 0 to 1> "
             "or the name of a parameter",
@@ -622,6 +630,8 @@ CASCADE = 'name = "answer"\nkind = "cascade"\n'
         "nested",
         "undeclared-parameter",
         "quoted-number",
+        "boolean-threshold",
+        "empty-confidence-name",
         "no-threshold",
         "threshold-above-one",
         "stage-named-like-step",

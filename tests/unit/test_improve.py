@@ -18,7 +18,7 @@ from trunkline.errors import ConfigError, WorkflowError
 from trunkline.evals.adaptations import AUTHOR, REWRITE_PROMPT
 from trunkline.evals.improve import ImprovementLoop, ImproveOptions, ImproveResult, split_rows
 from trunkline.evals.scorers import ExactMatch
-from trunkline.prompts import PromptRegistry
+from trunkline.prompts import PromptContent, PromptRegistry
 from trunkline.providers.fake import FakeReply, ScriptedModel
 from trunkline.recording import recording
 from trunkline.routing import Router
@@ -423,9 +423,14 @@ async def test_budget_too_small_for_start(folder: Path, tmp_path: Path) -> None:
     # The budget is half a call, so the router rejects every row of the start.
     model = MoodModel(never)
     loop_options = options(adaptations=("rewrite",), budget_usd=CALL_COST / 2)
+    database = tmp_path / "r.db"
     with pytest.raises(ConfigError, match="does not cover scoring the current prompt"):
-        await run_loop(folder, tmp_path / "r.db", {"d0": model}, loop_options)
+        await run_loop(folder, database, {"d0": model}, loop_options)
     assert len(model.label_requests) == 0
+    # Rows the budget stopped scored 0 without an answer, so the experiment is not a finished result.
+    with stored(database) as store, store.engine.connect() as connection:
+        statuses = connection.execute(select(experiments.c.status)).scalars().all()
+    assert statuses == ["stopped_by_budget"]
 
 
 async def test_unpriced_deployment_stops_loop(folder: Path, tmp_path: Path) -> None:
@@ -754,7 +759,7 @@ def test_target_outside_range(target: float) -> None:
 
 @pytest.mark.parametrize("budget", [0.0, -1.0, float("nan")])
 def test_budget_not_positive(budget: float) -> None:
-    with pytest.raises(ConfigError, match="--budget must be above 0 USD"):
+    with pytest.raises(ConfigError, match="--budget must be a finite amount above 0 USD"):
         options(budget_usd=budget).check()
 
 
@@ -876,3 +881,17 @@ async def test_loop_rejects_too_few_rows(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least 5 are needed"):
         await run_loop(folder, tmp_path / "r.db", {"d0": model}, options())
     assert model.label_requests == []
+
+
+@pytest.mark.parametrize("reference", ["missing@1", "reads-other"])
+async def test_bad_rewrite_prompt_rejected_before_spending(folder: Path, tmp_path: Path, reference: str) -> None:
+    database = tmp_path / "r.db"
+    with stored(database) as store:
+        PromptRegistry(store).create_version(
+            "reads-other", PromptContent.model_validate({"messages": [{"role": "user", "content": "{{ shots }}"}]})
+        )
+    model = MoodModel(never)
+    loop_options = options(adaptations=("rewrite",), rewrite_prompt=reference)
+    with pytest.raises(ConfigError, match="missing|reads shots, which a rewrite does not give"):
+        await run_loop(folder, database, {"d0": model}, loop_options)
+    assert len(model.label_requests) == 0

@@ -272,3 +272,11 @@ def test_for_each_survives_pull_and_push(registry: PromptRegistry, tmp_path: Pat
     assert plain.content_hash == hashlib.sha256(canonical).hexdigest()
     assert all(not pushed.created for pushed in push(registry, out))
     assert registry.get("looped").content == looped.content
+
+
+def test_pull_into_a_file_names_the_path(registry: PromptRegistry, tmp_path: Path) -> None:
+    registry.create_version("triage", content())
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="cannot write .*afile/triage.yaml.*pull into a folder you can write to"):
+        pull(registry, blocker)

@@ -81,8 +81,8 @@ def _print_result(result: ImproveResult) -> None:
         table.add_column(column, justify="right" if column in ("#", "round", "cost") else "left")
     for candidate in result.candidates:
         data = candidate.public()
-        if candidate.rejected:
-            score, cost = "rejected", "-"
+        if candidate.rejected or data["score"] is None:
+            score, cost = ("rejected" if candidate.rejected else "not run"), "-"
         else:
             marker = " best" if candidate is result.best else ""
             score = f"{data['score']:.3f} [{data['ci_low']:.3f}, {data['ci_high']:.3f}]{marker}"
@@ -111,7 +111,7 @@ def _print_result(result: ImproveResult) -> None:
             f"({paired.wins} wins, {paired.ties} ties, {paired.losses} losses).",
             highlight=False,
         )
-    console.print(escape(result.verdict[:1].upper() + result.verdict[1:]) + ".", highlight=False)
+    console.print(f"Verdict: {escape(result.verdict)}.", highlight=False)
     for note in result.notes:
         console.print(f"Note: {escape(note)}.", highlight=False)
     console.print(f"The whole loop: trunkline trace {result.trace_id}", highlight=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -29,6 +30,9 @@ from trunkline.workflows.steps import ModelStep, Step
 #: Room for a whole prompt in the rewrite's reply; a shorter limit cuts the JSON.
 REWRITE_MAX_TOKENS = 768
 AUTHOR = "trunkline improve"
+#: The variables `rewrite` gives the rewrite prompt.
+REWRITE_VARIABLES = frozenset({"purpose", "variables", "score", "rows", "messages", "failures"})
+_END_RAW = re.compile(r"{%-?\s*endraw\s*-?%}")
 #: The name the packaged rewrite prompt is registered under.
 REWRITE_PROMPT = "trunkline/rewrite"
 
@@ -184,7 +188,11 @@ async def few_shot(
             ),
         }
     )
-    content = PromptContent.model_validate(content.model_dump())
+    try:
+        content = PromptContent.model_validate(content.model_dump())
+    except (ValidationError, ConfigError) as error:
+        reason = str(error).splitlines()[0] if isinstance(error, ConfigError) else _first_problem(error)
+        return Proposal("few_shot", description, None, rejected=f"the examples break the prompt: {reason}")
     version, _ = registry.create_version(parent.name, content, author=AUTHOR, parent_version=parent.version)
     if version.version == parent.version:
         return Proposal("few_shot", description, None, rejected="the same examples as before")
@@ -237,7 +245,7 @@ def _expected_reply(expected: Any, schema: type[BaseModel] | dict[str, Any] | No
 
 def _literal(text: str) -> str:
     """Keep an example's text from being read as template syntax."""
-    return "{% raw %}" + text.replace("{% endraw %}", "") + "{% endraw %}"
+    return "{% raw %}" + _END_RAW.sub("", text) + "{% endraw %}"
 
 
 def other_models(setting: Setting, settings: Settings, route: str) -> list[Proposal]:

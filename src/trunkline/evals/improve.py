@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import uuid
 from contextlib import AbstractContextManager
@@ -35,6 +36,7 @@ from trunkline.evals.scores import Scorer
 from trunkline.prompts import PromptRegistry, PromptVersion
 from trunkline.routing.router import Router
 from trunkline.store.database import Store
+from trunkline.store.experiments import mark_experiment
 from trunkline.store.runs import all_rows, trace_spend
 from trunkline.store.tables import experiment_rows
 from trunkline.store.writer import StoreWriter
@@ -74,13 +76,15 @@ class ImproveOptions:
     def check(self) -> None:
         if not 0.0 <= self.target <= 1.0:
             raise ConfigError(f"--target is a score from 0 to 1, got {self.target}")
-        if not self.budget_usd > 0:
-            raise ConfigError(f"--budget must be above 0 USD, got {self.budget_usd}")
+        if not (math.isfinite(self.budget_usd) and self.budget_usd > 0):
+            raise ConfigError(f"--budget must be a finite amount above 0 USD, got {self.budget_usd}")
         if self.max_rounds < 1 or self.patience < 1:
             raise ConfigError("--max-rounds and --patience must be 1 or more")
         if not 0.0 < self.holdout < 1.0:
             raise ConfigError(f"--holdout is a share of the rows between 0 and 1, got {self.holdout}")
         unknown = sorted(set(self.adaptations) - set(ADAPTATIONS))
+        if not self.adaptations:
+            raise ConfigError(f"--adapt names no adaptation; choose from {', '.join(ADAPTATIONS)}")
         if unknown:
             raise ConfigError(f"unknown adaptation {', '.join(unknown)}; choose from {', '.join(ADAPTATIONS)}")
 
@@ -208,6 +212,7 @@ class ImprovementLoop:
                 f"workflow {workflow.name!r} names no expected column, so candidates cannot be "
                 "scored; set expected = \"COLUMN\" in it"
             )
+
         self.workflow = workflow
         self.settings = settings
         self.router = router
@@ -220,6 +225,14 @@ class ImprovementLoop:
         self.overrides = dict(prompt_overrides or {})
         self.step = self._target_step()
         self.route = self.step.route or workflow.route or settings.default_route
+        needed = {*workflow.inputs.values(), workflow.expected}
+        missing = sorted(needed - set(dataset.columns))
+        if missing:
+            raise WorkflowError(
+                f"dataset {dataset.path} lacks column(s) {', '.join(missing)} that workflow "
+                f"{workflow.name!r} maps; its columns are: {', '.join(dataset.columns)}"
+            )
+
         pool, development, heldout = split_rows(dataset, options)
         self.pool = pool
         self.development = _part(dataset, development, "dev", options.seed)
@@ -269,13 +282,15 @@ class ImprovementLoop:
             target=options.target,
         ) as live:
             self.trace_id = live.context.trace_id
+            if "rewrite" in options.adaptations:
+                self._rewrite_prompt()
             start = Setting(self._starting_prompt())
             baseline = await self._evaluate(Candidate(0, 0, "baseline", "the current prompt", start, None))
             if self.out_of_budget is not None:
                 raise ConfigError(
                     f"a budget of {options.budget_usd} USD does not cover scoring the current prompt on "
                     f"{len(self.development.rows)} development rows: {self.out_of_budget}. Raise --budget, "
-                    "or give fewer rows"
+                    "or lower the step's max_tokens so that each call's worst case costs less"
                 )
             best = baseline
             stale = 0
@@ -293,12 +308,12 @@ class ImprovementLoop:
                 rounds += 1
                 proposals = await self._propose(best, rounds)
                 fresh = self._new_candidates(proposals, best, rounds)
-                if self.out_of_budget is not None:
-                    reason = "budget"
-                    break
                 tried = [candidate for candidate in fresh if candidate.setting is not None]
                 if not tried:
-                    reason = "no_candidates"
+                    over_budget = any(
+                        (candidate.rejected or "").startswith(ErrorKind.BUDGET_EXCEEDED.value) for candidate in fresh
+                    )
+                    reason = "budget" if over_budget else "no_candidates"
                     break
                 improved = False
                 for candidate in tried:
@@ -389,10 +404,7 @@ class ImprovementLoop:
 
     async def _rewrite(self, best: Candidate, failures: list[dict[str, Any]]) -> Proposal:
         assert best.setting is not None and best.experiment is not None
-        if self.options.rewrite_prompt:
-            prompt = self.registry.get(self.options.rewrite_prompt)
-        else:
-            prompt = adaptations.builtin_rewrite_prompt(self.registry)
+        prompt = self._rewrite_prompt()
         try:
             return await adaptations.rewrite(
                 best.setting, registry=self.registry, router=self.router, rewrite_prompt=prompt,
@@ -402,10 +414,30 @@ class ImprovementLoop:
         except CallError as error:
             return self._failed_proposal("rewrite", f"rewrite by {prompt.reference}", error)
 
+    def _rewrite_prompt(self) -> PromptVersion:
+        """Return the rewrite prompt, checked to read only what a rewrite gives it.
+
+        Raises:
+            ConfigError: the prompt does not exist, or reads other variables.
+        """
+        if self.options.rewrite_prompt:
+            prompt = self.registry.get(self.options.rewrite_prompt)
+        else:
+            prompt = adaptations.builtin_rewrite_prompt(self.registry)
+        unknown = sorted(set(prompt.content.variables) - adaptations.REWRITE_VARIABLES)
+        if unknown:
+            raise ConfigError(
+                f"rewrite prompt {prompt.reference} reads {', '.join(unknown)}, which a rewrite does not "
+                f"give; it may read only {', '.join(sorted(adaptations.REWRITE_VARIABLES))}"
+            )
+        return prompt
+
     def _failed_proposal(self, adaptation: str, description: str, error: CallError) -> Proposal:
-        """Turn a model call that failed while preparing a candidate into a rejected proposal."""
-        if error.kind is ErrorKind.BUDGET_EXCEEDED:
-            self.out_of_budget = str(error)
+        """Turn a model call that failed while preparing a candidate into a rejected proposal.
+
+        A call the budget could not cover rejects only this proposal: cheaper
+        candidates may still fit what is left.
+        """
         return Proposal(adaptation, description, None, rejected=f"{error.kind.value}: {error}")
 
     def _spending(self, name: str) -> AbstractContextManager[Any]:
@@ -461,13 +493,21 @@ class ImprovementLoop:
         budget_errors = self._budget_errors(experiment.run_ids)
         if budget_errors:
             self.out_of_budget = budget_errors[0]
+            # Rows the budget stopped score 0 without being answered, so the
+            # experiment must not pass for a finished result.
+            mark_experiment(self.store, experiment.experiment_id, status="stopped_by_budget")
             if split == "dev":
                 candidate.rejected = f"stopped by the budget on {len(budget_errors)} rows"
+        if split == "dev" and experiment.errors == experiment.rows and not candidate.rejected:
+            candidate.rejected = f"every row failed, the first with: {self._first_error(experiment.run_ids)}"
         if split == "dev":
             candidate.experiment = experiment
         else:
             candidate.heldout = experiment
         return candidate
+
+    def _first_error(self, run_ids: list[str]) -> str:
+        return next((row["error"] for run_id in run_ids for row in all_rows(self.store, run_id) if row["error"]), "")
 
     def _count_spending(self) -> None:
         """Read what every call of the loop's trace has cost so far from the store."""

@@ -152,7 +152,13 @@ def pull(
         reference = f"{summary.name}:{label}" if label is not None else summary.name
         prompt = registry.get(reference)
         path = folder / f"{prompt.name}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(prompt_yaml(prompt), encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(prompt_yaml(prompt), encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(
+                f"cannot write {path}: {error.strerror or error}; pull into a folder you can write to"
+                + (f" ({len(written)} files were written before this one)" if written else "")
+            ) from None
         written.append(path)
     return written

@@ -51,6 +51,14 @@ def record_experiment(
     return values["experiment_id"]
 
 
+def mark_experiment(store: Store, experiment_id: str, *, status: str) -> None:
+    """Set an experiment's status, such as ``stopped_by_budget``; only ``finished`` ones count for downgrades."""
+    with store.engine.begin() as connection:
+        connection.execute(
+            experiments.update().where(experiments.c.experiment_id == experiment_id).values(status=status)
+        )
+
+
 def golden_scores(store: Store, task: str, prompt: str | None = None) -> dict[str, TaskScore]:
     """Return, per deployment, its latest finished golden-set experiment on `task`.
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trunkline.errors import WorkflowError, validation_problems
 
@@ -86,7 +86,15 @@ class StepSpec(BaseModel):
     #: holding one, so that ``--param`` and experiments can sweep it.
     threshold: float | str | None = None
     #: The value a cascade stage sets to say how sure it is, from 0 to 1.
-    confidence: str = "confidence"
+    confidence: str = Field(default="confidence", min_length=1)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _no_boolean_threshold(cls, value: Any) -> Any:
+        # Pydantic would read true as 1.0, which no one means by it.
+        if isinstance(value, bool):
+            raise ValueError(f"threshold = {str(value).lower()} is not a number; give one from 0 to 1 or a parameter name")
+        return value
 
     @model_validator(mode="after")
     def _check_kind(self) -> StepSpec:
