@@ -100,7 +100,7 @@ def retrieve(message: str, memory: str, neighbours: int, examples: int) -> dict:
 
 
 def vote(candidates: list[str], votes: list[float]) -> dict:
-    """Answer with the intent of the strongest retrieval vote, and how sure that vote is.
+    """Return the intent of the strongest retrieval vote, and how sure that vote is.
 
     The confidence is the strongest intent's share of the summed BM25 scores
     of the neighbours: 1.0 when every neighbour agrees, low when several

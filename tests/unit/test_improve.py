@@ -427,7 +427,7 @@ async def test_budget_too_small_for_start(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not cover scoring the current prompt"):
         await run_loop(folder, database, {"d0": model}, loop_options)
     assert len(model.label_requests) == 0
-    # Rows the budget stopped scored 0 without an answer, so the experiment is not a finished result.
+    # Rows the budget stopped scored 0 without a model reply, so the experiment is not a finished result.
     with stored(database) as store, store.engine.connect() as connection:
         statuses = connection.execute(select(experiments.c.status)).scalars().all()
     assert statuses == ["stopped_by_budget"]

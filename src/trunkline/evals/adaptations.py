@@ -232,7 +232,7 @@ async def _values_before(steps: list[Step], target: ModelStep, values: dict[str,
 
 
 def _expected_reply(expected: Any, schema: type[BaseModel] | dict[str, Any] | None) -> str:
-    """Write the expected value as the model should answer it: the lone field of an object schema, or text."""
+    """Format the expected value as the model should reply: the lone field of an object schema, or text."""
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         fields = list(schema.model_fields)
         return json.dumps({fields[0]: expected}) if len(fields) == 1 else str(expected)

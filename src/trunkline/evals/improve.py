@@ -135,12 +135,13 @@ class ImproveResult:
     trace_id: str
     stop_reason: StopReason
     rounds: int
-    spent_usd: float
-    unpriced_calls: int
     candidates: list[Candidate]
     baseline: Candidate
     best: Candidate
     split: dict[str, int]
+    #: Set once the held-out check has run, since it spends too.
+    spent_usd: float = 0.0
+    unpriced_calls: int = 0
     heldout: Comparison | None = None
     labelled: PromptVersion | None = None
     verdict: str = ""
@@ -285,58 +286,21 @@ class ImprovementLoop:
             if "rewrite" in options.adaptations:
                 self._rewrite_prompt()
             start = Setting(self._starting_prompt())
-            baseline = await self._evaluate(Candidate(0, 0, "baseline", "the current prompt", start, None))
+            baseline = Candidate(0, 0, "baseline", "the current prompt", start, None)
+            self.candidates.append(baseline)
+            await self._evaluate(baseline)
             if self.out_of_budget is not None:
                 raise ConfigError(
                     f"a budget of {options.budget_usd} USD does not cover scoring the current prompt on "
                     f"{len(self.development.rows)} development rows: {self.out_of_budget}. Raise --budget, "
                     "or lower the step's max_tokens so that each call's worst case costs less"
                 )
-            best = baseline
-            stale = 0
-            rounds = 0
-            reason: StopReason = "max_rounds"
-            while True:
-                if (best.score or 0.0) >= options.target:
-                    reason = "target"
-                    break
-                if self.remaining <= 0 or self.out_of_budget is not None:
-                    reason = "budget"
-                    break
-                if rounds == options.max_rounds:
-                    break
-                rounds += 1
-                proposals = await self._propose(best, rounds)
-                fresh = self._new_candidates(proposals, best, rounds)
-                tried = [candidate for candidate in fresh if candidate.setting is not None]
-                if not tried:
-                    over_budget = any(
-                        (candidate.rejected or "").startswith(ErrorKind.BUDGET_EXCEEDED.value) for candidate in fresh
-                    )
-                    reason = "budget" if over_budget else "no_candidates"
-                    break
-                improved = False
-                for candidate in tried:
-                    if self.remaining <= 0 or self.out_of_budget is not None:
-                        candidate.rejected = "not run: the budget was spent"
-                        continue
-                    await self._evaluate(candidate)
-                    if _better(candidate, best):
-                        best, improved = candidate, True
-                if self.out_of_budget is not None:
-                    reason = "budget"
-                    break
-                stale = 0 if improved else stale + 1
-                if stale >= options.patience:
-                    reason = "no_improvement"
-                    break
+            best, rounds, reason = await self._search(baseline)
             result = ImproveResult(
                 loop_id=self.loop_id,
                 trace_id=live.context.trace_id,
                 stop_reason=reason,
                 rounds=rounds,
-                spent_usd=0.0,
-                unpriced_calls=0,
                 candidates=self.candidates,
                 baseline=baseline,
                 best=best,
@@ -353,6 +317,40 @@ class ImprovementLoop:
                 best_score=best.score, spent_usd=self.spent, labelled=result.labelled.reference if result.labelled else "",
             )
         return result
+
+    async def _search(self, baseline: Candidate) -> tuple[Candidate, int, StopReason]:
+        """Run rounds of adaptation from `baseline`; return the best candidate, the rounds run and why it stopped."""
+        best = baseline
+        stale = 0
+        for rounds in range(self.options.max_rounds + 1):
+            if (best.score or 0.0) >= self.options.target:
+                return best, rounds, "target"
+            if self.remaining <= 0 or self.out_of_budget is not None:
+                return best, rounds, "budget"
+            if rounds == self.options.max_rounds:
+                break
+            fresh = self._new_candidates(await self._propose(best, rounds + 1), best, rounds + 1)
+            tried = [candidate for candidate in fresh if candidate.setting is not None]
+            if not tried:
+                over_budget = any(
+                    (candidate.rejected or "").startswith(ErrorKind.BUDGET_EXCEEDED.value) for candidate in fresh
+                )
+                return best, rounds + 1, "budget" if over_budget else "no_candidates"
+
+            improved = False
+            for candidate in tried:
+                if self.remaining <= 0 or self.out_of_budget is not None:
+                    candidate.rejected = "not run: the budget was spent"
+                    continue
+                await self._evaluate(candidate)
+                if _better(candidate, best):
+                    best, improved = candidate, True
+            if self.out_of_budget is not None:
+                return best, rounds + 1, "budget"
+            stale = 0 if improved else stale + 1
+            if stale >= self.options.patience:
+                return best, rounds + 1, "no_improvement"
+        return best, self.options.max_rounds, "max_rounds"
 
     def _new_candidates(self, proposals: list[Proposal], parent: Candidate, round_number: int) -> list[Candidate]:
         seen = {candidate.setting.key() for candidate in self.candidates if candidate.setting is not None}
@@ -461,15 +459,14 @@ class ImprovementLoop:
     def _overrides(self, setting: Setting) -> dict[str, str]:
         return {**self.overrides, self.step.name: setting.prompt.reference}
 
-    async def _evaluate(self, candidate: Candidate, dataset: Dataset | None = None, split: str = "dev") -> Candidate:
+    async def _evaluate(self, candidate: Candidate, split: Literal["dev", "heldout"] = "dev") -> None:
+        """Run the candidate's setting as an experiment on the development or held-out rows."""
         assert candidate.setting is not None
-        if candidate not in self.candidates and split == "dev":
-            self.candidates.append(candidate)
         setting = candidate.setting
         workflow = with_route(self.workflow, setting.route, only=self.step.name) if setting.route else self.workflow
         try:
             experiment = await run_experiment(
-                workflow, dataset or self.development, settings=self.settings, router=self.router,
+                workflow, self.development if split == "dev" else self.heldout, settings=self.settings, router=self.router,
                 store=self.store, writer=self.writer, params={**self.params, **dict(setting.params)},
                 scorers=self.scorers, concurrency=self.options.concurrency,
                 prompt_overrides=self._overrides(setting), budget_usd=max(self.remaining, 1e-9),
@@ -486,28 +483,30 @@ class ImprovementLoop:
             if candidate.number == 0 or split != "dev":
                 raise
             candidate.rejected = f"failed: {error}"
-            return candidate
+            return
         finally:
             self.writer.flush()
             self._count_spending()
-        budget_errors = self._budget_errors(experiment.run_ids)
+        errors = self._row_errors(experiment.run_ids)
+        marker = f": {ErrorKind.BUDGET_EXCEEDED.value}: "
+        budget_errors = [error for error in errors if marker in error]
         if budget_errors:
             self.out_of_budget = budget_errors[0]
-            # Rows the budget stopped score 0 without being answered, so the
+            # Rows the budget stopped score 0 without a model reply, so the
             # experiment must not pass for a finished result.
             mark_experiment(self.store, experiment.experiment_id, status="stopped_by_budget")
             if split == "dev":
                 candidate.rejected = f"stopped by the budget on {len(budget_errors)} rows"
         if split == "dev" and experiment.errors == experiment.rows and not candidate.rejected:
-            candidate.rejected = f"every row failed, the first with: {self._first_error(experiment.run_ids)}"
+            candidate.rejected = f"every row failed, the first with: {errors[0] if errors else 'no message'}"
         if split == "dev":
             candidate.experiment = experiment
         else:
             candidate.heldout = experiment
-        return candidate
 
-    def _first_error(self, run_ids: list[str]) -> str:
-        return next((row["error"] for run_id in run_ids for row in all_rows(self.store, run_id) if row["error"]), "")
+    def _row_errors(self, run_ids: list[str]) -> list[str]:
+        """Return the errors of the failed rows of `run_ids`, first rows first."""
+        return [row["error"] for run_id in run_ids for row in all_rows(self.store, run_id) if row["error"]]
 
     def _count_spending(self) -> None:
         """Read what every call of the loop's trace has cost so far from the store."""
@@ -515,13 +514,6 @@ class ImprovementLoop:
         self.spent = spend["cost_usd_priced"]
         self.unpriced = spend["unpriced_calls"]
 
-    def _budget_errors(self, run_ids: list[str]) -> list[str]:
-        """Return the errors of rows whose calls the router rejected for the budget."""
-        marker = f": {ErrorKind.BUDGET_EXCEEDED.value}: "
-        return [
-            row["error"] for run_id in run_ids for row in all_rows(self.store, run_id)
-            if row["error"] and marker in row["error"]
-        ]
 
     async def _confirm(self, result: ImproveResult) -> None:
         """Run the start and the best on the held-out rows; label a better prompt version."""
@@ -535,8 +527,8 @@ class ImprovementLoop:
             return
 
         try:
-            await self._evaluate(baseline, self.heldout, "heldout")
-            await self._evaluate(best, self.heldout, "heldout")
+            await self._evaluate(baseline, "heldout")
+            await self._evaluate(best, "heldout")
         except (ConfigError, WorkflowError) as error:
             result.verdict = f"the held-out check failed, so no label moved: {error}"
             return

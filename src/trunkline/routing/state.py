@@ -70,7 +70,7 @@ class CallState:
     context: TraceContext
     #: True for `Router.stream`: attempts open a stream instead of awaiting a response.
     streaming: bool = False
-    #: The prompt version (``name@version``) the call renders, when the caller says.
+    #: The prompt version (``name@version``) the call renders, when the caller gives it.
     prompt: str | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     clock: float = field(default_factory=time.perf_counter)

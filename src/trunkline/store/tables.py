@@ -116,7 +116,7 @@ run_rows = Table(
     Column("retries", Integer, nullable=False),
     Column("fallbacks", Integer, nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
-    # Per step that keeps any, how it decided: a cascade's answering stage and why.
+    # Per step that keeps any, how it decided: the cascade stage whose output the row kept, and why.
     Column("details", JSON),
 )
 

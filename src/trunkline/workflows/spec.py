@@ -79,8 +79,8 @@ class StepSpec(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     #: Name under which the step's result is stored; defaults to the step name.
     output: str | None = None
-    #: A cascade's stages, cheapest first: each runs only when every stage
-    #: before it answered with a confidence under the threshold.
+    #: A cascade's stages, cheapest first. Each runs only when every stage
+    #: before it returned a confidence under the threshold.
     stages: list[StepSpec] = Field(default_factory=list)
     #: A cascade's threshold: a number, or the name of a workflow parameter
     #: holding one, so that ``--param`` and experiments can sweep it.

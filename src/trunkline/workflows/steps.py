@@ -33,7 +33,7 @@ class StepResult:
 
     values: dict[str, Any]
     calls: list[CallRecord] = field(default_factory=list)
-    #: What the row keeps of how the step decided, such as a cascade's answering stage.
+    #: How the step decided, kept with the row, such as the cascade stage whose output was used.
     details: dict[str, Any] | None = None
 
 
@@ -179,6 +179,8 @@ class ModelStep(Step):
         return None
 
     async def run(self, values: dict[str, Any], router: Router) -> StepResult:
+        # NOTE: a registered prompt that cannot render one row's values (a for_each over a
+        # non-list, a variable of the wrong type) raises ConfigError, which stops the whole run.
         result = await router.complete(
             self.messages(values),
             route=self.route,

@@ -127,11 +127,9 @@ def summarise_cascades(rows: Iterable[dict[str, Any]]) -> dict[str, CascadeSumma
 
 
 def _cascade_summary(entries: list[dict[str, Any]]) -> CascadeSummary:
+    """Count the answering stage of each row, and price sending every row to the last stage."""
     last = entries[0]["last_stage"]
-    order: dict[str, int] = dict.fromkeys(entries[0].get("stage_names", []), 0)
-    for entry in entries:
-        for stage in entry["stages"]:
-            order.setdefault(stage["stage"], 0)
+    order: dict[str, int] = dict.fromkeys(entries[0]["stage_names"], 0)
     for entry in entries:
         if entry["answered_by"] is not None:
             order[entry["answered_by"]] += 1
