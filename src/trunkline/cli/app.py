@@ -8,8 +8,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trunkline.cli import evals, improve, records, routes, run, trace
+from trunkline.cli import evals, improve, records, routes, run, serve, trace
 from trunkline.cli.export import export_app
+from trunkline.cli.keys import audit_command, keys_app
 from trunkline.cli.prompts import prompts_app
 from trunkline.errors import TrunklineError
 from trunkline.logs import configure_logging
@@ -35,9 +36,12 @@ app.command("eval")(evals.eval_command)
 app.command("compare")(evals.compare_command)
 app.command("experiments")(evals.experiments_command)
 app.command("improve")(improve.improve_command)
+app.command("serve")(serve.serve_command)
+app.command("audit")(audit_command)
 app.add_typer(evals.evals_app, name="evals")
 app.add_typer(export_app, name="export")
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(keys_app, name="keys")
 
 errors = Console(stderr=True)
 

@@ -19,6 +19,7 @@ from trunkline.prompts.versions import (
     check_name,
     parse_reference,
 )
+from trunkline.store.audit import record_action
 from trunkline.store.database import Store, as_utc
 from trunkline.store.tables import prompt_label_moves, prompt_labels, prompt_versions
 
@@ -214,6 +215,10 @@ class PromptRegistry:
                     name=name, label=label, from_version=previous, to_version=version,
                     moved_by=moved_by, moved_at=now,
                 )
+            )
+            record_action(
+                connection, moved_by or "unknown", "label.moved", f"{name}:{label}",
+                {"name": name, "label": label, "from": previous, "to": version},
             )
         return LabelMove(name, label, previous, version, moved_by, now)
 

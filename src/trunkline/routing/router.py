@@ -209,12 +209,15 @@ class Router:
         task: str | None = None,
         tags: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        budgets: Mapping[str, float] | None = None,
     ) -> CallResult:
         """Complete `prompt` on `route` and return the output with its call record.
 
         The record is exported whether the call succeeds or fails. `task`
         names the golden set whose scores decide score-based downgrades; by
-        default the route's ``task``, else the route's name.
+        default the route's ``task``, else the route's name. `budgets` adds
+        spending limits in USD by scope name, such as a gateway key's daily
+        budget, to those of the configuration and the open run or session.
 
         Raises:
             CallError: the call failed; ``error.record`` is its record.
@@ -223,7 +226,7 @@ class Router:
         """
         state, base = self._start(
             prompt, route, output, temperature, max_tokens, top_p, stop, seed,
-            prompt_name, prompt_version, task, tags, extra,
+            prompt_name, prompt_version, task, tags, extra, budgets=budgets,
         )
         live = open_span(f"chat {state.route_name}", "call", state.context, route=state.route_name)
         base.update(span_id=live.span_id, parent_span_id=live.parent_span_id)
@@ -256,6 +259,7 @@ class Router:
         task: str | None = None,
         tags: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        budgets: Mapping[str, float] | None = None,
     ) -> CallStream:
         """Stream the completion of `prompt` as text deltas from the returned object.
 
@@ -271,7 +275,7 @@ class Router:
         """
         state, base = self._start(
             prompt, route, None, temperature, max_tokens, top_p, stop, seed,
-            prompt_name, prompt_version, task, tags, extra, streaming=True,
+            prompt_name, prompt_version, task, tags, extra, streaming=True, budgets=budgets,
         )
         return CallStream(self, state, base)
 
@@ -292,6 +296,7 @@ class Router:
         extra: Mapping[str, Any] | None,
         *,
         streaming: bool = False,
+        budgets: Mapping[str, float] | None = None,
     ) -> tuple[CallState, dict[str, Any]]:
         route_name = route or self.settings.default_route
         policy = self.settings.route(route_name)
@@ -325,7 +330,7 @@ class Router:
             template=template,
             spec=spec,
             deadline=deadline,
-            budgets=self._budgets(context.run_id, context.session_id, all_tags, context),
+            budgets=self._budgets(context.run_id, context.session_id, all_tags, context, budgets),
             task=task or policy.task or route_name,
             context=context,
             prompt=f"{prompt_name}@{prompt_version}" if prompt_name and prompt_version else None,
@@ -345,10 +350,10 @@ class Router:
         }
         return state, base
 
-    def _budgets(self, run_id, session_id, tags, context) -> dict[str, float]:  # noqa: ANN001
+    def _budgets(self, run_id, session_id, tags, context, extra) -> dict[str, float]:  # noqa: ANN001
         """Return every budget the call falls under, by scope name."""
         configured = self.settings.budgets
-        budgets: dict[str, float] = {}
+        budgets: dict[str, float] = dict(extra or {})
         run_limit = context.run_budget_usd if context.run_budget_usd is not None else configured.run_usd
         if run_id and run_limit is not None:
             budgets[f"run:{run_id}"] = run_limit

@@ -52,6 +52,8 @@ class CallStream:
     """
 
     def __init__(self, router: Router, state: CallState, base: dict[str, Any]) -> None:
+        #: The id the call's record will have, known before the first delta.
+        self.call_id: str = base["call_id"]
         self._outcome = _Outcome()
         # The generator must not refer to this object: with no cycle between
         # them, dropping the stream after a `break` finalizes the generator at

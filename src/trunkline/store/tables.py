@@ -54,9 +54,12 @@ calls = Table(
     Column("fallback_count", Integer, nullable=False),
     # The whole CallRecord as JSON; the columns above are copies for querying.
     Column("record", Text, nullable=False),
+    # The gateway key that made the call, from the record's ``api_key`` tag.
+    Column("api_key_id", String(32)),
     Index("ix_calls_run_id", "run_id"),
     Index("ix_calls_trace_id", "trace_id"),
     Index("ix_calls_started_at", "started_at"),
+    Index("ix_calls_api_key_started", "api_key_id", "started_at"),
 )
 
 spans = Table(
@@ -214,4 +217,39 @@ prompt_label_moves = Table(
     Column("moved_by", String(200)),
     Column("moved_at", DateTime(timezone=True), nullable=False),
     Index("ix_prompt_label_moves_name", "name", "label"),
+)
+
+# Gateway keys. Only a SHA-256 of each key is kept: a key is 32 random bytes,
+# so a fast hash is enough to make the stored value useless to a reader.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("name", String(200)),
+    Column("role", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200)),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    # The key this one replaced when it was made by a rotation.
+    Column("rotated_from", String(32)),
+    Column("budget_usd_per_day", Float),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    # Route names the key may call; NULL for every route.
+    Column("routes", JSON),
+)
+
+# Who did what to keys, labels and settings, oldest first by audit_id.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("audit_id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200)),
+    Column("details", JSON, nullable=False),
+    Index("ix_audit_log_at", "at"),
 )

@@ -50,6 +50,10 @@ class _FlushMarker:
 _STOP = object()
 
 
+#: The tag under which the gateway names the key that made a call.
+API_KEY_TAG = "api_key"
+
+
 def call_row(record: CallRecord) -> dict[str, Any]:
     """Return the `calls` table row for a record."""
     usage = record.usage
@@ -85,6 +89,7 @@ def call_row(record: CallRecord) -> dict[str, Any]:
         "retry_count": record.retries,
         "fallback_count": record.fallbacks_taken,
         "record": record.model_dump_json(),
+        "api_key_id": record.tags.get(API_KEY_TAG),
     }
 
 

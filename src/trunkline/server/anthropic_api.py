@@ -1,0 +1,179 @@
+"""The Anthropic-compatible endpoint: ``POST /v1/messages``, plain and streamed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from trunkline.errors import CallError
+from trunkline.server.auth import require
+from trunkline.server.errors import ApiError, anthropic_body
+from trunkline.server.gateway import Admission, Gateway
+from trunkline.store.keys import ApiKey, Role
+from trunkline.types.calls import CallRecord
+from trunkline.types.messages import Message
+from trunkline.types.usage import Usage
+
+router = APIRouter()
+
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
+
+
+class TextBlock(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class AnthropicMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str | list[TextBlock]
+
+
+class Metadata(BaseModel):
+    user_id: str | None = Field(default=None, max_length=200)
+
+
+class MessagesRequest(BaseModel):
+    """The part of Anthropic's Messages request that the gateway serves."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop_sequences: list[str] | None = None
+    stream: bool = False
+    metadata: Metadata | None = None
+
+
+def _text(content: str | list[TextBlock]) -> str:
+    return content if isinstance(content, str) else "".join(block.text for block in content)
+
+
+def _messages(body: MessagesRequest) -> tuple[Message, ...]:
+    messages = [Message(role=message.role, content=_text(message.content)) for message in body.messages]
+    if body.system:
+        messages.insert(0, Message(role="system", content=_text(body.system)))
+    return tuple(messages)
+
+
+def _usage(usage: Usage) -> dict[str, int]:
+    # Anthropic counts cache reads and writes apart from input_tokens.
+    fresh = max(usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens, 0)
+    return {
+        "input_tokens": fresh,
+        "output_tokens": usage.output_tokens,
+        "cache_read_input_tokens": usage.cache_read_tokens,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+    }
+
+
+def _message(record: CallRecord, model: str) -> dict[str, Any]:
+    return {
+        "id": f"msg_{record.call_id}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": record.output_text or ""}],
+        "stop_reason": _STOP.get(record.finish_reason or "stop", "end_turn"),
+        "stop_sequence": None,
+        "usage": _usage(record.usage),
+    }
+
+
+@router.post("/v1/messages", response_model=None, tags=["gateway"])
+async def create_message(
+    body: MessagesRequest, request: Request, key: ApiKey = Depends(require(Role.DEVELOPER))
+) -> Response:
+    """Create a message through the router, as Anthropic's Messages endpoint does."""
+    gateway: Gateway = request.app.state.gateway
+    messages = _messages(body)
+    admission = await gateway.admit(key, body.model, messages, body.max_tokens, "messages")
+    user = body.metadata.user_id if body.metadata else None
+    options = dict(
+        route=body.model, temperature=body.temperature, max_tokens=body.max_tokens, top_p=body.top_p,
+        stop=body.stop_sequences or (), tags={**admission.tags, "user": user} if user else admission.tags,
+        budgets=admission.budgets,
+    )
+    if body.stream:
+        return await _stream(gateway, admission, messages, options)
+    try:
+        result = await gateway.router.complete(messages, **options)
+    except CallError as error:
+        raise await gateway.failed(admission, error) from None
+    await gateway.finish(admission, 200, result.record)
+    return Response(
+        json.dumps(_message(result.record, body.model)),
+        media_type="application/json",
+        headers={"x-trunkline-call-id": result.record.call_id, "request-id": f"req_{result.record.call_id}"},
+    )
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: ".encode() + json.dumps(data).encode() + b"\n\n"
+
+
+async def _stream(gateway: Gateway, admission: Admission, messages: tuple[Message, ...], options: dict) -> Response:
+    """Send Anthropic's event sequence once the first delta came, so earlier failures keep their status."""
+    stream = gateway.router.stream(messages, **options)
+    deltas = aiter(stream)
+    try:
+        first = await anext(deltas, None)
+    except CallError as error:
+        await stream.aclose()
+        raise await gateway.failed(admission, error) from None
+    start = {
+        "id": f"msg_{stream.call_id}",
+        "type": "message",
+        "role": "assistant",
+        "model": admission.model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0},
+    }
+
+    async def events() -> AsyncIterator[bytes]:
+        record, kind = None, None
+        try:
+            yield _event("message_start", {"type": "message_start", "message": start})
+            yield _event(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            )
+            text = first
+            while text is not None:
+                yield _event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+                )
+                text = await anext(deltas, None)
+            record = stream.result.record
+            yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            yield _event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": _STOP.get(record.finish_reason or "stop", "end_turn"), "stop_sequence": None},
+                    "usage": _usage(record.usage),
+                },
+            )
+            yield _event("message_stop", {"type": "message_stop"})
+        except CallError as error:
+            record, kind = getattr(error, "record", None), error.kind.value
+            yield _event("error", anthropic_body(ApiError(502, error.kind.value, str(error))))
+        finally:
+            await stream.aclose()
+            if record is None and stream.result is not None:
+                record = stream.result.record
+            await gateway.finish(admission, 200, record, kind)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})

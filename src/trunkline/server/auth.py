@@ -1,0 +1,115 @@
+"""Who is calling: the key in a request, its role, and the checks every route declares.
+
+A key may come as ``Authorization: Bearer KEY`` (the OpenAI SDK), as
+``x-api-key: KEY`` (the Anthropic SDK) or in the dashboard's session cookie.
+Looked-up keys are cached for a few seconds, so the hot path costs one
+SHA-256 and a dictionary read; a revocation through this process takes
+effect at once, and in other worker processes within `ttl_s`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from fastapi import Request
+
+from trunkline.store.database import Store
+from trunkline.store.keys import ApiKey, Role, allows, find_key, hash_key
+
+SESSION_COOKIE = "trunkline_session"
+
+
+class AuthFailure(Exception):
+    """A request without a usable key (401) or with a key whose role is too low (403)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class KeyCache:
+    """Keys by hash, read from the store and kept for `ttl_s` seconds."""
+
+    def __init__(self, store: Store, *, ttl_s: float = 5.0) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+
+    def lookup(self, secret: str) -> ApiKey | None:
+        digest = hash_key(secret)
+        now = time.monotonic()
+        entry = self._entries.get(digest)
+        if entry is not None and now - entry[0] < self.ttl_s:
+            return entry[1]
+        key = find_key(self.store, secret)
+        if len(self._entries) > 10_000:
+            # Unknown keys are cached too, so a flood of bad keys cannot grow this without end.
+            self._entries.clear()
+        self._entries[digest] = (now, key)
+        return key
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from the cache after it was revoked or changed here."""
+        for digest, (_, key) in list(self._entries.items()):
+            if key is not None and key.key_id == key_id:
+                del self._entries[digest]
+
+
+def presented_key(request: Request) -> str | None:
+    """Return the key a request carries, from its headers or its session cookie."""
+    headers = request.headers
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    api_key = headers.get("x-api-key")
+    if api_key:
+        return api_key.strip()
+    return request.cookies.get(SESSION_COOKIE)
+
+
+def authenticate(cache: KeyCache, secret: str | None) -> ApiKey:
+    """Return the active key for `secret`, or raise a 401 `AuthFailure` saying why not."""
+    if not secret:
+        raise AuthFailure(
+            401,
+            "missing_api_key",
+            "no API key was sent; send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY' "
+            "(`trunkline keys create` makes one)",
+        )
+    key = cache.lookup(secret)
+    if key is None:
+        raise AuthFailure(401, "invalid_api_key", "the API key is not known to this gateway; check it, or create a new one")
+    state = key.state(datetime.now(UTC))
+    if state != "active":
+        raise AuthFailure(
+            401, f"{state}_api_key", f"the API key {key.key_id} is {state}; ask an admin for a new one"
+        )
+    return key
+
+
+class require:  # noqa: N801 - used like a function in route signatures
+    """A route dependency that admits keys of `role` or above and returns the key.
+
+    Every route but the public ones declares one; the role-matrix test reads
+    `role` from each route's dependencies.
+    """
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    async def __call__(self, request: Request) -> ApiKey:
+        key = authenticate(request.app.state.keys, presented_key(request))
+        if not allows(key.role, self.role):
+            raise AuthFailure(
+                403,
+                "permission_denied",
+                f"the key {key.key_id} has role {key.role.value}; this route needs {self.role.value}"
+                + (" or admin" if self.role is not Role.ADMIN else ""),
+            )
+        request.state.key = key
+        return key

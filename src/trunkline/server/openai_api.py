@@ -1,0 +1,250 @@
+"""The OpenAI-compatible endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from trunkline.errors import CallError
+from trunkline.server.auth import require
+from trunkline.server.errors import ApiError, openai_body
+from trunkline.server.gateway import Admission, Gateway
+from trunkline.store.keys import ApiKey, Role
+from trunkline.types.calls import CallRecord
+from trunkline.types.messages import Message
+from trunkline.types.usage import Usage
+
+router = APIRouter()
+
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "content_filter": "content_filter"}
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The part of OpenAI's chat-completions request that the gateway serves."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int | None = Field(default=None, ge=1, le=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = Field(default=None, max_length=200)
+
+
+def _messages(body: ChatCompletionRequest) -> tuple[Message, ...]:
+    messages = []
+    for message in body.messages:
+        content = message.content
+        if not isinstance(content, str):
+            content = "".join(part.text for part in content)
+        role = "system" if message.role == "developer" else message.role
+        messages.append(Message(role=role, content=content, name=message.name))
+    return tuple(messages)
+
+
+def _output_schema(body: ChatCompletionRequest) -> dict[str, Any] | None:
+    response_format = body.response_format
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return {"type": "object"}
+    schema = (response_format.json_schema or {}).get("schema")
+    if not isinstance(schema, dict):
+        raise ApiError(
+            400,
+            "invalid_request",
+            "response_format of type json_schema needs json_schema.schema, a JSON Schema object",
+            param="response_format",
+        )
+    return schema
+
+
+def usage_body(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+def _completion(record: CallRecord, model: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": record.output_text or "", "refusal": None}
+    if record.tool_calls:
+        message["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in record.tool_calls
+        ]
+    return {
+        "id": f"chatcmpl-{record.call_id}",
+        "object": "chat.completion",
+        "created": int(record.started_at.timestamp()),
+        "model": model,
+        "system_fingerprint": record.model_version,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": _FINISH.get(record.finish_reason or "stop", "stop"),
+                "logprobs": None,
+            }
+        ],
+        "usage": usage_body(record.usage),
+    }
+
+
+def _headers(record: CallRecord) -> dict[str, str]:
+    headers = {"x-trunkline-call-id": record.call_id, "x-trunkline-trace-id": record.trace_id}
+    if record.cost.total_usd is not None:
+        headers["x-trunkline-cost-usd"] = f"{record.cost.total_usd:.8f}"
+    return headers
+
+
+@router.post("/v1/chat/completions", response_model=None, tags=["gateway"])
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, key: ApiKey = Depends(require(Role.DEVELOPER))
+) -> Response:
+    """Complete a chat through the router, as OpenAI's chat-completions endpoint does."""
+    gateway: Gateway = request.app.state.gateway
+    messages = _messages(body)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop or ()
+    schema = _output_schema(body)
+    if body.stream and schema is not None:
+        raise ApiError(
+            400, "invalid_request", "response_format with stream: true is not supported; "
+            "send the request without stream to get validated structured output", param="response_format",
+        )
+    admission = await gateway.admit(key, body.model, messages, max_tokens, "chat_completions")
+    tags = {**admission.tags, "user": body.user} if body.user else admission.tags
+    options = dict(
+        route=body.model, temperature=body.temperature, max_tokens=max_tokens, top_p=body.top_p,
+        stop=stop, seed=body.seed, tags=tags, budgets=admission.budgets,
+    )
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await _stream(gateway, admission, messages, options, include_usage)
+    try:
+        result = await gateway.router.complete(messages, output=schema, **options)
+    except CallError as error:
+        raise await gateway.failed(admission, error) from None
+    await gateway.finish(admission, 200, result.record)
+    return Response(
+        json.dumps(_completion(result.record, body.model)),
+        media_type="application/json",
+        headers=_headers(result.record),
+    )
+
+
+def _chunk(call_id: str, created: int, model: str, delta: dict | None, finish: str | None = None) -> bytes:
+    payload: dict[str, Any] = {
+        "id": f"chatcmpl-{call_id}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+    }
+    if delta is not None:
+        payload["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _usage_chunk(call_id: str, created: int, model: str, usage: Usage) -> bytes:
+    """The last chunk ``stream_options.include_usage`` asks for: no choices, the call's usage."""
+    payload = {
+        "id": f"chatcmpl-{call_id}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage_body(usage),
+    }
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+async def _stream(
+    gateway: Gateway, admission: Admission, messages: tuple[Message, ...], options: dict, include_usage: bool
+) -> Response:
+    """Answer with server-sent events once the first delta came, so earlier failures keep their status."""
+    stream = gateway.router.stream(messages, **options)
+    deltas = aiter(stream)
+    try:
+        first = await anext(deltas, None)
+    except CallError as error:
+        await stream.aclose()
+        raise await gateway.failed(admission, error) from None
+    model, call_id, created = admission.model, stream.call_id, int(time.time())
+
+    async def events() -> AsyncIterator[bytes]:
+        record, kind = None, None
+        try:
+            yield _chunk(call_id, created, model, {"role": "assistant", "content": ""})
+            if first is not None:
+                yield _chunk(call_id, created, model, {"content": first})
+            async for delta in deltas:
+                yield _chunk(call_id, created, model, {"content": delta})
+            record = stream.result.record
+            yield _chunk(call_id, created, model, {}, _FINISH.get(record.finish_reason or "stop", "stop"))
+            if include_usage:
+                yield _usage_chunk(call_id, created, model, record.usage)
+            yield b"data: [DONE]\n\n"
+        except CallError as error:
+            # The headers are sent, so the failure travels as an error event, which the SDK raises.
+            record, kind = getattr(error, "record", None), error.kind.value
+            body = openai_body(ApiError(502, error.kind.value, str(error)))
+            yield b"data: " + json.dumps(body).encode() + b"\n\n"
+        finally:
+            await stream.aclose()
+            if record is None and stream.result is not None:
+                record = stream.result.record
+            await gateway.finish(admission, 200, record, kind)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+
+@router.get("/v1/models", tags=["gateway"])
+async def list_models(request: Request, key: ApiKey = Depends(require(Role.VIEWER))) -> dict[str, Any]:
+    """The routes and deployments this key may call, in OpenAI's model-list shape."""
+    gateway: Gateway = request.app.state.gateway
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "trunkline"}
+            for name in gateway.models_for(key)
+        ],
+    }
