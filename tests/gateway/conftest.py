@@ -10,6 +10,9 @@ import pytest
 from fakeserver import FakeServer
 from gateway.harness import GatewayServer, gateway_settings, running_gateway
 
+# A throwaway redis-server on 127.0.0.1 for the tests of limits shared between gateways.
+from integration.conftest import redis_url  # noqa: F401
+
 
 @pytest.fixture
 def gateway(fake_server: FakeServer, tmp_path: Path) -> Iterator[GatewayServer]:

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from sqlalchemy import select
 
 from trunkline.config import Settings
 from trunkline.routing.router import Router
 from trunkline.server.app import create_app
 from trunkline.store.database import open_store
-from trunkline.store.keys import KeyLimits, Role, create_key
+from trunkline.store.keys import KeyLimits, NewKey, Role, create_key
+from trunkline.store.tables import calls
 
 
 def gateway_settings(upstream: str, *, anthropic_upstream: str | None = None) -> Settings:
@@ -82,7 +84,19 @@ class GatewayServer:
 
     def key(self, role: Role = Role.DEVELOPER, **limits: object) -> str:
         """Create a key in the gateway's store and return it."""
-        return create_key(self.store, role, name=f"test {role.value}", limits=KeyLimits(**limits), actor="test").secret
+        return self.new_key(role, **limits).secret
+
+    def new_key(self, role: Role = Role.DEVELOPER, **limits: object) -> NewKey:
+        """Create a key in the gateway's store and return it with its id."""
+        name = f"test {role.value}"
+        return create_key(self.store, role, name=name, limits=KeyLimits(**limits), actor="test")
+
+    def calls(self) -> list[dict]:
+        """Flush, then return the rows of the `calls` table, oldest first."""
+        self.flush()
+        with self.store.engine.connect() as connection:
+            query = select(calls).order_by(calls.c.started_at)
+            return [dict(row) for row in connection.execute(query).mappings()]
 
     def flush(self) -> None:
         """Wait until the calls made so far are committed to the store."""
@@ -102,8 +116,15 @@ def _writers(app):  # noqa: ANN001, ANN202
 
 
 @contextmanager
-def running_gateway(settings: Settings, tmp_path: Path, *, router: Router | None = None) -> Iterator[GatewayServer]:
-    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+def running_gateway(
+    settings: Settings,
+    tmp_path: Path,
+    *,
+    router: Router | None = None,
+    store_url: str | None = None,
+) -> Iterator[GatewayServer]:
+    """Serve a gateway until the block ends; gateways given one `store_url` share its keys."""
+    url = store_url or f"sqlite:///{tmp_path / 'gateway.db'}"
     open_store(url).dispose()
     server = GatewayServer(settings, url, router=router)
     server.start()

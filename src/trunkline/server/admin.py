@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from trunkline.prompts.registry import PromptRegistry
 from trunkline.server.auth import require
+from trunkline.server.errors import ApiError
 from trunkline.store.audit import list_actions
 from trunkline.store.keys import (
     ApiKey,
@@ -56,11 +57,25 @@ class NewKeyBody(KeyLimitsBody):
 
 
 class LabelBody(BaseModel):
-    version: int = Field(ge=1)
+    # Bounded by the 32-bit integer column that PostgreSQL gives versions.
+    version: int = Field(ge=1, le=2**31 - 1)
 
 
 def actor(key: ApiKey) -> str:
     return f"key:{key.key_id}"
+
+
+def _check_routes(body: KeyLimitsBody, request: Request) -> None:
+    """Reject route names that the gateway does not serve, since the key could never call them."""
+    served = request.app.state.gateway.models
+    unknown = [name for name in body.routes or () if name not in served]
+    if unknown:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"routes {unknown} are not served by this gateway; choose from {', '.join(served)}",
+            param="routes",
+        )
 
 
 def _created(new: NewKey) -> JSONResponse:
@@ -71,6 +86,7 @@ def _created(new: NewKey) -> JSONResponse:
 @router.post("/keys", status_code=201)
 def create(body: NewKeyBody, request: Request, key: ApiKey = Depends(admin)) -> JSONResponse:
     """Create a key; the answer holds the key, which is never shown again."""
+    _check_routes(body, request)
     new = create_key(
         request.app.state.store, body.role, name=body.name, limits=body.limits(), actor=actor(key)
     )
@@ -109,12 +125,13 @@ def change_limits(
     key_id: str, body: KeyLimitsBody, request: Request, key: ApiKey = Depends(admin)
 ) -> dict[str, Any]:
     """Replace a key's budget, rates, routes and expiry."""
+    _check_routes(body, request)
     changed = set_limits(request.app.state.store, key_id, body.limits(), actor=actor(key))
     request.app.state.keys.forget(key_id)
     return changed.as_dict()
 
 
-@router.put("/prompts/{name}/labels/{label}")
+@router.put("/prompts/{name:path}/labels/{label}")
 def move_label(
     name: str, label: str, body: LabelBody, request: Request, key: ApiKey = Depends(admin)
 ) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trunkline.errors import CallError
 from trunkline.server.auth import require
-from trunkline.server.errors import ApiError, anthropic_body
+from trunkline.server.errors import ApiError, anthropic_body, from_call_error
 from trunkline.server.gateway import Admission, Gateway
 from trunkline.store.keys import ApiKey, Role
 from trunkline.types.calls import CallRecord
@@ -52,6 +52,8 @@ class MessagesRequest(BaseModel):
     stop_sequences: list[str] | None = None
     stream: bool = False
     metadata: Metadata | None = None
+    #: Read only to reject it, because tool calls are not forwarded.
+    tools: list[Any] | None = None
 
 
 def _text(content: str | list[TextBlock]) -> str:
@@ -95,6 +97,11 @@ async def create_message(
 ) -> Response:
     """Create a message through the router, as Anthropic's Messages endpoint does."""
     gateway: Gateway = request.app.state.gateway
+    if body.tools is not None:
+        raise ApiError(
+            400, "invalid_request", "tools are not supported by this gateway; "
+            "send the request without tools and tool_choice", param="tools",
+        )
     messages = _messages(body)
     admission = await gateway.admit(key, body.model, messages, body.max_tokens, "messages")
     user = body.metadata.user_id if body.metadata else None
@@ -123,13 +130,7 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 async def _stream(gateway: Gateway, admission: Admission, messages: tuple[Message, ...], options: dict) -> Response:
     """Send Anthropic's event sequence once the first delta came, so earlier failures keep their status."""
-    stream = gateway.router.stream(messages, **options)
-    deltas = aiter(stream)
-    try:
-        first = await anext(deltas, None)
-    except CallError as error:
-        await stream.aclose()
-        raise await gateway.failed(admission, error) from None
+    stream, deltas, first = await gateway.open_stream(admission, messages, options)
     start = {
         "id": f"msg_{stream.call_id}",
         "type": "message",
@@ -169,11 +170,8 @@ async def _stream(gateway: Gateway, admission: Admission, messages: tuple[Messag
             yield _event("message_stop", {"type": "message_stop"})
         except CallError as error:
             record, kind = getattr(error, "record", None), error.kind.value
-            yield _event("error", anthropic_body(ApiError(502, error.kind.value, str(error))))
+            yield _event("error", anthropic_body(from_call_error(error)))
         finally:
-            await stream.aclose()
-            if record is None and stream.result is not None:
-                record = stream.result.record
-            await gateway.finish(admission, 200, record, kind)
+            await gateway.close_stream(admission, stream, record, kind)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})

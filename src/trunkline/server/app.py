@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trunkline.config import Settings, load_settings
 from trunkline.errors import CallError, ConfigError
 from trunkline.routing.router import Router
-from trunkline.server import admin, anthropic_api, openai_api
+from trunkline.server import admin, anthropic_api, dashboard, openai_api, reads
 from trunkline.server.auth import AuthFailure, KeyCache, require
 from trunkline.server.errors import (
     ApiError,
@@ -22,6 +23,7 @@ from trunkline.server.errors import (
     handle_auth_failure,
     handle_call_error,
     handle_config_error,
+    handle_http_error,
     handle_validation_error,
 )
 from trunkline.server.gateway import Gateway
@@ -32,8 +34,9 @@ from trunkline.store.writer import StoreWriter
 from trunkline.tracing import add_exporter, remove_exporter
 from trunkline.tracing.otlp import exporter_from_settings
 
-#: Routes that answer without a key.
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+#: Routes that answer without a key, and the prefixes of static files, which need none either.
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"}) | dashboard.PUBLIC_PATHS
+PUBLIC_PREFIXES = dashboard.PUBLIC_PREFIXES
 
 
 def create_app(
@@ -101,10 +104,14 @@ def create_app(
     app.add_exception_handler(KeyNotFound, _handle_not_found)
     app.add_exception_handler(ConfigError, handle_config_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
 
     app.include_router(openai_api.router)
     app.include_router(anthropic_api.router)
     app.include_router(admin.router)
+    app.include_router(reads.router)
+    app.include_router(dashboard.router)
+    app.include_router(dashboard.assets_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -37,6 +37,10 @@ class KeyCache:
         self.store = store
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+        # Counts `forget` calls. The admin routes call it from the thread
+        # pool while lookups run on the event loop, so a lookup that read the
+        # store before a revocation committed must not cache what it read.
+        self._generation = 0
 
     def lookup(self, secret: str) -> ApiKey | None:
         digest = hash_key(secret)
@@ -44,18 +48,21 @@ class KeyCache:
         entry = self._entries.get(digest)
         if entry is not None and now - entry[0] < self.ttl_s:
             return entry[1]
+        generation = self._generation
         key = find_key(self.store, secret)
         if len(self._entries) > 10_000:
             # Unknown keys are cached too, so a flood of bad keys cannot grow this without end.
             self._entries.clear()
-        self._entries[digest] = (now, key)
+        if generation == self._generation:
+            self._entries[digest] = (now, key)
         return key
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the cache after it was revoked or changed here."""
+        self._generation += 1
         for digest, (_, key) in list(self._entries.items()):
             if key is not None and key.key_id == key_id:
-                del self._entries[digest]
+                self._entries.pop(digest, None)
 
 
 def presented_key(request: Request) -> str | None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trunkline.errors import (
     AllDeploymentsFailed,
@@ -77,8 +79,9 @@ def from_call_error(error: CallError) -> ApiError:
     """Translate a failed call into the answer a client sees."""
     status, code = _KIND_STATUS.get(error.kind, (502, "upstream_error"))
     retry_after = None
-    if error.kind is ErrorKind.BUDGET_EXCEEDED and isinstance(error, BudgetExceeded):
-        if error.scope.startswith("key:"):
+    if error.kind is ErrorKind.BUDGET_EXCEEDED:
+        budget = _budget_cause(error)
+        if budget is not None and budget.scope.startswith("key:"):
             # A key's budget is per UTC day, so it comes back at midnight.
             now = datetime.now(UTC)
             midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -86,6 +89,16 @@ def from_call_error(error: CallError) -> ApiError:
     elif status in (429, 503):
         retry_after = _retry_after(error)
     return ApiError(status, code, str(error), retry_after_s=retry_after)
+
+
+def _budget_cause(error: CallError) -> BudgetExceeded | None:
+    """Return the budget a call crossed, also when it did so after falling back from a deployment."""
+    if isinstance(error, BudgetExceeded):
+        return error
+    if isinstance(error, AllDeploymentsFailed):
+        budgets = [cause for cause in error.causes if isinstance(cause, BudgetExceeded)]
+        return budgets[-1] if budgets else None
+    return None
 
 
 def _retry_after(error: CallError) -> float | None:
@@ -142,7 +155,7 @@ def is_page(request: Request) -> bool:
 def error_response(request: Request, error: ApiError) -> Response:
     body = anthropic_body(error) if is_anthropic(request) else openai_body(error)
     headers = {}
-    if error.retry_after_s is not None:
+    if error.retry_after_s is not None and math.isfinite(error.retry_after_s):
         headers["retry-after"] = str(max(1, math.ceil(error.retry_after_s)))
     return Response(
         json.dumps(body), status_code=error.status, media_type="application/json", headers=headers
@@ -153,9 +166,26 @@ async def handle_api_error(request: Request, error: ApiError) -> Response:
     return error_response(request, error)
 
 
+async def handle_http_error(request: Request, error: StarletteHTTPException) -> Response:
+    """Convert Starlette's own errors, such as an unknown path, to the API's error shape."""
+    code = _HTTP_CODES.get(error.status_code, "http_error")
+    message = error.detail if isinstance(error.detail, str) else json.dumps(error.detail)
+    if error.status_code == 404 and error.detail == "Not Found":
+        # Starlette's default detail when no route matches the path.
+        path = request.url.path
+        message = f"no route {request.method} {path}; the OpenAPI schema at /openapi.json lists them"
+    response = error_response(request, ApiError(error.status_code, code, message))
+    response.headers.update(error.headers or {})
+    return response
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
 async def handle_auth_failure(request: Request, error: AuthFailure) -> Response:
     if is_page(request) and error.status == 401:
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        # Quoted, so a path holding "&", "?" or "#" comes back whole as one parameter.
+        return RedirectResponse(f"/login?next={quote(request.url.path, safe='/')}", status_code=303)
     return error_response(request, ApiError(error.status, error.code, error.message))
 
 
@@ -172,6 +202,12 @@ async def handle_validation_error(request: Request, error: RequestValidationErro
     problems = []
     first_param = None
     for item in error.errors():
+        if item.get("type") == "json_invalid":
+            # FastAPI locates a JSON syntax error at ("body", offset), which names no parameter.
+            offset = item.get("loc", ("body", "?"))[-1]
+            reason = item.get("ctx", {}).get("error", "invalid JSON")
+            problems.append(f"body: the body is not valid JSON ({reason} at character {offset})")
+            continue
         location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
         first_param = first_param or location or None
         problems.append(f"{location or 'body'}: {item.get('msg')}")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trunkline.errors import CallError
 from trunkline.server.auth import require
-from trunkline.server.errors import ApiError, openai_body
+from trunkline.server.errors import ApiError, from_call_error, openai_body
 from trunkline.server.gateway import Admission, Gateway
 from trunkline.store.keys import ApiKey, Role
 from trunkline.types.calls import CallRecord
@@ -63,6 +63,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     user: str | None = Field(default=None, max_length=200)
+    #: Read only to reject it, because tool calls are not forwarded.
+    tools: list[Any] | None = None
 
 
 def _messages(body: ChatCompletionRequest) -> tuple[Message, ...]:
@@ -145,6 +147,11 @@ async def chat_completions(
     max_tokens = body.max_completion_tokens or body.max_tokens
     stop = [body.stop] if isinstance(body.stop, str) else body.stop or ()
     schema = _output_schema(body)
+    if body.tools is not None:
+        raise ApiError(
+            400, "invalid_request", "tools are not supported by this gateway; "
+            "send the request without tools and tool_choice", param="tools",
+        )
     if body.stream and schema is not None:
         raise ApiError(
             400, "invalid_request", "response_format with stream: true is not supported; "
@@ -201,13 +208,7 @@ async def _stream(
     gateway: Gateway, admission: Admission, messages: tuple[Message, ...], options: dict, include_usage: bool
 ) -> Response:
     """Answer with server-sent events once the first delta came, so earlier failures keep their status."""
-    stream = gateway.router.stream(messages, **options)
-    deltas = aiter(stream)
-    try:
-        first = await anext(deltas, None)
-    except CallError as error:
-        await stream.aclose()
-        raise await gateway.failed(admission, error) from None
+    stream, deltas, first = await gateway.open_stream(admission, messages, options)
     model, call_id, created = admission.model, stream.call_id, int(time.time())
 
     async def events() -> AsyncIterator[bytes]:
@@ -226,13 +227,10 @@ async def _stream(
         except CallError as error:
             # The headers are sent, so the failure travels as an error event, which the SDK raises.
             record, kind = getattr(error, "record", None), error.kind.value
-            body = openai_body(ApiError(502, error.kind.value, str(error)))
+            body = openai_body(from_call_error(error))
             yield b"data: " + json.dumps(body).encode() + b"\n\n"
         finally:
-            await stream.aclose()
-            if record is None and stream.result is not None:
-                record = stream.result.record
-            await gateway.finish(admission, 200, record, kind)
+            await gateway.close_stream(admission, stream, record, kind)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 

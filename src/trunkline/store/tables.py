@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     Index,
@@ -60,6 +62,9 @@ calls = Table(
     Index("ix_calls_trace_id", "trace_id"),
     Index("ix_calls_started_at", "started_at"),
     Index("ix_calls_api_key_started", "api_key_id", "started_at"),
+    # The dashboard's call list filters by session, and a session has too few
+    # calls for a scan of the started_at index to find them quickly.
+    Index("ix_calls_session_started", "session_id", "started_at"),
 )
 
 spans = Table(
@@ -252,4 +257,70 @@ audit_log = Table(
     Column("target", String(200)),
     Column("details", JSON, nullable=False),
     Index("ix_audit_log_at", "at"),
+)
+
+#: Upper bounds, in milliseconds, of the latency histogram in the rollups;
+#: one more bucket counts the calls slower than the last bound.
+LATENCY_BOUNDS_MS = (
+    5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750,
+    1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 30000, 60000, 120000,
+)
+
+
+def latency_bucket_columns() -> list[str]:
+    """Return the histogram's column names, fastest bucket first."""
+    names = [f"latency_le_{bound}ms" for bound in LATENCY_BOUNDS_MS]
+    return [*names, f"latency_gt_{LATENCY_BOUNDS_MS[-1]}ms"]
+
+
+def _rollup_sums() -> list[Column]:
+    """Return the summed columns that both rollups have."""
+    return [
+        Column("calls", BigInteger, nullable=False),
+        Column("input_tokens", BigInteger, nullable=False),
+        Column("output_tokens", BigInteger, nullable=False),
+        Column("cache_read_tokens", BigInteger, nullable=False),
+        Column("reasoning_tokens", BigInteger, nullable=False),
+        # Sums priced calls only; unpriced_calls counts the others.
+        Column("cost_usd", Float, nullable=False),
+        Column("unpriced_calls", BigInteger, nullable=False),
+        Column("retries", BigInteger, nullable=False),
+        Column("fallbacks", BigInteger, nullable=False),
+        Column("latency_ms_sum", Float, nullable=False),
+        *(Column(name, BigInteger, nullable=False) for name in latency_bucket_columns()),
+    ]
+
+
+# Sums of calls that the dashboard reads instead of every call. The writer
+# adds each batch of calls to both rollups in the transaction that inserts
+# them, and migration 0008 filled them from the calls stored before. Pruning
+# calls leaves their sums. Both are clustered by their key on SQLite, so a
+# range of days or hours is read in order.
+
+# Per UTC day and route, model, key, workflow and outcome. Key columns hold
+# '' instead of NULL, because NULLs never conflict in a primary key and the
+# writer's upsert would add duplicate rows.
+call_rollups_daily = Table(
+    "call_rollups_daily",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("route", String(200), primary_key=True),
+    # model_served, or model_requested for calls no model served.
+    Column("model", String(200), primary_key=True),
+    Column("api_key_id", String(32), primary_key=True),
+    # runs.workflow of the call's run; '' for calls outside runs.
+    Column("workflow", String(200), primary_key=True),
+    Column("outcome", String(16), primary_key=True),
+    *_rollup_sums(),
+    sqlite_with_rowid=False,
+)
+
+# Per UTC hour and outcome, for figures over windows that end within a day.
+call_rollups_hourly = Table(
+    "call_rollups_hourly",
+    metadata,
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("outcome", String(16), primary_key=True),
+    *_rollup_sums(),
+    sqlite_with_rowid=False,
 )

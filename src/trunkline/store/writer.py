@@ -6,6 +6,10 @@ every `flush_interval_s`, or as soon as `batch_size` rows are waiting, in
 transactions of up to `batch_size` rows. A crash loses what was queued but
 not yet committed, at most about `flush_interval_s` of records; `close()`,
 which also runs at interpreter exit, commits everything still queued.
+
+The transaction that inserts a batch of calls also adds them to the daily
+and hourly rollups (see `trunkline.store.rollups`), so the dashboard's sums
+never miss or double-count a committed call.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from trunkline.store.database import Store
+from trunkline.store.rollups import add_calls
 from trunkline.store.tables import calls, run_rows, spans
 from trunkline.types.calls import CallRecord
 from trunkline.types.spans import SpanRecord
@@ -204,7 +209,7 @@ class StoreWriter:
         try:
             with self.store.engine.begin() as connection:
                 for table, rows in self._group(batch).items():
-                    connection.execute(self._statement(table), rows)
+                    self._insert(connection, table, rows)
         except SQLAlchemyError as error:
             logger.warning(
                 "committing %d records failed (%s); retrying them one by one", len(batch), error
@@ -220,7 +225,7 @@ class StoreWriter:
                 continue
             try:
                 with self.store.engine.begin() as connection:
-                    connection.execute(self._statement(row.table), rows)
+                    self._insert(connection, row.table, rows)
             except SQLAlchemyError as error:
                 dropped += 1
                 last_error = error
@@ -236,6 +241,26 @@ class StoreWriter:
                 self.failed_rows,
                 last_error,
             )
+
+    def _insert(self, connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+        if table is not calls:
+            connection.execute(self._statement(table), rows)
+            return
+        if connection.dialect.name not in ("sqlite", "postgresql"):
+            # A plain insert fails on a call stored before, so every row it keeps is new.
+            connection.execute(self._statement(table), rows)
+            add_calls(connection, rows)
+            return
+        # The insert skips calls already stored, and a call queued twice in
+        # this batch after its first copy; only the rows it returns are new.
+        statement = self._statement(table).returning(calls.c.call_id)
+        inserted = {row.call_id for row in connection.execute(statement, rows)}
+        new_rows = []
+        for row in rows:
+            if row["call_id"] in inserted:
+                inserted.discard(row["call_id"])
+                new_rows.append(row)
+        add_calls(connection, new_rows)
 
     def _group(self, batch: list[_Row]) -> dict[Table, list[dict[str, Any]]]:
         grouped: dict[Table, list[dict[str, Any]]] = {}
