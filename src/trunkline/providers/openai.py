@@ -1,4 +1,11 @@
-"""OpenAI, Azure OpenAI and any OpenAI-compatible server through the official SDK."""
+"""OpenAI, Azure OpenAI and any OpenAI-compatible server through the official SDK.
+
+A plain (non-Azure) client that the adapter built itself sends its
+non-streamed completions through `HttpPool` instead of the SDK's transport:
+the same URL, headers and body, with errors classified as the SDK path
+classifies them. Streams, Azure and clients built by the caller go through
+the SDK.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +21,19 @@ from trunkline.errors import ErrorKind, ProviderError
 from trunkline.providers.base import (
     Provider,
     estimate_tokens,
+    http_error,
     kind_from_codes,
     parse_error_body,
     redact_secrets,
+    transport_error,
     translate_sdk_error,
+)
+from trunkline.providers.openai_http import (
+    CHAT_PATH,
+    HttpPool,
+    encode_body,
+    error_body,
+    pool_for_client,
 )
 from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
 from trunkline.types.messages import ToolCall
@@ -44,6 +60,9 @@ class OpenAIProvider(Provider):
     def __init__(self, client: openai.AsyncOpenAI, model: str) -> None:
         self.client = client
         self.model = model
+        # Built on the first call, inside the event loop; None keeps the SDK transport.
+        self._pool: HttpPool | None = None
+        self._pool_checked = False
 
     @classmethod
     def create(
@@ -76,6 +95,14 @@ class OpenAIProvider(Provider):
         return cls(client, model)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
+        if not self._pool_checked:
+            self._pool = pool_for_client(self.client)
+            self._pool_checked = True
+        if self._pool is not None:
+            return await self._complete_over_pool(self._pool, request)
+        return await self._complete_over_sdk(request)
+
+    async def _complete_over_sdk(self, request: ModelRequest) -> ModelResponse:
         try:
             # The body is built from an already validated request, so it is
             # posted as it is: `chat.completions.create` would first run the
@@ -83,11 +110,42 @@ class OpenAIProvider(Provider):
             # (openai 3.60, measured on a 2-core VM). Errors, the Azure URL
             # rewrite and the response model are the same on both paths.
             completion = await self.client.post(
-                "/chat/completions", body=self._arguments(request), cast_to=ChatCompletion
+                CHAT_PATH, body=self._arguments(request), cast_to=ChatCompletion
             )
         except openai.APIError as error:
             raise self._translate(error) from error
         return self._response(completion, request)
+
+    async def _complete_over_pool(self, pool: HttpPool, request: ModelRequest) -> ModelResponse:
+        """Send the request as the SDK would, and read the reply as the SDK path reads it."""
+        secrets = (self.client.api_key,)
+        try:
+            reply = await pool.post(CHAT_PATH, encode_body(self._arguments(request)))
+        except OSError as error:
+            # The SDK wraps every transport failure in APIConnectionError("Connection error.").
+            cause = str(error) or type(error).__name__
+            raise transport_error(
+                provider=self.name,
+                model=self.model,
+                kind=ErrorKind.CONNECTION,
+                detail=f"Connection error. ({cause})",
+                secrets=secrets,
+            ) from error
+        if 300 <= reply.status < 400:
+            # The SDK follows redirects; rare enough to leave to it.
+            return await self._complete_over_sdk(request)
+        if not 200 <= reply.status < 300:
+            raise http_error(
+                provider=self.name,
+                model=self.model,
+                status=reply.status,
+                body=error_body(reply.text()),
+                headers=reply.headers,
+                secrets=secrets,
+            )
+        # A body that is not JSON, or has no choices, fails here as it does in
+        # the SDK path, and the router records it as a malformed response.
+        return self._response(json.loads(reply.body), request)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
         """Stream the completion's text deltas, then yield the response assembled from its chunks.
@@ -154,7 +212,9 @@ class OpenAIProvider(Provider):
         )
 
     async def aclose(self) -> None:
-        """Close the SDK client and its connection pool."""
+        """Close the SDK client and the connection pools."""
+        if self._pool is not None:
+            await self._pool.aclose()
         await self.client.close()
 
     def _arguments(self, request: ModelRequest) -> dict[str, Any]:
@@ -176,25 +236,30 @@ class OpenAIProvider(Provider):
         return arguments
 
     def _response(self, completion: Any, request: ModelRequest) -> ModelResponse:
-        choice = completion.choices[0]
-        message = getattr(choice, "message", None)
+        """Read a completion, an SDK response model or its decoded JSON, into a `ModelResponse`."""
+        choice = _field(completion, "choices")[0]
+        message = _field(choice, "message")
         tool_calls = tuple(
-            ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
-            for call in (getattr(message, "tool_calls", None) or [])
-            if getattr(call, "function", None) is not None
+            ToolCall(
+                id=_field(call, "id"),
+                name=_field(function, "name"),
+                arguments=_field(function, "arguments"),
+            )
+            for call in (_field(message, "tool_calls") or [])
+            if (function := _field(call, "function")) is not None
         )
-        text = getattr(message, "content", None) or ""
+        text = _field(message, "content") or ""
         if not text and not tool_calls:
             reason = _empty_output_reason(choice, message)
             if reason is not None:
                 raise _filtered_output_error(self.name, self.model, reason)
         return ModelResponse(
             text=text,
-            model=completion.model or self.model,
-            finish_reason=_FINISH_REASONS.get(choice.finish_reason or "stop", "stop"),
-            usage=usage_from_openai(completion.usage, request, text),
-            response_id=completion.id,
-            model_version=getattr(completion, "system_fingerprint", None),
+            model=_field(completion, "model") or self.model,
+            finish_reason=_FINISH_REASONS.get(_field(choice, "finish_reason") or "stop", "stop"),
+            usage=usage_from_openai(_field(completion, "usage"), request, text),
+            response_id=_field(completion, "id"),
+            model_version=_field(completion, "system_fingerprint"),
             tool_calls=tool_calls,
         )
 
@@ -242,11 +307,11 @@ def _empty_output_reason(choice: Any, message: Any) -> str | None:
     removed the output, and OpenAI's structured outputs put a safety refusal
     in ``message.refusal`` instead of the content.
     """
-    if choice.finish_reason == "content_filter":
-        categories = _filtered_categories(getattr(choice, "content_filter_results", None))
+    if _field(choice, "finish_reason") == "content_filter":
+        categories = _filtered_categories(_field(choice, "content_filter_results"))
         suffix = f", filtered categories: {', '.join(categories)}" if categories else ""
         return f"a content filter removed the output (finish_reason content_filter{suffix})"
-    refusal = getattr(message, "refusal", None)
+    refusal = _field(message, "refusal")
     if isinstance(refusal, str) and refusal.strip():
         return f"the model refused: {refusal.strip()}"
     return None
@@ -261,6 +326,17 @@ def _filtered_categories(results: object) -> list[str]:
         for name, result in results.items()
         if isinstance(result, dict) and result.get("filtered") is True
     ]
+
+
+def _field(source: Any, name: str) -> Any:
+    """Read `name` from decoded JSON or from an SDK response model; None when it is absent.
+
+    The SDK builds its response models without validation, so a field the
+    server left out is missing there too, and both shapes read it as None.
+    """
+    if isinstance(source, dict):
+        return source.get(name)
+    return getattr(source, name, None)
 
 
 def is_strict_schema(schema: Any) -> bool:
@@ -294,7 +370,7 @@ def _filtered_output_error(provider: str, model: str, reason: str) -> ProviderEr
 
 
 def usage_from_openai(usage: Any, request: ModelRequest, output: str) -> Usage:
-    """Convert an OpenAI ``usage`` object, cached and reasoning details included.
+    """Convert an OpenAI ``usage`` object or its decoded JSON, cached and reasoning details included.
 
     Some compatible servers send no usage. The counts are then estimated
     from the text and marked as estimated, so the call is never priced as free.
@@ -306,14 +382,14 @@ def usage_from_openai(usage: Any, request: ModelRequest, output: str) -> Usage:
             output_tokens=estimate_tokens(output) if output else 0,
             estimated=True,
         )
-    prompt_details = getattr(usage, "prompt_tokens_details", None)
-    completion_details = getattr(usage, "completion_tokens_details", None)
+    prompt_details = _field(usage, "prompt_tokens_details")
+    completion_details = _field(usage, "completion_tokens_details")
     return Usage(
-        input_tokens=usage.prompt_tokens or 0,
-        output_tokens=usage.completion_tokens or 0,
-        cache_read_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
-        cache_write_tokens=getattr(prompt_details, "cache_write_tokens", None) or 0,
-        reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
+        input_tokens=_field(usage, "prompt_tokens") or 0,
+        output_tokens=_field(usage, "completion_tokens") or 0,
+        cache_read_tokens=_field(prompt_details, "cached_tokens") or 0,
+        cache_write_tokens=_field(prompt_details, "cache_write_tokens") or 0,
+        reasoning_tokens=_field(completion_details, "reasoning_tokens") or 0,
     )
 
 

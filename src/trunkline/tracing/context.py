@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +46,23 @@ class TraceContext:
     #: the configuration's ``[budgets]`` for calls made inside them.
     run_budget_usd: float | None = None
     session_budget_usd: float | None = None
+
+    def with_span(self, span_id: str) -> TraceContext:
+        """Return this context with `span_id` as its current span.
+
+        The same as ``dataclasses.replace(self, span_id=span_id)`` at under
+        half its cost, because every model call makes three of these. It
+        lists every field, so a field added to the class is added here too.
+        """
+        return TraceContext(
+            self.trace_id,
+            span_id,
+            self.run_id,
+            self.session_id,
+            self.tags,
+            self.run_budget_usd,
+            self.session_budget_usd,
+        )
 
 
 _context: ContextVar[TraceContext | None] = ContextVar("trunkline_trace_context", default=None)
@@ -119,7 +136,7 @@ def open_span(
     return LiveSpan(
         name=name,
         kind=kind,
-        context=replace(parent, span_id=new_span_id()),
+        context=parent.with_span(new_span_id()),
         parent_span_id=parent.span_id,
         started_at=datetime.now(UTC),
         attributes=attributes,
@@ -137,7 +154,7 @@ def span(
     `parent`, since threads do not inherit it.
     """
     parent = parent or current_context()
-    context = replace(parent, span_id=new_span_id())
+    context = parent.with_span(new_span_id())
     live = LiveSpan(
         name=name,
         kind=kind,
@@ -157,19 +174,28 @@ def span(
         export_span(live.finish())
 
 
-@contextmanager
-def inside_span(span_id: str, parent: TraceContext) -> Iterator[TraceContext]:
+class inside_span:  # noqa: N801 - used like the function-style context managers beside it
     """Make `span_id`, a child of `parent`, the current span inside the block.
 
     For spans exported later from a record rather than by `span`, such as a
     model call's attempts: spans opened inside the block become their children.
+    A class rather than a generator-based context manager: a model call
+    enters two of these, and the class costs about 1 us less each (Python 3.11).
     """
-    context = replace(parent, span_id=span_id)
-    token = _context.set(context)
-    try:
-        yield context
-    finally:
-        _context.reset(token)
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, span_id: str, parent: TraceContext) -> None:
+        self._context = parent.with_span(span_id)
+        self._token: Token[TraceContext | None] | None = None
+
+    def __enter__(self) -> TraceContext:
+        self._token = _context.set(self._context)
+        return self._context
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._token is not None
+        _context.reset(self._token)
 
 
 @contextmanager
