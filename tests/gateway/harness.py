@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -48,10 +49,12 @@ def gateway_settings(upstream: str, *, anthropic_upstream: str | None = None) ->
 class GatewayServer:
     """The app on an ephemeral loopback port; `url` is its base, `store_url` its store."""
 
-    def __init__(self, settings: Settings, store_url: str, *, router: Router | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store_url: str, *, router: Router | None = None, **app_options: Any
+    ) -> None:
         self.settings = settings
         self.store_url = store_url
-        self.app = create_app(settings, router=router, store_url=store_url)
+        self.app = create_app(settings, router=router, store_url=store_url, **app_options)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -122,11 +125,15 @@ def running_gateway(
     *,
     router: Router | None = None,
     store_url: str | None = None,
+    **app_options: Any,
 ) -> Iterator[GatewayServer]:
-    """Serve a gateway until the block ends; gateways given one `store_url` share its keys."""
+    """Serve a gateway until the block ends; gateways given one `store_url` share its keys.
+
+    `app_options` go to `create_app`, such as ``max_body_bytes``.
+    """
     url = store_url or f"sqlite:///{tmp_path / 'gateway.db'}"
     open_store(url).dispose()
-    server = GatewayServer(settings, url, router=router)
+    server = GatewayServer(settings, url, router=router, **app_options)
     server.start()
     try:
         yield server

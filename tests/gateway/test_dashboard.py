@@ -374,8 +374,13 @@ def test_viewer_opens_every_page(dashboard) -> None:
 
 def test_audit_needs_admin(dashboard) -> None:
     with dashboard.client(dashboard.viewer) as client:
-        assert client.get("/audit").status_code == 403
+        denied = client.get("/audit")
         assert 'href="/audit"' not in client.get("/").text
+    assert denied.status_code == 403
+    assert denied.headers["content-type"].startswith("text/html")
+    assert "this endpoint needs role admin" in denied.text
+    # The error page keeps the viewer's navigation, so the other pages stay one click away.
+    assert 'href="/cost"' in denied.text
     with dashboard.client(dashboard.developer) as client:
         assert client.get("/audit").status_code == 403
     with dashboard.client(dashboard.admin) as client:
@@ -383,6 +388,17 @@ def test_audit_needs_admin(dashboard) -> None:
         assert 'href="/audit"' in client.get("/").text
     assert page.status_code == 200
     assert "key.created" in page.text
+
+
+def test_unknown_page_html(dashboard) -> None:
+    with dashboard.client(dashboard.viewer) as client:
+        response = client.get("/nothing-here")
+        api = client.get("/api/nothing-here")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert "there is no page at /nothing-here" in response.text
+    assert api.status_code == 404
+    assert api.json()["error"]["code"] == "not_found"
 
 
 def test_metrics_key_opens_no_page(dashboard) -> None:
@@ -736,7 +752,7 @@ def test_trace_of_call_without_spans(dashboard) -> None:
         ("/quality?a=x", "b"),
         ("/prompts/support/triage/diff?a=1", "b"),
         ("/prompts/support/triage/diff?a=one&b=2", "a"),
-        ("/prompts/support/triage?version=9", "version"),
+        ("/prompts/support/triage?version=0", "version"),
     ],
 )
 def test_invalid_query_answers_422(dashboard, path, param) -> None:
@@ -778,6 +794,13 @@ def test_prompt_pages(dashboard) -> None:
     assert 'id="diff-same"' in same
     assert missing.status_code == 404
     assert missing_version.status_code == 404
+
+
+def test_prompt_version_missing(dashboard) -> None:
+    with dashboard.client(dashboard.viewer) as client:
+        response = client.get("/prompts/support/triage?version=99")
+    assert response.status_code == 404
+    assert "has no version 99; its versions are 1 to 2" in response.text
 
 
 def test_quality_page_charts_scores_with_intervals(dashboard) -> None:
@@ -864,3 +887,18 @@ def test_pages_load_nothing_from_other_hosts(dashboard) -> None:
             policy = response.headers["content-security-policy"]
             assert "script-src 'self'" in policy
             assert response.headers["cache-control"] == "no-store"
+
+
+def test_audit_page_compact(dashboard) -> None:
+    with dashboard.client(dashboard.admin) as client:
+        created = client.post("/admin/keys", json={"role": "viewer", "name": "wall screen"}).json()
+        key_id = created["key_id"]
+        client.put(f"/admin/keys/{key_id}/limits", json={"rpm": 5, "routes": ["chat"]})
+        page = client.get("/audit", params={"action": "key.limits_changed", "limit": 1}).text
+    cell = page[page.index('<td class="audit-details">') :]
+    summary = cell[: cell.index("<details>")]
+    assert "rpm: none -&gt; 5, routes: none -&gt; chat" in summary
+    assert "budget_usd_per_day" not in summary
+    # The full JSON stays one click away, folded inside the row.
+    folded = cell[cell.index("<details>") : cell.index("</details>")]
+    assert "&#34;before&#34;" in folded

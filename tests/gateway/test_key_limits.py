@@ -98,17 +98,27 @@ def test_tpm(gateway: GatewayServer, fake_server: FakeServer) -> None:
 
 
 def test_tpm_never_fits(gateway: GatewayServer, fake_server: FakeServer) -> None:
+    # No wait lets such a request through, so it is a bad request rather than a rate limit.
     with gateway.client(gateway.key(tpm=100)) as client:
-        refused = chat(client, max_tokens=500)
-    assert refused.status_code == 429
-    assert "lower max_tokens" in refused.json()["error"]["message"]
+        refused = chat(client, max_tokens=10**9)
+        refused_anthropic = message(client, max_tokens=500)
+    assert refused.status_code == 400
+    assert "retry-after" not in refused.headers
+    error = refused.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["param"] == "max_tokens"
+    assert "can never be admitted" in error["message"]
+    assert "lower max_tokens" in error["message"]
+    assert refused_anthropic.status_code == 400
+    assert refused_anthropic.json()["error"]["type"] == "invalid_request_error"
     assert fake_server.requests == []
 
 
 def test_budget(gateway: GatewayServer, fake_server: FakeServer) -> None:
     # Each call reserves its worst case of (2 + 10) tokens and then costs 17.
-    secret = gateway.key(budget_usd_per_day=0.04)
-    with gateway.client(secret) as client:
+    new = gateway.new_key(budget_usd_per_day=0.04)
+    key_id = new.key.key_id
+    with gateway.client(new.secret) as client:
         statuses = [chat(client, "priced", max_tokens=10).status_code for _ in range(2)]
         refused = chat(client, "priced", max_tokens=10)
         refused_anthropic = message(client, "priced")
@@ -116,6 +126,10 @@ def test_budget(gateway: GatewayServer, fake_server: FakeServer) -> None:
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "budget_exceeded"
     assert abs(retry_after(refused) - seconds_to_midnight()) < 60
+    text = refused.json()["error"]["message"]
+    assert text.startswith(f"the key {key_id} has used its daily budget of $0.04")
+    assert f"ask an admin to raise the budget with `trunkline keys limits {key_id} --budget USD`" in text
+    assert "raise that budget's limit" not in text
     assert refused_anthropic.status_code == 429
     assert refused_anthropic.json()["error"]["type"] == "rate_limit_error"
     assert len(fake_server.requests) == 2

@@ -19,6 +19,7 @@ from trunkline.store.keys import (
     KeyLimits,
     Role,
     create_key,
+    expiry_after,
     get_key,
     revoke_key,
     rotate_key,
@@ -83,7 +84,8 @@ def test_list_and_get_api(gateway: GatewayServer, admin: tuple[str, httpx.Client
 def test_store_holds_hash(gateway: GatewayServer, admin: tuple[str, httpx.Client]) -> None:
     _, client = admin
     secret = client.post("/admin/keys", json={"role": "developer"}).json()["key"]
-    random_part = secret.rsplit("-", 1)[1]
+    # The secret part is URL-safe base64, which may itself contain "-".
+    random_part = secret.split("-", 2)[2]
     rows = key_rows(gateway)
     assert len(rows) == 2
     for row in rows:
@@ -138,7 +140,7 @@ def test_limits_api(gateway: GatewayServer, admin: tuple[str, httpx.Client]) -> 
     response = client.put(f"/admin/keys/{created['key_id']}/limits", json=body)
     assert response.status_code == 200
     changed = response.json()
-    assert changed["rpm"] is None
+    assert changed["rpm"] == 10
     assert changed["tpm"] == 4000
     assert changed["routes"] == ["priced"]
     expires = datetime.fromisoformat(changed["expires_at"])
@@ -146,6 +148,60 @@ def test_limits_api(gateway: GatewayServer, admin: tuple[str, httpx.Client]) -> 
     # The key's cached copy is dropped, so the new routes apply to its next request.
     models = status_with(gateway, created["key"]).json()["data"]
     assert [item["id"] for item in models] == ["priced"]
+
+
+def test_limits_null_lifts(gateway: GatewayServer, admin: tuple[str, httpx.Client]) -> None:
+    _, client = admin
+    limits = {"rpm": 10, "tpm": 4000, "budget_usd_per_day": 3, "routes": ["chat"], "expires_in_days": 5}
+    created = client.post("/admin/keys", json={"role": "developer", **limits}).json()
+    body = {"rpm": None, "routes": None, "expires_in_days": None}
+    changed = client.put(f"/admin/keys/{created['key_id']}/limits", json=body).json()
+    assert changed["rpm"] is None
+    assert changed["routes"] is None
+    assert changed["expires_at"] is None
+    assert changed["tpm"] == 4000
+    assert changed["budget_usd_per_day"] == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "field", "meant"),
+    [
+        ("/admin/keys", {"role": "developer", "budget": 5}, "budget", "budget_usd_per_day"),
+        ("/admin/keys", {"role": "developer", "expires_at": "2030-01-01"}, "expires_at", "expires_in_days"),
+        ("/admin/keys/KEY/limits", {"budget": 5}, "budget", "budget_usd_per_day"),
+        ("/admin/keys/KEY/limits", {"rpm": 5, "route": ["chat"]}, "route", "routes"),
+        ("/admin/prompts/classify/labels/production", {"version": 1, "by": "x"}, "by", None),
+    ],
+)
+def test_unknown_field(
+    admin: tuple[str, httpx.Client], url: str, body: dict[str, Any], field: str, meant: str | None
+) -> None:
+    admin_id, client = admin
+    method = "POST" if url == "/admin/keys" else "PUT"
+    response = client.request(method, url.replace("KEY", admin_id), json=body)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["param"] == field
+    assert f"unknown field {field!r}" in error["message"]
+    if meant is not None:
+        assert f"did you mean {meant}?" in error["message"]
+    assert audit(client, actor=f"key:{admin_id}") == []
+
+
+def test_limits_empty_body(admin: tuple[str, httpx.Client]) -> None:
+    admin_id, client = admin
+    response = client.put(f"/admin/keys/{admin_id}/limits", json={})
+    assert response.status_code == 422
+    assert "the body names no limit" in response.json()["error"]["message"]
+    assert audit(client, action="key.limits_changed") == []
+
+
+def test_limits_unchanged_not_audited(admin: tuple[str, httpx.Client]) -> None:
+    _, client = admin
+    created = client.post("/admin/keys", json={"role": "developer", "rpm": 10}).json()
+    response = client.put(f"/admin/keys/{created['key_id']}/limits", json={"rpm": 10})
+    assert response.status_code == 200
+    assert audit(client, action="key.limits_changed") == []
 
 
 @pytest.mark.parametrize(
@@ -157,6 +213,9 @@ def test_limits_api(gateway: GatewayServer, admin: tuple[str, httpx.Client]) -> 
         ({"role": "developer", "budget_usd_per_day": 0}, 422),
         ({"role": "developer", "routes": []}, 422),
         ({"role": "developer", "expires_in_days": 0}, 422),
+        ({"role": "developer", "routes": ["chat", ""]}, 422),
+        ({"role": "developer", "rpm": 10**9 + 1}, 422),
+        ({"role": "developer", "expires_in_days": 36_501}, 422),
         ({"role": "developer", "routes": ["chat", "gpt-9"]}, 400),
     ],
 )
@@ -202,7 +261,27 @@ def test_audit_api(gateway: GatewayServer, admin: tuple[str, httpx.Client]) -> N
     assert limits["before"]["rpm"] is None
     assert limits["after"]["rpm"] == 5
     assert entries[2]["details"]["from"] == key_id
-    assert entries[4]["details"] == {"role": "developer", "name": "ci"}
+    assert entries[2]["details"]["rpm"] == 5
+    assert entries[4]["details"] == {
+        "role": "developer",
+        "name": "ci",
+        "budget_usd_per_day": None,
+        "rpm": None,
+        "tpm": None,
+        "routes": None,
+        "expires_at": None,
+    }
+
+
+def test_created_audit_limits(admin: tuple[str, httpx.Client]) -> None:
+    _, client = admin
+    limits = {"budget_usd_per_day": 2.5, "rpm": 30, "tpm": 900, "routes": ["chat"], "expires_in_days": 7}
+    body = {"role": "viewer", **limits}
+    created = client.post("/admin/keys", json=body).json()
+    details = audit(client, action="key.created")[0]["details"]
+    assert details["budget_usd_per_day"] == 2.5
+    assert (details["rpm"], details["tpm"], details["routes"]) == (30, 900, ["chat"])
+    assert details["expires_at"] == created["expires_at"]
 
 
 def test_audit_pages(admin: tuple[str, httpx.Client]) -> None:
@@ -254,11 +333,19 @@ def test_huge_numbers(admin: tuple[str, httpx.Client], url: str, body: dict[str,
     assert response.status_code == 422
 
 
-def test_label_unknown_prompt(admin: tuple[str, httpx.Client]) -> None:
+def test_label_unknown_prompt(gateway: GatewayServer, admin: tuple[str, httpx.Client]) -> None:
     _, client = admin
     response = client.put("/admin/prompts/nothing/labels/production", json={"version": 1})
-    assert response.status_code == 400
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
     assert "nothing" in response.json()["error"]["message"]
+    content = PromptContent(messages=[ChatTemplate(role="user", content="Hi {{ name }}")])
+    PromptRegistry(gateway.store).create_version("greet", content, author="test")
+    missing_version = client.put("/admin/prompts/greet/labels/production", json={"version": 4})
+    assert missing_version.status_code == 404
+    assert "its versions are 1 to 1" in missing_version.json()["error"]["message"]
+    bad_label = client.put("/admin/prompts/greet/labels/no%20spaces", json={"version": 1})
+    assert bad_label.status_code == 400
 
 
 def test_store_functions(gateway: GatewayServer) -> None:
@@ -295,12 +382,24 @@ def test_store_functions(gateway: GatewayServer) -> None:
         {"tpm": True},
         {"budget_usd_per_day": float("inf")},
         {"budget_usd_per_day": -1.0},
+        {"budget_usd_per_day": 1e10},
+        {"rpm": 10**20},
+        {"tpm": 10**13},
         {"routes": ()},
+        {"routes": ("chat", " ")},
     ],
 )
 def test_store_rejects_limits(limits: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         KeyLimits(**limits)
+
+
+def test_expiry_bounds() -> None:
+    with pytest.raises(ConfigError, match="at most 36500 days"):
+        expiry_after(1e12)
+    with pytest.raises(ConfigError):
+        expiry_after(0)
+    assert expiry_after(1) > datetime.now(UTC)
 
 
 def test_expired_key(gateway: GatewayServer) -> None:

@@ -50,6 +50,7 @@ POLICY = {
     "/v1/chat/completions": Role.DEVELOPER,
     "/v1/messages": Role.DEVELOPER,
     "/v1/models": Role.VIEWER,
+    "/v1/models/{model_id:path}": Role.VIEWER,
     "/metrics": Role.METRICS,
 }
 
@@ -100,6 +101,9 @@ def endpoints(app: FastAPI) -> list[Endpoint]:
             continue
         dependant = getattr(route, "dependant", None)
         roles = sorted(set(declared_roles(dependant)), key=str) if dependant is not None else []
+        if dependant is None and hasattr(route, "role"):
+            # A plain Starlette route that checks the key itself declares its role as an attribute.
+            roles = [route.role]
         assert len(roles) <= 1, f"{route.path} declares several roles: {roles}"
         for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
             role = roles[0] if roles else None
@@ -162,7 +166,18 @@ def problem(endpoint: Endpoint, caller: str, response: httpx.Response) -> str | 
         return None
     if status != 403:
         return f"expected 403 for a {endpoint.role.value} route, got {status}"
+    if endpoint.is_page:
+        return page_shape(response)
     return error_shape(endpoint, response, "permission_denied")
+
+
+def page_shape(response: httpx.Response) -> str | None:
+    """Return what is wrong with a dashboard page's 403, which must be the HTML error page."""
+    if not response.headers.get("content-type", "").startswith("text/html"):
+        return f"expected an HTML error page, got {response.headers.get('content-type')}"
+    if 'id="error-message"' not in response.text or "this endpoint needs role" not in response.text:
+        return "the error page does not say which role the page needs"
+    return None
 
 
 def error_shape(endpoint: Endpoint, response: httpx.Response, code: str) -> str | None:
@@ -185,7 +200,14 @@ def error_shape(endpoint: Endpoint, response: httpx.Response, code: str) -> str 
 def test_routes_found(matrix_gateway: GatewayServer) -> None:
     found = endpoints(matrix_gateway.app)
     paths = {endpoint.path for endpoint in found}
-    expected = {"/v1/chat/completions", "/v1/messages", "/v1/models", "/metrics", "/admin/keys"}
+    expected = {
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/models",
+        "/v1/models/{model_id:path}",
+        "/metrics",
+        "/admin/keys",
+    }
     assert expected <= paths
     assert any(endpoint.is_page and endpoint.role for endpoint in found)
     schema = matrix_gateway.app.openapi()

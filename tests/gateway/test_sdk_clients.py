@@ -185,6 +185,18 @@ def test_openai_models(gateway: GatewayServer) -> None:
     assert set(names) == {"chat", "claude", "priced", "fake-gpt", "fake-claude", "fake-priced"}
 
 
+def test_openai_model_retrieve(gateway: GatewayServer) -> None:
+    client = openai_client(gateway, gateway.key(Role.VIEWER, routes=("chat", "fake-claude")))
+    model = client.models.retrieve("chat")
+    assert (model.id, model.object, model.owned_by) == ("chat", "model", "trunkline")
+    assert client.models.retrieve("fake-claude").id == "fake-claude"
+    for name in ("gpt-9", "claude"):
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.models.retrieve(name)
+        assert caught.value.code == "model_not_found"
+        assert caught.value.body["type"] == "not_found_error"
+
+
 def test_openai_models_restricted(gateway: GatewayServer) -> None:
     key = gateway.key(Role.DEVELOPER, routes=("claude", "priced"))
     names = [model.id for model in openai_client(gateway, key).models.list()]

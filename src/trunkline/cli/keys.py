@@ -6,7 +6,7 @@ import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -15,14 +15,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from trunkline.config import load_settings
-from trunkline.store.audit import list_actions
+from trunkline.config import Settings, load_settings
+from trunkline.errors import ConfigError
+from trunkline.store.audit import describe_details, list_actions
 from trunkline.store.database import Store, open_store
 from trunkline.store.keys import (
     ApiKey,
     KeyLimits,
     NewKey,
+    check_routes,
     create_key,
+    expiry_after,
     get_key,
     list_keys,
     parse_role,
@@ -35,26 +38,31 @@ keys_app = typer.Typer(help="Gateway keys: create, list, revoke, rotate and limi
 console = Console()
 
 BudgetOption = Annotated[
-    float | None, typer.Option("--budget", min=0.000001, help="Spending limit of the key in USD per UTC day.")
+    float | None, typer.Option("--budget", help="Spending limit of the key in USD per UTC day.")
 ]
-RpmOption = Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute the key may send.")]
+RpmOption = Annotated[int | None, typer.Option("--rpm", help="Requests per minute the key may send.")]
 TpmOption = Annotated[
     int | None,
-    typer.Option("--tpm", min=1, help="Tokens per minute the key may use, counted as prompt plus max_tokens."),
+    typer.Option("--tpm", help="Tokens per minute the key may use, counted as prompt plus max_tokens."),
 ]
 RoutesOption = Annotated[
     str | None,
     typer.Option("--routes", help="Comma-separated routes or deployments the key may call; default: all."),
 ]
 ExpiresOption = Annotated[
-    float | None, typer.Option("--expires-in-days", min=0.001, help="Days until the key stops working.")
+    float | None, typer.Option("--expires-in-days", help="Days until the key stops working.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+#: Key ids and actors are what users copy into the next command, so their columns never shorten them.
+WHOLE = {"no_wrap": True, "overflow": "fold"}
+#: Other columns wrap long values onto more lines instead of cutting them off with an ellipsis.
+WRAPPED = {"overflow": "fold"}
 
 
 @contextmanager
-def _store(*, writing: bool = False) -> Iterator[Store]:
-    store = open_store(load_settings().database_url(), must_exist=not writing)
+def _store(settings: Settings | None = None, *, writing: bool = False) -> Iterator[Store]:
+    settings = settings or load_settings()
+    store = open_store(settings.database_url(), must_exist=not writing)
     try:
         yield store
     finally:
@@ -68,13 +76,29 @@ def _actor() -> str:
         return "cli:unknown"
 
 
+def _route_names(routes: str, settings: Settings) -> tuple[str, ...]:
+    """Split `--routes` and check each name against the configured routes and deployments."""
+    names = tuple(name.strip() for name in routes.split(","))
+    if any(not name for name in names):
+        raise typer.BadParameter(
+            f"{routes!r} has an empty item; separate the names with single commas, as in chat,claude",
+            param_hint="--routes",
+        )
+    served = list(dict.fromkeys([*settings.routes, *settings.deployments]))
+    check_routes(names, served)
+    return names
+
+
 def _limits(
-    budget: float | None, rpm: int | None, tpm: int | None, routes: str | None, expires_in_days: float | None
+    settings: Settings,
+    budget: float | None,
+    rpm: int | None,
+    tpm: int | None,
+    routes: str | None,
+    expires_in_days: float | None,
 ) -> KeyLimits:
-    names = None
-    if routes is not None:
-        names = tuple(name.strip() for name in routes.split(",") if name.strip())
-    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    names = _route_names(routes, settings) if routes is not None else None
+    expires = expiry_after(expires_in_days) if expires_in_days is not None else None
     return KeyLimits(budget_usd_per_day=budget, rpm=rpm, tpm=tpm, routes=names, expires_at=expires)
 
 
@@ -103,43 +127,62 @@ def create_command(
     as_json: JsonOption = False,
 ) -> None:
     """Create a key and print it once; the store keeps only its hash."""
-    limits = _limits(budget, rpm, tpm, routes, expires_in_days)
-    with _store(writing=True) as store:
-        new = create_key(store, parse_role(role), name=name, limits=limits, actor=_actor())
+    settings = load_settings()
+    parsed_role = parse_role(role)
+    limits = _limits(settings, budget, rpm, tpm, routes, expires_in_days)
+    with _store(settings, writing=True) as store:
+        new = create_key(store, parsed_role, name=name, limits=limits, actor=_actor())
     _print_new(new, as_json)
 
 
 @keys_app.command("list")
 def list_command(
-    active: Annotated[bool, typer.Option("--active", help="Leave out revoked keys.")] = False,
+    active: Annotated[bool, typer.Option("--active", help="Leave out revoked and expired keys.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """List the keys with their role, state and limits; never the keys themselves."""
+    """List the keys with their role, state, expiry and limits; never the keys themselves."""
     with _store() as store:
         keys = list_keys(store, include_revoked=not active)
+    if active:
+        now = datetime.now(UTC)
+        keys = [key for key in keys if key.state(now) == "active"]
     if as_json:
         typer.echo(json.dumps([key.as_dict() for key in keys], indent=2))
         return
     table = Table(box=box.SIMPLE_HEAD)
-    for column in ("id", "name", "role", "state", "created", "budget/day", "rpm", "tpm", "routes"):
-        table.add_column(column)
+    table.add_column("id", **WHOLE)
+    table.add_column("name", **WRAPPED)
+    table.add_column("role", min_width=9, **WRAPPED)
+    table.add_column("state", min_width=7, **WRAPPED)
+    table.add_column("expires", min_width=10, **WRAPPED)
+    table.add_column("limits", **WRAPPED)
+    table.add_column("routes", **WRAPPED)
     for key in keys:
-        table.add_row(*_key_cells(key))
+        table.add_row(
+            key.key_id,
+            escape(key.name or ""),
+            key.role.value,
+            key.state(),
+            f"{key.expires_at:%Y-%m-%d}" if key.expires_at is not None else "never",
+            ", ".join(_limit_texts(key)) or "none",
+            _routes_text(key),
+        )
     console.print(table)
 
 
-def _key_cells(key: ApiKey) -> list[str]:
-    return [
-        key.key_id,
-        escape(key.name or ""),
-        key.role.value,
-        key.state(),
-        key.created_at.strftime("%Y-%m-%d %H:%M"),
-        f"${key.budget_usd_per_day:g}" if key.budget_usd_per_day is not None else "-",
-        str(key.rpm or "-"),
-        str(key.tpm or "-"),
-        escape(",".join(key.routes)) if key.routes else "all",
-    ]
+def _limit_texts(key: ApiKey) -> list[str]:
+    texts = []
+    if key.budget_usd_per_day is not None:
+        texts.append(f"${key.budget_usd_per_day:g}/day")
+    if key.rpm is not None:
+        texts.append(f"{key.rpm} rpm")
+    if key.tpm is not None:
+        texts.append(f"{key.tpm} tpm")
+    return texts
+
+
+def _routes_text(key: ApiKey) -> str:
+    return escape(",".join(key.routes)) if key.routes else "all"
 
 
 @keys_app.command("revoke")
@@ -161,7 +204,14 @@ def rotate_command(
     _print_new(new, as_json)
 
 
-_REMOVABLE = {"budget": "budget_usd_per_day", "rpm": "rpm", "tpm": "tpm", "routes": "routes", "expiry": "expires_at"}
+#: The names `--remove` accepts, each with the option that sets the same limit and the field it clears.
+_REMOVABLE = {
+    "budget": ("--budget", "budget_usd_per_day"),
+    "rpm": ("--rpm", "rpm"),
+    "tpm": ("--tpm", "tpm"),
+    "routes": ("--routes", "routes"),
+    "expiry": ("--expires-in-days", "expires_at"),
+}
 
 
 @keys_app.command("limits")
@@ -178,35 +228,39 @@ def limits_command(
     ] = None,
 ) -> None:
     """Change a key's limits; the ones not named keep their values."""
-    unknown = sorted(set(remove or ()) - set(_REMOVABLE))
+    removed = set(remove or ())
+    unknown = sorted(removed - set(_REMOVABLE))
     if unknown:
         raise typer.BadParameter(
             f"cannot remove {', '.join(unknown)}; use budget, rpm, tpm, routes or expiry", param_hint="--remove"
         )
-    given = _limits(budget, rpm, tpm, routes, expires_in_days)
-    with _store() as store:
+
+    requested = {"budget": budget, "rpm": rpm, "tpm": tpm, "routes": routes, "expiry": expires_in_days}
+    both = sorted(name for name in removed if requested[name] is not None)
+    if both:
+        options = ", ".join(f"{_REMOVABLE[name][0]} with --remove {name}" for name in both)
+        raise typer.BadParameter(f"{options} contradict each other; give one of them", param_hint="--remove")
+    if not removed and all(value is None for value in requested.values()):
+        raise ConfigError(
+            f"no limit was given for key {key_id}; set one with --budget, --rpm, --tpm, "
+            "--routes or --expires-in-days, or lift one with --remove"
+        )
+
+    settings = load_settings()
+    new = _limits(settings, budget, rpm, tpm, routes, expires_in_days)
+    with _store(settings) as store:
         old = get_key(store, key_id)
         values = {}
-        for field in _REMOVABLE.values():
-            new_value = getattr(given, field)
+        for _, field in _REMOVABLE.values():
+            new_value = getattr(new, field)
             values[field] = new_value if new_value is not None else getattr(old, field)
-        for name in remove or ():
-            values[_REMOVABLE[name]] = None
+        for name in removed:
+            values[_REMOVABLE[name][1]] = None
         key = set_limits(store, key_id, KeyLimits(**values), actor=_actor())
-    typer.echo(f"key {key.key_id}: " + ", ".join(
-        f"{column} {value}" for column, value in zip(
-            ("budget/day", "rpm", "tpm", "routes"), _key_cells(key)[5:], strict=True
-        )
-    ))
 
-
-def describe_details(details: dict) -> str:
-    """Render an audit entry's details in one line; a change lists each field that moved."""
-    if set(details) == {"before", "after"}:
-        before, after = details["before"], details["after"]
-        moved = [name for name in after if before.get(name) != after.get(name)]
-        return ", ".join(f"{name}: {before.get(name)} -> {after.get(name)}" for name in moved) or "no change"
-    return ", ".join(f"{name}={value}" for name, value in details.items() if value is not None)
+    expires = f"{key.expires_at:%Y-%m-%d %H:%M} UTC" if key.expires_at is not None else "never"
+    summary = ", ".join(_limit_texts(key)) or "no rate or budget limits"
+    typer.echo(f"key {key.key_id}: {summary}; routes {_routes_text(key)}; expires {expires}")
 
 
 def audit_command(
@@ -222,8 +276,11 @@ def audit_command(
         typer.echo(json.dumps([{**row, "at": row["at"].isoformat()} for row in rows], indent=2))
         return
     table = Table(box=box.SIMPLE_HEAD, caption=f"{len(rows)} of {total} entries", caption_justify="left")
-    for column in ("when (UTC)", "actor", "action", "target", "details"):
-        table.add_column(column)
+    table.add_column("when (UTC)", min_width=10, **WRAPPED)
+    table.add_column("actor", **WHOLE)
+    table.add_column("action", **WHOLE)
+    table.add_column("target", **WHOLE)
+    table.add_column("details", **WRAPPED)
     for row in rows:
         table.add_row(
             row["at"].strftime("%Y-%m-%d %H:%M:%S"),

@@ -175,13 +175,15 @@ def diff_command(
 def label_command(
     reference: Annotated[str, typer.Argument(help="NAME@VERSION the label points at from now on.")],
     label: Annotated[str, typer.Argument(help="The label, such as production or staging.")],
-    moved_by: Annotated[str | None, typer.Option("--by", help="Recorded as who moved the label; default: the user.")] = None,
+    moved_by: Annotated[str | None, typer.Option("--by", help="Recorded as who moved the label; default: cli:USER.")] = None,
 ) -> None:
     """Point a label at a version; the move is kept in the label's history."""
     parsed = parse_reference(reference)
     if parsed.version is None:
         raise ConfigError(f"give the version the label points at, as in {parsed.name}@3; got {reference!r}")
     with _registry(writing=True) as registry:
-        move = registry.set_label(parsed.name, parsed.version, label, moved_by=_user(moved_by))
+        # The audit log names CLI actors cli:USER, as `trunkline keys` does.
+        actor = moved_by or f"cli:{_user(None)}"
+        move = registry.set_label(parsed.name, parsed.version, label, moved_by=actor)
     before = "nowhere" if move.from_version is None else f"version {move.from_version}"
     typer.echo(f"{parsed.name}:{label} now points at version {move.to_version} (was {before})")

@@ -24,6 +24,10 @@ from trunkline.store.database import Store, as_utc
 from trunkline.store.tables import prompt_label_moves, prompt_labels, prompt_versions
 
 
+class PromptNotFound(ConfigError):
+    """The registry has no prompt, version or label of the name asked for."""
+
+
 @dataclass(frozen=True)
 class LabelMove:
     """One move of a label: the versions before and after, who moved it, and when."""
@@ -110,7 +114,8 @@ class PromptRegistry:
         """Return the version a reference names: ``name``, ``name@3`` or ``name:label``.
 
         Raises:
-            ConfigError: the prompt, version or label does not exist.
+            PromptNotFound: the prompt, version or label does not exist.
+            ConfigError: the reference is not valid.
         """
         if isinstance(reference, str):
             reference = parse_reference(reference)
@@ -124,7 +129,7 @@ class PromptRegistry:
                 ).scalar()
                 if version is None:
                     labels = self._labels(connection, reference.name)
-                    raise ConfigError(
+                    raise PromptNotFound(
                         f"prompt {reference.name!r} has no label {reference.label!r}; its labels: "
                         f"{', '.join(sorted(labels)) or 'none'}. Set one with "
                         f"`trunkline prompts label {reference.name}@VERSION {reference.label}`"
@@ -184,7 +189,8 @@ class PromptRegistry:
         """Point `label` of `name` at `version`, and record the move.
 
         Raises:
-            ConfigError: the version does not exist, or the label name is invalid.
+            PromptNotFound: the prompt or the version does not exist.
+            ConfigError: the label name is invalid.
         """
         check_label(label)
         now = datetime.now(UTC)
@@ -263,16 +269,16 @@ class PromptRegistry:
             labels=tuple(sorted(label for label, version in labels.items() if version == row["version"])),
         )
 
-    def _missing(self, connection: Connection, reference: PromptReference) -> ConfigError:
+    def _missing(self, connection: Connection, reference: PromptReference) -> PromptNotFound:
         latest = connection.execute(
             select(func.max(prompt_versions.c.version)).where(prompt_versions.c.name == reference.name)
         ).scalar()
         if latest is None:
-            return ConfigError(
+            return PromptNotFound(
                 f"prompt {reference.name!r} is not in the registry; list prompts with "
                 "`trunkline prompts list`, or add it with `trunkline prompts push DIR`"
             )
-        return ConfigError(
+        return PromptNotFound(
             f"prompt {reference.name!r} has no version {reference.version}; its versions are "
             f"1 to {latest}"
         )

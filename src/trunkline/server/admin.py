@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
+import difflib
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
+from trunkline.errors import ConfigError
 from trunkline.prompts.registry import PromptRegistry
 from trunkline.server.auth import require
 from trunkline.server.errors import ApiError
 from trunkline.store.audit import list_actions
 from trunkline.store.keys import (
+    MAX_BUDGET_USD_PER_DAY,
+    MAX_EXPIRES_IN_DAYS,
+    MAX_RPM,
+    MAX_TPM,
     ApiKey,
     KeyLimits,
     NewKey,
     Role,
+    check_routes,
     create_key,
+    expiry_after,
     get_key,
     list_keys,
     revoke_key,
@@ -29,19 +37,53 @@ from trunkline.store.keys import (
 router = APIRouter(prefix="/admin", tags=["admin"])
 admin = require(Role.ADMIN)
 
+#: The error type of a body field the API does not have; the 422 message names the field.
+UNKNOWN_FIELD = "unknown_field"
 
-class KeyLimitsBody(BaseModel):
-    budget_usd_per_day: float | None = Field(default=None, gt=0, le=1e9)
-    rpm: int | None = Field(default=None, ge=1, le=10**9)
-    tpm: int | None = Field(default=None, ge=1, le=10**12)
-    routes: list[str] | None = Field(default=None, min_length=1)
+
+class AdminBody(BaseModel):
+    """A body of the admin API: a field it does not know is rejected, with the closest one named."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        # Runs before extra="forbid", which would name the field but not the one meant.
+        if not isinstance(data, dict):
+            return data
+        fields = list(cls.model_fields)
+        unknown = [name for name in data if name not in cls.model_fields]
+        if unknown:
+            described = ", ".join(_describe_unknown(str(name), fields) for name in unknown)
+            raise PydanticCustomError(
+                UNKNOWN_FIELD,
+                "unknown field {described}; the body accepts {fields}",
+                {"described": described, "fields": ", ".join(fields), "field": str(unknown[0])},
+            )
+        return data
+
+
+def _describe_unknown(name: str, fields: list[str]) -> str:
+    """Return `name` quoted, with the field it most likely meant."""
+    meant = [field for field in fields if field.startswith(name) or name.startswith(field)]
+    meant = meant or difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+    return f"{name!r} (did you mean {meant[0]}?)" if meant else repr(name)
+
+
+class KeyLimitsBody(AdminBody):
+    """A key's limits. In a change, a field left out keeps its value and a field sent as null lifts it."""
+
+    budget_usd_per_day: float | None = Field(default=None, gt=0, le=MAX_BUDGET_USD_PER_DAY)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RPM)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_TPM)
+    routes: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     #: Days from now until the key stops working; None for never.
-    expires_in_days: float | None = Field(default=None, gt=0, le=36500)
+    expires_in_days: float | None = Field(default=None, gt=0, le=MAX_EXPIRES_IN_DAYS)
 
     def limits(self) -> KeyLimits:
-        expires = None
-        if self.expires_in_days is not None:
-            expires = datetime.now(UTC) + timedelta(days=self.expires_in_days)
+        """Return the limits of a new key: a field left out is no limit."""
+        expires = expiry_after(self.expires_in_days) if self.expires_in_days is not None else None
         return KeyLimits(
             budget_usd_per_day=self.budget_usd_per_day,
             rpm=self.rpm,
@@ -50,13 +92,42 @@ class KeyLimitsBody(BaseModel):
             expires_at=expires,
         )
 
+    def merged(self, old: ApiKey) -> KeyLimits:
+        """Return `old`'s limits with the fields this body sent put in their place."""
+        sent = self.model_fields_set
+        new = self.limits()
+        budget = new.budget_usd_per_day if "budget_usd_per_day" in sent else old.budget_usd_per_day
+        return KeyLimits(
+            budget_usd_per_day=budget,
+            rpm=new.rpm if "rpm" in sent else old.rpm,
+            tpm=new.tpm if "tpm" in sent else old.tpm,
+            routes=new.routes if "routes" in sent else old.routes,
+            expires_at=new.expires_at if "expires_in_days" in sent else old.expires_at,
+        )
+
+
+class KeyLimitsChange(KeyLimitsBody):
+    """The body of ``PUT /admin/keys/{id}/limits``: the limits to change, at least one."""
+
+    @model_validator(mode="after")
+    def _names_a_limit(self) -> KeyLimitsChange:
+        if not self.model_fields_set:
+            raise PydanticCustomError(
+                "no_limit",
+                "the body names no limit; send at least one of {fields}, with null to lift it",
+                {"fields": ", ".join(KeyLimitsBody.model_fields)},
+            )
+        return self
+
 
 class NewKeyBody(KeyLimitsBody):
+    """The body of ``POST /admin/keys``: a role, a name for people, and the key's limits."""
+
     role: Role
     name: str | None = Field(default=None, max_length=200)
 
 
-class LabelBody(BaseModel):
+class LabelBody(AdminBody):
     # Bounded by the 32-bit integer column that PostgreSQL gives versions.
     version: int = Field(ge=1, le=2**31 - 1)
 
@@ -67,15 +138,12 @@ def actor(key: ApiKey) -> str:
 
 def _check_routes(body: KeyLimitsBody, request: Request) -> None:
     """Reject route names that the gateway does not serve, since the key could never call them."""
-    served = request.app.state.gateway.models
-    unknown = [name for name in body.routes or () if name not in served]
-    if unknown:
-        raise ApiError(
-            400,
-            "invalid_request",
-            f"routes {unknown} are not served by this gateway; choose from {', '.join(served)}",
-            param="routes",
-        )
+    if body.routes is None:
+        return
+    try:
+        check_routes(tuple(body.routes), request.app.state.gateway.models)
+    except ConfigError as error:
+        raise ApiError(400, "invalid_request", str(error), param="routes") from None
 
 
 def _created(new: NewKey) -> JSONResponse:
@@ -122,11 +190,14 @@ def rotate(key_id: str, request: Request, key: ApiKey = Depends(admin)) -> JSONR
 
 @router.put("/keys/{key_id}/limits")
 def change_limits(
-    key_id: str, body: KeyLimitsBody, request: Request, key: ApiKey = Depends(admin)
+    key_id: str, body: KeyLimitsChange, request: Request, key: ApiKey = Depends(admin)
 ) -> dict[str, Any]:
-    """Replace a key's budget, rates, routes and expiry."""
+    """Change the limits a body names; the others keep their values, and null lifts one."""
     _check_routes(body, request)
-    changed = set_limits(request.app.state.store, key_id, body.limits(), actor=actor(key))
+    store = request.app.state.store
+    # NOTE: two admins changing different limits of one key at once may each
+    # write the other's field back with its old value.
+    changed = set_limits(store, key_id, body.merged(get_key(store, key_id)), actor=actor(key))
     request.app.state.keys.forget(key_id)
     return changed.as_dict()
 

@@ -8,10 +8,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trunkline.errors import CallError
+from trunkline.errors import CallError, TrunklineError
 from trunkline.server.auth import require
+from trunkline.server.content import UnicodeText, check_text_content
 from trunkline.server.errors import ApiError, anthropic_body, from_call_error
 from trunkline.server.gateway import Admission, Gateway
 from trunkline.store.keys import ApiKey, Role
@@ -26,16 +27,21 @@ _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "
 
 class TextBlock(BaseModel):
     type: Literal["text"]
-    text: str
+    text: UnicodeText
 
 
 class AnthropicMessage(BaseModel):
     role: Literal["user", "assistant"]
-    content: str | list[TextBlock]
+    content: UnicodeText | list[TextBlock]
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        return check_text_content(value)
 
 
 class Metadata(BaseModel):
-    user_id: str | None = Field(default=None, max_length=200)
+    user_id: UnicodeText | None = Field(default=None, max_length=200)
 
 
 class MessagesRequest(BaseModel):
@@ -46,10 +52,10 @@ class MessagesRequest(BaseModel):
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1)
     messages: list[AnthropicMessage] = Field(min_length=1)
-    system: str | list[TextBlock] | None = None
+    system: UnicodeText | list[TextBlock] | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    stop_sequences: list[str] | None = None
+    stop_sequences: list[UnicodeText] | None = None
     stream: bool = False
     metadata: Metadata | None = None
     #: Read only to reject it, because tool calls are not forwarded.
@@ -97,6 +103,8 @@ async def create_message(
 ) -> Response:
     """Create a message through the router, as Anthropic's Messages endpoint does."""
     gateway: Gateway = request.app.state.gateway
+    # Read by the error handlers, which count every response by model.
+    request.state.model = body.model
     if body.tools is not None:
         raise ApiError(
             400, "invalid_request", "tools are not supported by this gateway; "
@@ -114,7 +122,7 @@ async def create_message(
         return await _stream(gateway, admission, messages, options)
     try:
         result = await gateway.router.complete(messages, **options)
-    except CallError as error:
+    except TrunklineError as error:
         raise await gateway.failed(admission, error) from None
     await gateway.finish(admission, 200, result.record)
     return Response(

@@ -13,9 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trunkline.config import Settings, load_settings
 from trunkline.errors import CallError, ConfigError
+from trunkline.prompts.registry import PromptNotFound
 from trunkline.routing.router import Router
 from trunkline.server import admin, anthropic_api, dashboard, openai_api, reads
 from trunkline.server.auth import AuthFailure, KeyCache, require
+from trunkline.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from trunkline.server.fast_path import fast_route
 from trunkline.server.errors import (
     ApiError,
     error_response,
@@ -45,6 +48,7 @@ def create_app(
     router: Router | None = None,
     store_url: str | None = None,
     key_cache_ttl_s: float = 5.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """Build the gateway app.
 
@@ -57,6 +61,8 @@ def create_app(
         key_cache_ttl_s: how long a looked-up key is trusted before the
             store is read again; a revocation reaches other worker
             processes within this time.
+        max_body_bytes: the largest request body accepted; a larger one
+            is rejected with 413.
     """
     settings = settings or load_settings()
     store = open_store(store_url or settings.database_url())
@@ -102,10 +108,15 @@ def create_app(
     app.add_exception_handler(AuthFailure, _handle_auth_failure)
     app.add_exception_handler(CallError, handle_call_error)
     app.add_exception_handler(KeyNotFound, _handle_not_found)
+    app.add_exception_handler(PromptNotFound, _handle_not_found)
     app.add_exception_handler(ConfigError, handle_config_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
 
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+
+    # First in the table, so that well-formed chat completions skip FastAPI's request handling.
+    app.router.routes.insert(0, fast_route())
     app.include_router(openai_api.router)
     app.include_router(anthropic_api.router)
     app.include_router(admin.router)
@@ -131,10 +142,17 @@ async def _handle_auth_failure(request: Request, error: AuthFailure) -> Response
     return await handle_auth_failure(request, error)
 
 
-async def _handle_not_found(request: Request, error: KeyNotFound) -> Response:
+async def _handle_not_found(request: Request, error: KeyNotFound | PromptNotFound) -> Response:
     return error_response(request, ApiError(404, "not_found", str(error)))
 
 
 def app_from_environment() -> FastAPI:
-    """Build the app that `trunkline serve` starts in each worker, from the configuration file."""
-    return create_app(key_cache_ttl_s=float(os.environ.get("TRUNKLINE_KEY_CACHE_S", "5")))
+    """Build the app that `trunkline serve` starts in each worker, from the configuration file.
+
+    ``TRUNKLINE_MAX_BODY_BYTES`` sets the largest request body, 10 MiB by default.
+    """
+    max_body = os.environ.get("TRUNKLINE_MAX_BODY_BYTES")
+    return create_app(
+        key_cache_ttl_s=float(os.environ.get("TRUNKLINE_KEY_CACHE_S", "5")),
+        max_body_bytes=int(max_body) if max_body else DEFAULT_MAX_BODY_BYTES,
+    )

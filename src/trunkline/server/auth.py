@@ -111,12 +111,21 @@ class require:  # noqa: N801 - used like a function in route signatures
 
     async def __call__(self, request: Request) -> ApiKey:
         key = authenticate(request.app.state.keys, presented_key(request))
+        # Set before the role check, so a dashboard page's 403 shows the key's navigation.
+        request.state.key = key
         if not allows(key.role, self.role):
             raise AuthFailure(
                 403,
                 "permission_denied",
-                f"the key {key.key_id} has role {key.role.value}; this route needs {self.role.value}"
-                + (" or admin" if self.role is not Role.ADMIN else ""),
+                f"the key {key.key_id} has role {key.role.value}; this endpoint needs {_needed(self.role)}",
             )
-        request.state.key = key
         return key
+
+
+def _needed(role: Role) -> str:
+    """Name the roles that may use an endpoint that declares `role`, as `allows` admits them."""
+    if role is Role.METRICS:
+        return "role admin or metrics"
+    if role is Role.ADMIN:
+        return "role admin"
+    return f"role {role.value} or above"

@@ -10,6 +10,7 @@ which the router reserves and settles like any other.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trunkline.config import Settings
-from trunkline.errors import CallError
+from trunkline.errors import CallError, ConfigError, ErrorKind, TrunklineError
 from trunkline.providers.base import estimate_tokens
 from trunkline.resilience.limiter import Limits, LimitWaitTooLong, Permit
 from trunkline.routing.router import Router
@@ -62,14 +63,27 @@ class Gateway:
     def models_for(self, key: ApiKey) -> list[str]:
         return [name for name in self.models if key.may_call(name)]
 
+    def serves(self, model: str) -> bool:
+        """Return whether `model` is a configured route or deployment."""
+        return model in self._known
+
+    def model_label(self, model: str | None) -> str:
+        """Return `model` for a metrics label, or ``-`` for a name the gateway does not serve.
+
+        Unknown names come from clients, so they would give the metrics a label value each.
+        """
+        return model if model is not None and model in self._known else "-"
+
     async def admit(
         self, key: ApiKey, model: str, messages: tuple[Message, ...], max_tokens: int | None, endpoint: str
     ) -> Admission:
         """Check the model and the key's limits, reserving a request and its tokens.
 
         Raises:
-            ApiError: 404 for an unknown model, 403 for a model the key may
-                not call, 429 with the wait when the key is at a limit.
+            ApiError: 404 for an unknown model and 403 for a model the key
+                may not call. 429 with the wait when the key is at a limit,
+                and 400 for a request larger than the key's tokens per
+                minute. 500 when the shared limiter's Redis fails.
         """
         started = time.perf_counter()
         if model not in self._known:
@@ -92,11 +106,20 @@ class Gateway:
             tokens = self._estimate(model, messages, max_tokens)
             try:
                 permit = await self._reserve(key, tokens)
-            except ApiError:
+            except ApiError as refusal:
                 # Counted here, because a request refused before its call never reaches `finish`.
+                kind = "rate_limited" if refusal.status == 429 else None
                 elapsed = time.perf_counter() - started
-                self.metrics.observe(endpoint, model, 429, elapsed, None, "rate_limited")
+                self.metrics.observe(endpoint, model, refusal.status, elapsed, None, kind)
+                refusal.counted = True
                 raise
+            except ConfigError as error:
+                # The Redis of the shared limiter failed: the operator's fault, not the client's.
+                refusal = self._misconfigured(key, model, error, None)
+                elapsed = time.perf_counter() - started
+                self.metrics.observe(endpoint, model, 500, elapsed, None, ErrorKind.CONFIGURATION.value)
+                refusal.counted = True
+                raise refusal from None
         budgets = {}
         if key.budget_usd_per_day is not None:
             today = datetime.now(UTC).date().isoformat()
@@ -162,11 +185,14 @@ class Gateway:
         The response starts only after it, so that a failure before the first
         delta, retries and fallbacks spent, still gets its own status code.
         """
-        stream = self.router.stream(messages, **options)
+        try:
+            stream = self.router.stream(messages, **options)
+        except TrunklineError as error:
+            raise await self.failed(admission, error) from None
         deltas = aiter(stream)
         try:
             first = await anext(deltas, None)
-        except CallError as error:
+        except TrunklineError as error:
             await stream.aclose()
             raise await self.failed(admission, error) from None
         return stream, deltas, first
@@ -180,17 +206,70 @@ class Gateway:
             record = stream.result.record
         await self.finish(admission, 200, record, error_kind)
 
-    async def failed(self, admission: Admission, error: CallError) -> ApiError:
-        """Account for a failed call and return the answer the client gets."""
-        answer = from_call_error(error)
-        record = getattr(error, "record", None)
-        logger.warning(
-            "gateway call failed: key %s, model %s, status %d, kind %s, call %s: %s",
-            admission.key.key_id, admission.model, answer.status, error.kind.value,
-            record.call_id if record is not None else "-", error,
+    async def failed(self, admission: Admission, error: TrunklineError) -> ApiError:
+        """Account for a failed call and return the error response the client gets.
+
+        The router raises a `ConfigError` without a call record before the
+        call starts, for the request's own content (an invalid output
+        schema), so the client can fix it (400). Any other error that is not
+        a `CallError`, such as a missing API key variable, stopped a call
+        that had started. That is a fault of the gateway's configuration (500).
+        """
+        record: CallRecord | None = getattr(error, "record", None)
+        call_id = record.call_id if record is not None else "-"
+        if isinstance(error, CallError) and error.kind is not ErrorKind.CONFIGURATION:
+            api_error = from_call_error(error)
+            kind = error.kind.value
+            if api_error.retry_after_s is None and api_error.status >= 500 and record is not None:
+                api_error.retry_after_s = self._probe_wait(record)
+        elif isinstance(error, ConfigError) and record is None:
+            api_error = ApiError(400, "invalid_request", str(error))
+            kind = ErrorKind.BAD_REQUEST.value
+        else:
+            api_error = self._misconfigured(admission.key, admission.model, error, record)
+            kind = ErrorKind.CONFIGURATION.value
+        if kind != ErrorKind.CONFIGURATION.value:
+            logger.warning(
+                "gateway call failed: key %s, model %s, status %d, kind %s, call %s: %s",
+                admission.key.key_id, admission.model, api_error.status, kind, call_id, error,
+            )
+        if record is not None:
+            api_error.headers["x-trunkline-call-id"] = record.call_id
+            api_error.headers["x-trunkline-trace-id"] = record.trace_id
+        await self.finish(admission, api_error.status, record, kind)
+        api_error.counted = True
+        return api_error
+
+    def _misconfigured(
+        self, key: ApiKey, model: str, error: TrunklineError, record: CallRecord | None
+    ) -> ApiError:
+        """Log a configuration fault in full and return the 500 that names no server detail."""
+        call_id = record.call_id if record is not None else None
+        logger.error(
+            "gateway call stopped by the gateway's configuration: key %s, model %s, call %s: %s",
+            key.key_id, model, call_id or "-", error,
         )
-        await self.finish(admission, answer.status, getattr(error, "record", None), error.kind.value)
-        return answer
+        reference = f" under call id {call_id}" if call_id else ""
+        return ApiError(
+            500,
+            "gateway_configuration",
+            f"the gateway is misconfigured for model {model!r}, so the call was not made; "
+            f"the operator must fix the gateway's configuration, whose log names the problem{reference}",
+        )
+
+    def _probe_wait(self, record: CallRecord) -> float | None:
+        """Return the seconds until the circuit breaker of a skipped deployment lets a probe through.
+
+        The shortest wait over the deployments the call skipped for an open
+        circuit, or None when it skipped none.
+        """
+        skipped = {hop.deployment for hop in record.fallbacks if hop.reason == "circuit_open"}
+        if not skipped:
+            return None
+        # The router times its breakers with the event loop's clock.
+        now = asyncio.get_running_loop().time()
+        waits = [breaker.retry_in_s(now) for name, breaker in self.router.breakers.items() if name in skipped]
+        return min(waits) if waits else None
 
 
 #: How long a request may wait behind other requests of its key in this process.
@@ -205,14 +284,16 @@ def _behind_own_requests(error: LimitWaitTooLong) -> bool:
 
 
 def _limited(key: ApiKey, tokens: int, error: LimitWaitTooLong) -> ApiError:
-    """Return the 429 for a request over one of its key's limits."""
+    """Return the error for a request over one of its key's limits: 429, or 400 when no wait helps."""
     if error.limit == "tpm" and math.isinf(error.wait_s):
+        # No wait lets it through, so a 429 would only make clients retry in vain.
         return ApiError(
-            429,
-            "rate_limit_exceeded",
+            400,
+            "invalid_request",
             f"this request's estimated {tokens} tokens (prompt plus max_tokens) exceed the "
-            f"key's limit of {error.limit_value} tokens per minute; lower max_tokens or ask "
-            "an admin to raise the key's tpm",
+            f"key's limit of {error.limit_value} tokens per minute, so it can never be admitted; "
+            "lower max_tokens or ask an admin to raise the key's tpm",
+            param="max_tokens",
         )
     if math.isinf(error.wait_s):
         return ApiError(

@@ -50,7 +50,8 @@ class GatewayMetrics:
         )
         self.latency = Histogram(
             "trunkline_gateway_request_duration_seconds",
-            "Time from a request's arrival to its answer (to the last byte when streamed).",
+            "Time from a request's admission to its answer (to the last byte when streamed); "
+            "requests rejected before admission are not timed.",
             ["endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
@@ -61,6 +62,10 @@ class GatewayMetrics:
             ["kind"],
             registry=registry,
         )
+
+    def count(self, endpoint: str, model: str, status: int) -> None:
+        """Count a response that made no call, such as a rejected key or an invalid body."""
+        self.requests.labels(endpoint, model, str(status)).inc()
 
     def observe(
         self,

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models``."""
+"""The OpenAI-compatible endpoints: ``POST /v1/chat/completions``, ``GET /v1/models`` and one model."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trunkline.errors import CallError
+from trunkline.errors import CallError, TrunklineError
 from trunkline.server.auth import require
+from trunkline.server.content import UnicodeText, check_text_content
 from trunkline.server.errors import ApiError, from_call_error, openai_body
 from trunkline.server.gateway import Admission, Gateway
 from trunkline.store.keys import ApiKey, Role
@@ -27,13 +28,18 @@ _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "cont
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: UnicodeText
 
 
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: UnicodeText | list[TextPart]
+    name: UnicodeText | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        return check_text_content(value)
 
 
 class StreamOptions(BaseModel):
@@ -56,13 +62,13 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    stop: str | list[str] | None = None
+    stop: UnicodeText | list[UnicodeText] | None = None
     seed: int | None = None
     n: int | None = Field(default=None, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
-    user: str | None = Field(default=None, max_length=200)
+    user: UnicodeText | None = Field(default=None, max_length=200)
     #: Read only to reject it, because tool calls are not forwarded.
     tools: list[Any] | None = None
 
@@ -137,12 +143,18 @@ def _headers(record: CallRecord) -> dict[str, str]:
     return headers
 
 
+#: The check of the chat-completions endpoint, shared with its fast route in `fast_path`.
+DEVELOPER = require(Role.DEVELOPER)
+
+
 @router.post("/v1/chat/completions", response_model=None, tags=["gateway"])
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, key: ApiKey = Depends(require(Role.DEVELOPER))
+    body: ChatCompletionRequest, request: Request, key: ApiKey = Depends(DEVELOPER)
 ) -> Response:
     """Complete a chat through the router, as OpenAI's chat-completions endpoint does."""
     gateway: Gateway = request.app.state.gateway
+    # Read by the error handlers, which count every response by model.
+    request.state.model = body.model
     messages = _messages(body)
     max_tokens = body.max_completion_tokens or body.max_tokens
     stop = [body.stop] if isinstance(body.stop, str) else body.stop or ()
@@ -168,7 +180,7 @@ async def chat_completions(
         return await _stream(gateway, admission, messages, options, include_usage)
     try:
         result = await gateway.router.complete(messages, output=schema, **options)
-    except CallError as error:
+    except TrunklineError as error:
         raise await gateway.failed(admission, error) from None
     await gateway.finish(admission, 200, result.record)
     return Response(
@@ -237,12 +249,32 @@ async def _stream(
 
 @router.get("/v1/models", tags=["gateway"])
 async def list_models(request: Request, key: ApiKey = Depends(require(Role.VIEWER))) -> dict[str, Any]:
-    """The routes and deployments this key may call, in OpenAI's model-list shape."""
+    """List the routes and deployments this key may call, in OpenAI's model-list shape."""
     gateway: Gateway = request.app.state.gateway
-    return {
-        "object": "list",
-        "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "trunkline"}
-            for name in gateway.models_for(key)
-        ],
-    }
+    gateway.metrics.count("models", "-", 200)
+    return {"object": "list", "data": [_model(name) for name in gateway.models_for(key)]}
+
+
+@router.get("/v1/models/{model_id:path}", tags=["gateway"])
+async def retrieve_model(
+    model_id: str, request: Request, key: ApiKey = Depends(require(Role.VIEWER))
+) -> dict[str, Any]:
+    """Return one route or deployment this key may call, as an item of the model list."""
+    gateway: Gateway = request.app.state.gateway
+    request.state.model = model_id
+    # A model the key may not call gets the same 404 as an unknown one, so that a key
+    # does not learn the routes of other keys.
+    if not gateway.serves(model_id) or not key.may_call(model_id):
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"the model {model_id!r} is not served here, or the key {key.key_id} may not call it; "
+            "GET /v1/models lists the ones this key may use",
+            param="model",
+        )
+    gateway.metrics.count("models", model_id, 200)
+    return _model(model_id)
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "trunkline"}

@@ -52,3 +52,24 @@ def list_actions(
     for row in rows:
         row["at"] = as_utc(row["at"])
     return rows, total
+
+
+def describe_details(details: dict[str, Any]) -> str:
+    """Render an entry's details on one line; a change lists each field that moved.
+
+    The CLI's audit table and the dashboard's audit page both show entries this way.
+    """
+    if set(details) == {"before", "after"}:
+        before, after = details["before"], details["after"]
+        moved = [name for name in after if before.get(name) != after.get(name)]
+        changes = [f"{name}: {_show(before.get(name))} -> {_show(after.get(name))}" for name in moved]
+        return ", ".join(changes) or "no change"
+    return ", ".join(f"{name}={_show(value)}" for name, value in details.items() if value is not None)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -120,9 +120,22 @@ def parse_role(value: str) -> Role:
         raise ConfigError(f"unknown role {value!r}; use one of {names}") from None
 
 
+#: Upper bounds of a key's limits, checked by `KeyLimits` for the CLI and the admin API alike.
+#: They keep every value inside the store's integer columns and `datetime`'s range.
+MAX_BUDGET_USD_PER_DAY = 1e9
+MAX_RPM = 10**9
+MAX_TPM = 10**12
+MAX_EXPIRES_IN_DAYS = 36_500
+
+
 @dataclass(frozen=True)
 class KeyLimits:
-    """The limits a key is created with; None leaves a limit off."""
+    """The limits a key is created with; None leaves a limit off.
+
+    Raises:
+        ConfigError: a value is out of range, or the route list is empty or
+            has a blank name.
+    """
 
     budget_usd_per_day: float | None = None
     rpm: int | None = None
@@ -131,17 +144,68 @@ class KeyLimits:
     expires_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        for name in ("rpm", "tpm"):
+        for name, maximum in (("rpm", MAX_RPM), ("tpm", MAX_TPM)):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or value < 1):
-                raise ConfigError(f"a key's {name} must be a whole number of 1 or more, got {value!r}")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+                raise ConfigError(
+                    f"a key's {name} must be a whole number from 1 to {maximum}, got {value!r}"
+                )
         budget = self.budget_usd_per_day
-        if budget is not None and not (budget > 0 and budget != float("inf")):
+        if budget is not None and (
+            isinstance(budget, bool) or not 0 < budget <= MAX_BUDGET_USD_PER_DAY
+        ):
             raise ConfigError(
-                f"a key's budget must be a positive number of USD per day, got {budget!r}"
+                f"a key's budget must be more than 0 and at most {MAX_BUDGET_USD_PER_DAY:g} "
+                f"USD per day, got {budget!r}"
             )
-        if self.routes is not None and not self.routes:
-            raise ConfigError("a key's route list is empty; leave it out to allow every route")
+        if self.routes is not None:
+            if not self.routes:
+                raise ConfigError("a key's route list is empty; leave it out to allow every route")
+            if any(not name.strip() for name in self.routes):
+                raise ConfigError(
+                    f"a key's route list has an empty name: {list(self.routes)}; "
+                    "give each route or deployment by its name"
+                )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the limits as JSON values, as the audit log stores them."""
+        return {
+            "budget_usd_per_day": self.budget_usd_per_day,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "routes": list(self.routes) if self.routes is not None else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+        }
+
+
+def expiry_after(days: float, now: datetime | None = None) -> datetime:
+    """Return the time `days` from `now`, for a key's expiry.
+
+    Raises:
+        ConfigError: `days` is not more than 0 and at most `MAX_EXPIRES_IN_DAYS`.
+    """
+    if isinstance(days, bool) or not 0 < days <= MAX_EXPIRES_IN_DAYS:
+        raise ConfigError(
+            f"a key's expiry must be more than 0 and at most {MAX_EXPIRES_IN_DAYS} days "
+            f"from now, got {days!r}"
+        )
+    return (now or datetime.now(UTC)) + timedelta(days=days)
+
+
+def check_routes(routes: tuple[str, ...] | None, served: list[str]) -> None:
+    """Reject route names that are not in `served`, because a key could never call them.
+
+    Raises:
+        ConfigError: a name is neither a configured route nor a deployment.
+    """
+    unknown = [name for name in routes or () if name not in served]
+    if unknown:
+        raise ConfigError(
+            f"the configuration has no route or deployment named {', '.join(map(repr, unknown))}; "
+            f"choose from {', '.join(served) or 'none'}"
+        )
 
 
 def create_key(
@@ -177,7 +241,12 @@ def create_key(
             actor,
             "key.rotated" if rotated_from else "key.created",
             key_id,
-            {"role": role.value, "name": name, **({"from": rotated_from} if rotated_from else {})},
+            {
+                "role": role.value,
+                "name": name,
+                **limits.as_dict(),
+                **({"from": rotated_from} if rotated_from else {}),
+            },
         )
     return NewKey(key=key, secret=secret)
 
@@ -237,7 +306,11 @@ def rotate_key(store: Store, key_id: str, *, actor: str) -> NewKey:
 
 
 def set_limits(store: Store, key_id: str, limits: KeyLimits, *, actor: str) -> ApiKey:
-    """Replace a key's limits, routes and expiry, and log the change with the old values."""
+    """Replace a key's limits, routes and expiry, and log the change with the old values.
+
+    A change that leaves every value as it was writes nothing, to the key or
+    to the audit log.
+    """
     old = get_key(store, key_id)
     if old.revoked_at is not None:
         raise ConfigError(f"key {key_id!r} is revoked, so its limits cannot change; create a new key")
@@ -249,9 +322,11 @@ def set_limits(store: Store, key_id: str, limits: KeyLimits, *, actor: str) -> A
         "expires_at": limits.expires_at,
     }
     before = {name: _plain(getattr(old, name)) for name in values}
+    after = {name: _plain(value) for name, value in values.items()}
+    if before == after:
+        return old
     with store.engine.begin() as connection:
         connection.execute(update(api_keys).where(api_keys.c.key_id == key_id).values(**values))
-        after = {name: _plain(value) for name, value in values.items()}
         record_action(connection, actor, "key.limits_changed", key_id, {"before": before, "after": after})
     return get_key(store, key_id)
 

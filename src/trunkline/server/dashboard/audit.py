@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from trunkline.server.auth import require
 from trunkline.server.dashboard import params
 from trunkline.server.dashboard.rendering import page_errors, render
-from trunkline.store.audit import list_actions
+from trunkline.store.audit import describe_details, list_actions
 from trunkline.store.keys import ApiKey, Role
 
 router = APIRouter(include_in_schema=False)
@@ -32,6 +32,8 @@ def audit_page(request: Request, key: ApiKey = Depends(require(Role.ADMIN))) -> 
     entries, total = list_actions(
         request.app.state.store, limit=limit, offset=offset, actor=actor, action=action
     )
+    for entry in entries:
+        entry["summary"] = describe_details(entry["details"])
     filters = {name: value for name, value in (("actor", actor), ("action", action)) if value}
 
     def link(at: int) -> str:

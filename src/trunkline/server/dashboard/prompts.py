@@ -115,10 +115,11 @@ def prompt_page(name: str, request: Request, key: ApiKey = Depends(viewer)) -> H
     """Render a prompt's versions, labels and label moves, and one version in full."""
     history = load_history(request.app.state.store, name)
     latest = history.versions[-1].version
-    number = params.integer(request.query_params, "version", latest, minimum=1, maximum=latest)
+    number = params.integer(request.query_params, "version", latest, minimum=1, maximum=_MAX_VERSION)
     selected = next((version for version in history.versions if version.version == number), None)
     if selected is None:
-        raise NotFound(f"prompt {name!r} has no version {number}")
+        # A 404, as for a missing version on the diff page.
+        raise NotFound(f"prompt {name!r} has no version {number}; its versions are 1 to {latest}")
     return render(
         request,
         "prompt.html",
