@@ -409,3 +409,52 @@ def test_expired_key(gateway: GatewayServer) -> None:
     response = status_with(gateway, secret)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "expired_api_key"
+
+
+def test_prompt_version_api(gateway: GatewayServer, admin: tuple[str, httpx.Client]) -> None:
+    admin_id, client = admin
+    body = {"messages": [{"role": "user", "content": "Classify: {{ text }}"}], "metadata": {"purpose": "intents"}}
+
+    created = client.post("/admin/prompts/support/classify/versions", json=body)
+    assert created.status_code == 201
+    assert created.json()["name"] == "support/classify"
+    assert created.json()["version"] == 1
+    assert created.json()["created"] is True
+
+    again = client.post("/admin/prompts/support/classify/versions", json=body)
+    assert again.status_code == 200
+    assert again.json()["version"] == 1
+    assert again.json()["created"] is False
+
+    version = PromptRegistry(gateway.store).get("support/classify@1")
+    assert version.author == f"key:{admin_id}"
+    entries = audit(client, action="prompt.version_created")
+    assert len(entries) == 1
+    assert entries[0]["target"] == "support/classify@1"
+    assert entries[0]["actor"] == f"key:{admin_id}"
+
+
+def test_prompt_version_api_rejects(gateway: GatewayServer, admin: tuple[str, httpx.Client]) -> None:
+    _, client = admin
+    no_messages = client.post("/admin/prompts/classify/versions", json={"messages": []})
+    assert no_messages.status_code == 422
+    undeclared = client.post(
+        "/admin/prompts/classify/versions",
+        json={"messages": [{"role": "user", "content": "{{ text }}"}], "variables": {"other": "string"}},
+    )
+    assert undeclared.status_code == 422
+    assert "text" in undeclared.json()["error"]["message"]
+
+    # A list of variables must be names; anything else is a bad body, never a crash.
+    listed = client.post(
+        "/admin/prompts/classify/versions",
+        json={"messages": [{"role": "user", "content": "Hi"}], "variables": [{"name": "text"}]},
+    )
+    assert listed.status_code == 422
+
+    developer = gateway.key(Role.DEVELOPER)
+    with gateway.client(developer) as client_of_developer:
+        denied = client_of_developer.post(
+            "/admin/prompts/classify/versions", json={"messages": [{"role": "user", "content": "Hi"}]}
+        )
+    assert denied.status_code == 403

@@ -107,6 +107,10 @@ class PromptRegistry:
                 except IntegrityError:
                     # Another writer took this number first; read again and retry.
                     continue
+                record_action(
+                    connection, author or "unknown", "prompt.version_created", f"{name}@{values['version']}",
+                    {"name": name, "version": values["version"], "parent_version": parent_version},
+                )
                 return self._version(connection, values), True
         raise ConfigError(f"could not add a version of prompt {name!r}: other writers kept taking its number")
 

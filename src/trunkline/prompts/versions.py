@@ -106,7 +106,7 @@ class PromptContent(BaseModel):
     @classmethod
     def _names_as_any(cls, value: Any) -> Any:
         # A plain list of names is accepted and means "any type".
-        if isinstance(value, list):
+        if isinstance(value, list) and all(isinstance(name, str) for name in value):
             return {name: "any" for name in value}
         return value
 

@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from trunkline.errors import ConfigError
 from trunkline.prompts.registry import PromptRegistry
+from trunkline.prompts.versions import PromptContent
 from trunkline.server.auth import require
 from trunkline.server.errors import ApiError
 from trunkline.store.audit import list_actions
@@ -216,6 +217,21 @@ def move_label(
         "moved_by": move.moved_by,
         "moved_at": move.moved_at.isoformat(),
     }
+
+
+@router.post("/prompts/{name:path}/versions", status_code=201)
+def create_prompt_version(
+    name: str, body: PromptContent, request: Request, key: ApiKey = Depends(admin)
+) -> JSONResponse:
+    """Add a prompt version, in the shape of a prompt file; the same content returns its existing version."""
+    version, created = PromptRegistry(request.app.state.store).create_version(name, body, author=actor(key))
+    payload = {
+        "name": version.name,
+        "version": version.version,
+        "created": created,
+        "content_hash": version.content_hash,
+    }
+    return JSONResponse(payload, status_code=201 if created else 200)
 
 
 @router.get("/audit")
