@@ -17,6 +17,7 @@ from gateway.harness import GatewayServer, gateway_settings, running_gateway
 from trunkline.config import Settings
 from trunkline.server.auth import AuthFailure
 from trunkline.server.errors import ApiError, error_response, handle_auth_failure
+from trunkline.server.fast_path import FastRoute
 from trunkline.store.keys import Role
 
 USER = [{"role": "user", "content": "Hello"}]
@@ -505,3 +506,11 @@ def test_role_messages(gateway: GatewayServer) -> None:
     assert denied.json()["error"]["message"] == expected
     assert metrics.json()["error"]["message"].endswith("this endpoint needs role admin or metrics")
     assert keys.json()["error"]["message"].endswith("this endpoint needs role admin")
+
+
+def test_fast_route_first(gateway: GatewayServer) -> None:
+    # Well-formed chat completions must reach the lean route before FastAPI's.
+    first = gateway.app.router.routes[0]
+    assert isinstance(first, FastRoute)
+    assert first.path == "/v1/chat/completions"
+    assert first.role is Role.DEVELOPER

@@ -148,13 +148,13 @@ def _check_routes(body: KeyLimitsBody, request: Request) -> None:
 
 
 def _created(new: NewKey) -> JSONResponse:
-    # The only answer that ever holds the key itself.
+    # The only response that ever contains the key itself.
     return JSONResponse({**new.key.as_dict(), "key": new.secret}, status_code=201)
 
 
 @router.post("/keys", status_code=201)
 def create(body: NewKeyBody, request: Request, key: ApiKey = Depends(admin)) -> JSONResponse:
-    """Create a key; the answer holds the key, which is never shown again."""
+    """Create a key; the response contains the key, which is never shown again."""
     _check_routes(body, request)
     new = create_key(
         request.app.state.store, body.role, name=body.name, limits=body.limits(), actor=actor(key)
@@ -164,7 +164,7 @@ def create(body: NewKeyBody, request: Request, key: ApiKey = Depends(admin)) -> 
 
 @router.get("/keys")
 def keys(request: Request, key: ApiKey = Depends(admin)) -> dict[str, Any]:
-    """Every key, revoked ones included, without secrets."""
+    """List every key, revoked ones included, without secrets."""
     return {"data": [item.as_dict() for item in list_keys(request.app.state.store)]}
 
 
@@ -243,7 +243,7 @@ def audit(
     action: str | None = Query(None, max_length=64),
     key: ApiKey = Depends(admin),
 ) -> dict[str, Any]:
-    """The audit log, newest first, one page at a time."""
+    """Return the audit log, newest first, one page at a time."""
     rows, total = list_actions(
         request.app.state.store, limit=limit, offset=offset, actor=actor_name, action=action
     )

@@ -37,7 +37,7 @@ from trunkline.store.writer import StoreWriter
 from trunkline.tracing import add_exporter, remove_exporter
 from trunkline.tracing.otlp import exporter_from_settings
 
-#: Routes that answer without a key, and the prefixes of static files, which need none either.
+#: Routes served without a key, and the prefixes of static files, which need none either.
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"}) | dashboard.PUBLIC_PATHS
 PUBLIC_PREFIXES = dashboard.PUBLIC_PREFIXES
 
@@ -126,7 +126,7 @@ def create_app(
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
-        """Liveness: answers without a key once the app is up."""
+        """Report liveness, without a key, once the app is up."""
         return {"status": "ok"}
 
     @app.get("/metrics", tags=["health"], response_class=Response)

@@ -3,7 +3,7 @@
 A key may come as ``Authorization: Bearer KEY`` (the OpenAI SDK), as
 ``x-api-key: KEY`` (the Anthropic SDK) or in the dashboard's session cookie.
 Looked-up keys are cached for a few seconds, so the hot path costs one
-SHA-256 and a dictionary read; a revocation through this process takes
+SHA-256 and a dictionary read. A revocation through this process takes
 effect at once, and in other worker processes within `ttl_s`.
 """
 

@@ -2,7 +2,7 @@
 
 A body that declares its size in ``Content-Length`` is rejected before any
 of it is read. A chunked body is counted while the endpoint reads it and
-rejected once it passes the cap, so no request holds more than the cap in
+rejected once it passes the cap, so no request keeps more than the cap in
 memory. Requests without a body pass through untouched.
 """
 

@@ -38,7 +38,7 @@ from trunkline.server.dashboard.rendering import render
 
 
 class ApiError(Exception):
-    """An error response: status, a machine code, a message, and the wait a 429 asks for.
+    """An error response: status, a machine code, a message, and the wait a 429 requests.
 
     Attributes:
         headers: extra response headers, such as the failed call's
@@ -78,7 +78,7 @@ class BodyTooLarge(StarletteHTTPException):
         )
 
 
-# Per kind: the status a client sees, and the code in the body. The
+# Per kind: the status the client receives, and the code in the body. The
 # gateway's own upstream credentials failing is its operator's fault, not
 # the client's, so auth and not_found from a provider answer 502.
 _KIND_STATUS: dict[ErrorKind, tuple[int, str]] = {
@@ -104,7 +104,7 @@ _KIND_STATUS: dict[ErrorKind, tuple[int, str]] = {
 
 
 def from_call_error(error: CallError) -> ApiError:
-    """Translate a failed call into the answer a client sees."""
+    """Translate a failed call into the error response the client receives."""
     status, code = _KIND_STATUS.get(error.kind, (502, "upstream_error"))
     message = str(error)
     retry_after = None

@@ -7,8 +7,8 @@ first in the route table. It parses a JSON body with one pydantic call,
 checks the key with the same `require` dependency, and calls the same
 endpoint function. Any request it cannot parse (a content type that is not
 JSON, invalid JSON, a body that does not validate) goes on to the FastAPI
-route declared in `openai_api`, so error answers, and the OpenAPI schema,
-are exactly FastAPI's.
+route declared in `openai_api`, so error responses, and the OpenAPI
+schema, are exactly FastAPI's.
 """
 
 from __future__ import annotations

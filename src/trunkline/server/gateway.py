@@ -2,10 +2,10 @@
 
 A request is admitted when its model is a configured route or deployment the
 key may call, and when it fits the key's requests and tokens per minute. The
-key's limits go through the router's own `RateLimiter` (in Redis when one is
-configured, so every worker shares them) under the scope ``key:<id>``; its
-daily budget is one more budget scope of the call, ``key:<id>:<UTC date>``,
-which the router reserves and settles like any other.
+key's limits go through the router's own `RateLimiter` under the scope
+``key:<id>``, in Redis when one is configured, so every worker shares them.
+Its daily budget is one more budget scope of the call, ``key:<id>:<UTC
+date>``, which the router reserves and settles like any other.
 """
 
 from __future__ import annotations

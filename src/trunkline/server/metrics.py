@@ -93,7 +93,7 @@ class GatewayMetrics:
                 self.cost.labels(served).inc(record.cost.total_usd)
 
     def render(self) -> bytes:
-        """The Prometheus text format, over every worker when several share a folder."""
+        """Render the Prometheus text format, summed over every worker when several share a folder."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)

@@ -204,7 +204,7 @@ def _chunk(call_id: str, created: int, model: str, delta: dict | None, finish: s
 
 
 def _usage_chunk(call_id: str, created: int, model: str, usage: Usage) -> bytes:
-    """The last chunk ``stream_options.include_usage`` asks for: no choices, the call's usage."""
+    """Build the last chunk that ``stream_options.include_usage`` requests: no choices, the call's usage."""
     payload = {
         "id": f"chatcmpl-{call_id}",
         "object": "chat.completion.chunk",
@@ -219,7 +219,7 @@ def _usage_chunk(call_id: str, created: int, model: str, usage: Usage) -> bytes:
 async def _stream(
     gateway: Gateway, admission: Admission, messages: tuple[Message, ...], options: dict, include_usage: bool
 ) -> Response:
-    """Answer with server-sent events once the first delta came, so earlier failures keep their status."""
+    """Respond with server-sent events once the first delta arrived, so earlier failures keep their status."""
     stream, deltas, first = await gateway.open_stream(admission, messages, options)
     model, call_id, created = admission.model, stream.call_id, int(time.time())
 

@@ -1,8 +1,8 @@
 """Gateway keys: created, listed, revoked and rotated, with only their hashes stored.
 
 A key reads ``tk-<key id>-<secret>``. The id is public and names the key in
-records, lists and the audit log; the secret is 32 random bytes that exist
-only in the creator's hands. The store keeps the SHA-256 of the whole key.
+records, lists and the audit log. The secret is 32 random bytes that only
+the key's creator receives. The store keeps the SHA-256 of the whole key.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class KeyNotFound(ConfigError):
 
 
 class Role(StrEnum):
-    """What a key may do; each role can do everything the roles below it can."""
+    """The permission level of a key; each role includes every permission of the roles below it."""
 
     VIEWER = "viewer"
     DEVELOPER = "developer"
@@ -41,21 +41,21 @@ class Role(StrEnum):
 _RANK = {Role.METRICS: 0, Role.VIEWER: 1, Role.DEVELOPER: 2, Role.ADMIN: 3}
 
 
-def allows(held: Role, needed: Role) -> bool:
-    """Whether a key of role `held` may use a route that needs `needed`.
+def allows(granted: Role, needed: Role) -> bool:
+    """Return whether a key of role `granted` may use an endpoint that needs `needed`.
 
-    A metrics key reaches the metrics route alone, and admin reaches it too.
+    A metrics key reaches the metrics endpoint alone, and admin reaches it too.
     """
     if needed is Role.METRICS:
-        return held in (Role.METRICS, Role.ADMIN)
-    if held is Role.METRICS:
+        return granted in (Role.METRICS, Role.ADMIN)
+    if granted is Role.METRICS:
         return False
-    return _RANK[held] >= _RANK[needed]
+    return _RANK[granted] >= _RANK[needed]
 
 
 @dataclass(frozen=True)
 class ApiKey:
-    """One key as the store holds it: everything but the secret."""
+    """One key as stored: every field but the secret."""
 
     key_id: str
     role: Role

@@ -246,7 +246,7 @@ api_keys = Table(
     Column("routes", JSON),
 )
 
-# Who did what to keys, labels and settings, oldest first by audit_id.
+# The actions on keys, prompt versions, labels and settings: actor, action, time; oldest first by audit_id.
 audit_log = Table(
     "audit_log",
     metadata,
