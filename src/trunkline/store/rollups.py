@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from trunkline.store.bulk import UPSERT_DIALECTS, PreparedInsert
 from trunkline.store.tables import (
     LATENCY_BOUNDS_MS,
     call_rollups_daily,
@@ -125,6 +125,13 @@ def _sums(table: dict[tuple[Any, ...], list[float]], key: tuple[Any, ...]) -> li
     return sums
 
 
+# Adding to a stored row on conflict, compiled once per database.
+_UPSERTS = {
+    table.name: PreparedInsert(table, on_conflict="add", conflict_columns=key, add_columns=SUMMED_COLUMNS)
+    for table, key in ((call_rollups_daily, DAILY_KEY), (call_rollups_hourly, HOURLY_KEY))
+}
+
+
 def _write(
     connection: Connection,
     table: Table,
@@ -140,15 +147,8 @@ def _write(
         rows.append(row)
     if not rows:
         return
-    dialect = connection.dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        module = sqlite if dialect == "sqlite" else postgresql
-        statement = module.insert(table)
-        statement = statement.on_conflict_do_update(
-            index_elements=list(key_columns),
-            set_={name: table.c[name] + statement.excluded[name] for name in SUMMED_COLUMNS},
-        )
-        connection.execute(statement, rows)
+    if connection.dialect.name in UPSERT_DIALECTS:
+        _UPSERTS[table.name].execute(connection, rows)
         return
     for row in rows:
         _add_row(connection, table, key_columns, row)

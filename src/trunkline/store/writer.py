@@ -18,6 +18,7 @@ import atexit
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from trunkline.store.bulk import UPSERT_DIALECTS, PreparedInsert
 from trunkline.store.database import Store
 from trunkline.store.rollups import add_calls
 from trunkline.store.tables import calls, run_rows, spans
@@ -53,6 +55,23 @@ class _FlushMarker:
 
 
 _STOP = object()
+
+#: Records converted between two hand-overs of the GIL.
+_ROWS_PER_YIELD = 16
+
+
+class _Duplicates(Exception):
+    """A batch held calls stored before, so it is committed again the exact way."""
+
+
+# A record exported twice (a re-sent run, a retried batch) is kept once; a
+# later result for a run's row replaces the earlier one.
+_UPSERTS = {
+    calls: PreparedInsert(calls, on_conflict="skip"),
+    spans: PreparedInsert(spans, on_conflict="skip"),
+    run_rows: PreparedInsert(run_rows, on_conflict="replace"),
+}
+_PLAIN_INSERTS = {table: PreparedInsert(table) for table in _UPSERTS}
 
 
 #: The tag under which the gateway names the key that made a call.
@@ -206,15 +225,22 @@ class StoreWriter:
     def _commit(self, batch: list[_Row]) -> None:
         if not batch:
             return
+        grouped = self._group(batch)
         try:
-            with self.store.engine.begin() as connection:
-                for table, rows in self._group(batch).items():
-                    self._insert(connection, table, rows)
+            try:
+                self._commit_grouped(grouped, exact=False)
+            except _Duplicates:
+                self._commit_grouped(grouped, exact=True)
         except SQLAlchemyError as error:
             logger.warning(
                 "committing %d records failed (%s); retrying them one by one", len(batch), error
             )
             self._commit_one_by_one(batch)
+
+    def _commit_grouped(self, grouped: dict[Table, list[dict[str, Any]]], *, exact: bool) -> None:
+        with self.store.engine.begin() as connection:
+            for table, rows in grouped.items():
+                self._insert(connection, table, rows, exact=exact)
 
     def _commit_one_by_one(self, batch: list[_Row]) -> None:
         dropped = 0
@@ -225,7 +251,7 @@ class StoreWriter:
                 continue
             try:
                 with self.store.engine.begin() as connection:
-                    self._insert(connection, row.table, rows)
+                    self._insert(connection, row.table, rows, exact=True)
             except SQLAlchemyError as error:
                 dropped += 1
                 last_error = error
@@ -242,29 +268,35 @@ class StoreWriter:
                 last_error,
             )
 
-    def _insert(self, connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    def _insert(
+        self, connection: Connection, table: Table, rows: list[dict[str, Any]], *, exact: bool
+    ) -> None:
+        if connection.dialect.name not in UPSERT_DIALECTS:
+            # A plain insert fails on a row stored before, so every row it keeps is new.
+            _PLAIN_INSERTS[table].execute(connection, rows)
+            if table is calls:
+                add_calls(connection, rows)
+            return
+        if table is calls and exact:
+            _insert_calls_exactly(connection, rows)
+            return
+        written = _UPSERTS[table].execute(connection, rows)
         if table is not calls:
-            connection.execute(self._statement(table), rows)
             return
-        if connection.dialect.name not in ("sqlite", "postgresql"):
-            # A plain insert fails on a call stored before, so every row it keeps is new.
-            connection.execute(self._statement(table), rows)
-            add_calls(connection, rows)
-            return
-        # The insert skips calls already stored, and a call queued twice in
-        # this batch after its first copy; only the rows it returns are new.
-        statement = self._statement(table).returning(calls.c.call_id)
-        inserted = {row.call_id for row in connection.execute(statement, rows)}
-        new_rows = []
-        for row in rows:
-            if row["call_id"] in inserted:
-                inserted.discard(row["call_id"])
-                new_rows.append(row)
-        add_calls(connection, new_rows)
+        if written != len(rows):
+            # Some calls were stored before, or the driver cannot count the
+            # rows written: roll back, and insert again the exact way.
+            raise _Duplicates
+        add_calls(connection, rows)
 
     def _group(self, batch: list[_Row]) -> dict[Table, list[dict[str, Any]]]:
         grouped: dict[Table, list[dict[str, Any]]] = {}
-        for row in batch:
+        for number, row in enumerate(batch, 1):
+            if number % _ROWS_PER_YIELD == 0:
+                # Converting a record takes about 10 us with the GIL held. A
+                # pause every few rows lets a waiting event loop run before
+                # the interpreter's 5 ms switch interval would force it.
+                time.sleep(0)
             try:
                 values = row.values
             except Exception:  # a record that cannot be converted must not stop the writer
@@ -274,22 +306,19 @@ class StoreWriter:
             grouped.setdefault(row.table, []).append(values)
         return grouped
 
-    def _statement(self, table: Table):  # noqa: ANN205
-        dialect = self.store.engine.dialect.name
-        if dialect not in ("sqlite", "postgresql"):
-            return table.insert()
-        module = sqlite if dialect == "sqlite" else postgresql
-        statement = module.insert(table)
-        keys = [column.name for column in table.primary_key.columns]
-        if table is run_rows:
-            updates = {
-                column.name: statement.excluded[column.name]
-                for column in table.columns
-                if column.name not in keys
-            }
-            return statement.on_conflict_do_update(index_elements=keys, set_=updates)
-        # A record exported twice (a re-sent run, a retried batch) is kept once.
-        return statement.on_conflict_do_nothing(index_elements=keys)
+
+def _insert_calls_exactly(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert calls, and add to the rollups only those RETURNING reports as new."""
+    module = sqlite if connection.dialect.name == "sqlite" else postgresql
+    statement = module.insert(calls).on_conflict_do_nothing(index_elements=[calls.c.call_id.name])
+    # A call queued twice in this batch is new only the first time.
+    inserted = {row.call_id for row in connection.execute(statement.returning(calls.c.call_id), rows)}
+    new_rows = []
+    for row in rows:
+        if row["call_id"] in inserted:
+            inserted.discard(row["call_id"])
+            new_rows.append(row)
+    add_calls(connection, new_rows)
 
 
 
