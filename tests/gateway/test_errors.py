@@ -14,10 +14,12 @@ from starlette.requests import Request
 
 from fakeserver import FakeServer, PlannedReply, openai_error
 from gateway.harness import GatewayServer, gateway_settings, running_gateway
+from gateway.test_role_matrix import endpoints
 from trunkline.config import Settings
 from trunkline.server.auth import AuthFailure
+from trunkline.server.body_limit import DEFAULT_MAX_BODY_BYTES
 from trunkline.server.errors import ApiError, error_response, handle_auth_failure
-from trunkline.server.fast_path import FastRoute
+from trunkline.server.fast_path import GatewayApp
 from trunkline.store.keys import Role
 
 USER = [{"role": "user", "content": "Hello"}]
@@ -315,6 +317,19 @@ def test_chunked_body_too_large(small_gateway: GatewayServer, fake_server: FakeS
     assert fake_server.requests == []
 
 
+def test_chunked_body_within_cap(small_gateway: GatewayServer, fake_server: FakeServer) -> None:
+    # Without Content-Length the fast path steps aside; FastAPI's route answers the same way.
+    data = json.dumps({"model": "chat", "messages": USER}).encode()
+    with small_gateway.client(small_gateway.key()) as client:
+        response = client.post(
+            "/v1/chat/completions", content=iter([data[:10], data[10:]]), headers={"content-type": "application/json"}
+        )
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert response.status_code == 200
+    assert response.json()["object"] == "chat.completion"
+    assert len(fake_server.requests) == 1
+
+
 # Failures of calls that have a record
 
 
@@ -508,9 +523,10 @@ def test_role_messages(gateway: GatewayServer) -> None:
     assert keys.json()["error"]["message"].endswith("this endpoint needs role admin")
 
 
-def test_fast_route_first(gateway: GatewayServer) -> None:
-    # Well-formed chat completions must reach the lean route before FastAPI's.
-    first = gateway.app.router.routes[0]
-    assert isinstance(first, FastRoute)
-    assert first.path == "/v1/chat/completions"
-    assert first.role is Role.DEVELOPER
+def test_fast_path_in_front(gateway: GatewayServer) -> None:
+    # Well-formed chat completions are answered before FastAPI's middleware,
+    # and the route FastAPI declares for the others keeps the same role.
+    assert isinstance(gateway.app, GatewayApp)
+    assert gateway.app.max_body_bytes == DEFAULT_MAX_BODY_BYTES
+    [chat] = [found for found in endpoints(gateway.app) if found.path == "/v1/chat/completions"]
+    assert (chat.method, chat.role) == ("POST", Role.DEVELOPER)

@@ -101,9 +101,6 @@ def endpoints(app: FastAPI) -> list[Endpoint]:
             continue
         dependant = getattr(route, "dependant", None)
         roles = sorted(set(declared_roles(dependant)), key=str) if dependant is not None else []
-        if dependant is None and hasattr(route, "role"):
-            # A plain Starlette route that checks the key itself declares its role as an attribute.
-            roles = [route.role]
         assert len(roles) <= 1, f"{route.path} declares several roles: {roles}"
         for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
             role = roles[0] if roles else None

@@ -18,7 +18,7 @@ from trunkline.routing.router import Router
 from trunkline.server import admin, anthropic_api, dashboard, openai_api, reads
 from trunkline.server.auth import AuthFailure, KeyCache, require
 from trunkline.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from trunkline.server.fast_path import fast_route
+from trunkline.server.fast_path import GatewayApp
 from trunkline.server.errors import (
     ApiError,
     error_response,
@@ -90,7 +90,7 @@ def create_app(
                 otlp.close()
             store.dispose()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Trunkline gateway",
         summary="OpenAI- and Anthropic-compatible model gateway with keys, limits, budgets and records.",
         version="0.1.0",
@@ -99,6 +99,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    app.max_body_bytes = max_body_bytes
     app.state.settings = settings
     app.state.store = store
     app.state.keys = KeyCache(store, ttl_s=key_cache_ttl_s)
@@ -115,8 +116,6 @@ def create_app(
 
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
-    # First in the table, so that well-formed chat completions skip FastAPI's request handling.
-    app.router.routes.insert(0, fast_route())
     app.include_router(openai_api.router)
     app.include_router(anthropic_api.router)
     app.include_router(admin.router)
@@ -138,7 +137,7 @@ def create_app(
 
 
 async def _handle_auth_failure(request: Request, error: AuthFailure) -> Response:
-    request.app.state.gateway.metrics.errors.labels("auth" if error.status == 401 else "permission").inc()
+    request.app.state.gateway.metrics.count_error("auth" if error.status == 401 else "permission")
     return await handle_auth_failure(request, error)
 
 

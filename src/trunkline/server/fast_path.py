@@ -1,67 +1,100 @@
 """``POST /v1/chat/completions`` without FastAPI's per-request machinery, for the gateway's hot path.
 
 FastAPI's dependency injection and body handling cost about 150 us of CPU
-a request, measured with `benchmarks/gateway_overhead.py` on a 2-core VM
-(FastAPI 0.165), about a quarter of the gateway's own time. This route sits
-first in the route table. It parses a JSON body with one pydantic call,
-checks the key with the same `require` dependency, and calls the same
-endpoint function. Any request it cannot parse (a content type that is not
-JSON, invalid JSON, a body that does not validate) goes on to the FastAPI
-route declared in `openai_api`, so error responses, and the OpenAPI
-schema, are exactly FastAPI's.
+a request, and its middleware stack and route table about 40 us more
+(py-spy samples of `benchmarks/gateway_overhead.py` at concurrency 1 on a
+2-core VM, FastAPI 0.165). `GatewayApp` answers a well-formed chat completion
+itself, before any of them: it parses the JSON body with one pydantic call,
+checks the key with the same `require` dependency, calls the same endpoint
+function and turns its exceptions into responses with the app's own
+exception handlers. Every other request, and any chat completion it cannot
+parse (a body without Content-Length or over the size cap, a content type
+that is not JSON, invalid JSON, a body that does not validate) goes through
+FastAPI as declared in `openai_api`, so error responses, the body limit and
+the OpenAPI schema are exactly FastAPI's.
 """
 
 from __future__ import annotations
 
+import inspect
+
+from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.routing import Match, Route
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from trunkline.server import openai_api
 
-#: Set in the scope of a request handed on, so this route does not match it again.
-_HANDED_ON = "trunkline.handed_on"
+CHAT_PATH = "/v1/chat/completions"
 
 
-class FastRoute(Route):
-    """A route that steps aside for requests it has handed on to the FastAPI route.
+class GatewayApp(FastAPI):
+    """The gateway's FastAPI app, with the chat-completions fast path in front of its middleware."""
 
-    `role` is the role it admits, declared as FastAPI routes declare theirs
-    through `require`, so the role-matrix test reads it from every route.
-    """
-
-    role = openai_api.DEVELOPER.role
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope.get(_HANDED_ON):
-            return Match.NONE, {}
-        return super().matches(scope)
-
-
-class ChatCompletionsApp:
-    """The ASGI app of the fast chat-completions route."""
+    #: The largest body the fast path reads; larger ones go to FastAPI's body limit.
+    max_body_bytes: int = 10 * 1024 * 1024
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        raw = await request.body()
-        body = _parse(request, raw)
-        if body is None:
-            await scope["app"].router({**scope, _HANDED_ON: True}, _replay(raw), send)
+        if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":
+            await self._chat(scope, receive, send)
             return
-        key = await openai_api.DEVELOPER(request)
-        response = await openai_api.chat_completions(body, request, key)
+        await super().__call__(scope, receive, send)
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        length, json_body = _body_headers(scope)
+        if length is None or length > self.max_body_bytes or not json_body:
+            await super().__call__(scope, receive, send)
+            return
+        raw = await _read_body(receive)
+        try:
+            body = openai_api.ChatCompletionRequest.model_validate_json(raw)
+        except ValidationError:
+            await super().__call__(scope, _replay(raw), send)
+            return
+        # What Starlette sets before the middleware, for `request.app`.
+        scope["app"] = self
+        request = Request(scope, receive)
+        try:
+            key = await openai_api.DEVELOPER(request)
+            response = await openai_api.chat_completions(body, request, key)
+        except Exception as error:
+            response = await self._handled(request, error)
         await response(scope, receive, send)
 
+    async def _handled(self, request: Request, error: Exception) -> Response:
+        """Return the response of the app's handler for `error`; re-raise one no handler takes."""
+        for cls in type(error).__mro__:
+            handler = self.exception_handlers.get(cls)
+            if handler is None:
+                continue
+            response = handler(request, error)
+            return await response if inspect.isawaitable(response) else response
+        raise error
 
-def _parse(request: Request, raw: bytes) -> openai_api.ChatCompletionRequest | None:
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("application/json"):
-        return None
-    try:
-        return openai_api.ChatCompletionRequest.model_validate_json(raw)
-    except ValidationError:
-        return None
+
+def _body_headers(scope: Scope) -> tuple[int | None, bool]:
+    """Return the request's Content-Length (None when absent or invalid) and whether it sends JSON."""
+    length, json_body = None, False
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            length = int(value) if value.isdigit() else None
+        elif name == b"content-type":
+            json_body = value.startswith(b"application/json")
+    return length, json_body
+
+
+async def _read_body(receive: Receive) -> bytes:
+    # The server stops at Content-Length, which the caller checked against the cap.
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 def _replay(raw: bytes) -> Receive:
@@ -76,7 +109,3 @@ def _replay(raw: bytes) -> Receive:
         return {"type": "http.disconnect"}
 
     return receive
-
-
-def fast_route() -> FastRoute:
-    return FastRoute("/v1/chat/completions", ChatCompletionsApp(), methods=["POST"], include_in_schema=False)

@@ -94,7 +94,7 @@ class Gateway:
                 param="model",
             )
         if not key.may_call(model):
-            self.metrics.errors.labels("permission").inc()
+            self.metrics.count_error("permission")
             raise ApiError(
                 403,
                 "model_not_allowed",

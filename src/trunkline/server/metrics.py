@@ -63,9 +63,25 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        # Label values are few (models served, status codes, error kinds), and
+        # looking a child up here costs a quarter of `labels` (0.24 against
+        # 0.96 us), which takes a lock and checks its arguments on every call.
+        self._children: dict[tuple[object, ...], object] = {}
+
+    def _child(self, metric: Counter | Histogram, *labels: str):  # noqa: ANN202
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def count(self, endpoint: str, model: str, status: int) -> None:
         """Count a response that made no call, such as a rejected key or an invalid body."""
-        self.requests.labels(endpoint, model, str(status)).inc()
+        self._child(self.requests, endpoint, model, str(status)).inc()
+
+    def count_error(self, kind: str) -> None:
+        """Count a failure whose response `observe` does not count, such as a rejected key."""
+        self._child(self.errors, kind).inc()
 
     def observe(
         self,
@@ -76,21 +92,21 @@ class GatewayMetrics:
         record: CallRecord | None = None,
         error_kind: str | None = None,
     ) -> None:
-        self.requests.labels(endpoint, model, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        self._child(self.requests, endpoint, model, str(status)).inc()
+        self._child(self.latency, endpoint).observe(seconds)
         if error_kind is not None:
-            self.errors.labels(error_kind).inc()
+            self._child(self.errors, error_kind).inc()
         if record is not None:
             served = record.model_served or record.model_requested
             usage = record.usage
             if usage.input_tokens:
-                self.tokens.labels(served, "input").inc(usage.input_tokens)
+                self._child(self.tokens, served, "input").inc(usage.input_tokens)
             if usage.output_tokens:
-                self.tokens.labels(served, "output").inc(usage.output_tokens)
+                self._child(self.tokens, served, "output").inc(usage.output_tokens)
             if record.cost.price_missing:
-                self.unpriced.labels(served).inc()
+                self._child(self.unpriced, served).inc()
             elif record.cost.total_usd:
-                self.cost.labels(served).inc(record.cost.total_usd)
+                self._child(self.cost, served).inc(record.cost.total_usd)
 
     def render(self) -> bytes:
         """Render the Prometheus text format, summed over every worker when several share a folder."""
