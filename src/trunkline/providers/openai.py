@@ -16,6 +16,7 @@ from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletion
+from pydantic_core import from_json
 
 from trunkline.errors import ErrorKind, ProviderError
 from trunkline.providers.base import (
@@ -145,7 +146,7 @@ class OpenAIProvider(Provider):
             )
         # A body that is not JSON, or has no choices, fails here as it does in
         # the SDK path, and the router records it as a malformed response.
-        return self._response(json.loads(reply.body), request)
+        return self._response(from_json(reply.body), request)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
         """Stream the completion's text deltas, then yield the response assembled from its chunks.

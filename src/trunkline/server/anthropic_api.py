@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import to_json
 
 from trunkline.errors import CallError, TrunklineError
 from trunkline.server.auth import require
@@ -126,14 +126,14 @@ async def create_message(
         raise await gateway.failed(admission, error) from None
     await gateway.finish(admission, 200, result.record)
     return Response(
-        json.dumps(_message(result.record, body.model)),
+        to_json(_message(result.record, body.model)),
         media_type="application/json",
         headers={"x-trunkline-call-id": result.record.call_id, "request-id": f"req_{result.record.call_id}"},
     )
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: ".encode() + json.dumps(data).encode() + b"\n\n"
+    return f"event: {name}\ndata: ".encode() + to_json(data) + b"\n\n"
 
 
 async def _stream(gateway: Gateway, admission: Admission, messages: tuple[Message, ...], options: dict) -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -10,6 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import to_json
 
 from trunkline.errors import CallError, TrunklineError
 from trunkline.server.auth import require
@@ -184,7 +184,7 @@ async def chat_completions(
         raise await gateway.failed(admission, error) from None
     await gateway.finish(admission, 200, result.record)
     return Response(
-        json.dumps(_completion(result.record, body.model)),
+        to_json(_completion(result.record, body.model)),
         media_type="application/json",
         headers=_headers(result.record),
     )
@@ -200,7 +200,7 @@ def _chunk(call_id: str, created: int, model: str, delta: dict | None, finish: s
     }
     if delta is not None:
         payload["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+    return b"data: " + to_json(payload) + b"\n\n"
 
 
 def _usage_chunk(call_id: str, created: int, model: str, usage: Usage) -> bytes:
@@ -213,7 +213,7 @@ def _usage_chunk(call_id: str, created: int, model: str, usage: Usage) -> bytes:
         "choices": [],
         "usage": usage_body(usage),
     }
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+    return b"data: " + to_json(payload) + b"\n\n"
 
 
 async def _stream(
@@ -240,7 +240,7 @@ async def _stream(
             # The headers are sent, so the failure travels as an error event, which the SDK raises.
             record, kind = getattr(error, "record", None), error.kind.value
             body = openai_body(from_call_error(error))
-            yield b"data: " + json.dumps(body).encode() + b"\n\n"
+            yield b"data: " + to_json(body) + b"\n\n"
         finally:
             await gateway.close_stream(admission, stream, record, kind)
 
