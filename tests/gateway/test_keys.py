@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from gateway.harness import GatewayServer
 from trunkline.errors import ConfigError
 from trunkline.prompts import ChatTemplate, PromptContent
 from trunkline.prompts.registry import PromptRegistry
+from trunkline.server import auth
 from trunkline.store.audit import list_actions
 from trunkline.store.keys import (
     KeyLimits,
@@ -458,3 +460,30 @@ def test_prompt_version_api_rejects(gateway: GatewayServer, admin: tuple[str, ht
             "/admin/prompts/classify/versions", json={"messages": [{"role": "user", "content": "Hi"}]}
         )
     assert denied.status_code == 403
+
+
+def test_unseen_key_read_off_loop(gateway: GatewayServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cache miss reads the store in a worker thread, where no event loop runs.
+    reads: list[bool] = []
+    original = auth.find_key
+
+    def recording_find_key(store, secret):  # noqa: ANN001, ANN202
+        try:
+            asyncio.get_running_loop()
+            reads.append(True)
+        except RuntimeError:
+            reads.append(False)
+        return original(store, secret)
+
+    monkeypatch.setattr(auth, "find_key", recording_find_key)
+    new = gateway.new_key(Role.VIEWER)
+    with gateway.client(new.secret) as client:
+        first = client.get("/v1/models")
+        second = client.get("/v1/models")
+    with gateway.client("tk-unknown-secret") as client:
+        unknown = client.get("/v1/models")
+    assert first.status_code == 200
+    assert second.status_code == 200
+    assert unknown.status_code == 401
+    # One read for the new key (the second request hits the cache), one for the unknown key.
+    assert reads == [False, False]

@@ -3,7 +3,7 @@
 A key may come as ``Authorization: Bearer KEY`` (the OpenAI SDK), as
 ``x-api-key: KEY`` (the Anthropic SDK) or in the dashboard's session cookie.
 Looked-up keys are cached for a few seconds, so the hot path costs one
-SHA-256 and a dictionary read. A revocation through this process takes
+SHA-256 and a dictionary read; a miss reads the store in a worker thread. A revocation through this process takes
 effect at once, and in other worker processes within `ttl_s`.
 """
 
@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from trunkline.store.database import Store
 from trunkline.store.keys import ApiKey, Role, allows, find_key, hash_key
@@ -42,12 +43,19 @@ class KeyCache:
         # store before a revocation committed must not cache what it read.
         self._generation = 0
 
-    def lookup(self, secret: str) -> ApiKey | None:
+    async def lookup(self, secret: str) -> ApiKey | None:
+        """Return the key for `secret` (None when unknown), reading the store off the event loop on a miss."""
+        entry = self._entries.get(hash_key(secret))
+        if entry is not None and time.monotonic() - entry[0] < self.ttl_s:
+            return entry[1]
+        # A store read can take a network round trip on a shared database, so it
+        # runs in a worker thread while requests with other keys go on.
+        return await run_in_threadpool(self.load, secret)
+
+    def load(self, secret: str) -> ApiKey | None:
+        """Read the key for `secret` from the store and cache the result, known or not."""
         digest = hash_key(secret)
         now = time.monotonic()
-        entry = self._entries.get(digest)
-        if entry is not None and now - entry[0] < self.ttl_s:
-            return entry[1]
         generation = self._generation
         key = find_key(self.store, secret)
         if len(self._entries) > 10_000:
@@ -79,7 +87,7 @@ def presented_key(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE)
 
 
-def authenticate(cache: KeyCache, secret: str | None) -> ApiKey:
+async def authenticate(cache: KeyCache, secret: str | None) -> ApiKey:
     """Return the active key for `secret`, or raise a 401 `AuthFailure` saying why not."""
     if not secret:
         raise AuthFailure(
@@ -88,7 +96,7 @@ def authenticate(cache: KeyCache, secret: str | None) -> ApiKey:
             "no API key was sent; send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY' "
             "(`trunkline keys create` makes one)",
         )
-    key = cache.lookup(secret)
+    key = await cache.lookup(secret)
     if key is None:
         raise AuthFailure(401, "invalid_api_key", "the API key is not known to this gateway; check it, or create a new one")
     state = key.state(datetime.now(UTC))
@@ -110,7 +118,7 @@ class require:  # noqa: N801 - used like a function in route signatures
         self.role = role
 
     async def __call__(self, request: Request) -> ApiKey:
-        key = authenticate(request.app.state.keys, presented_key(request))
+        key = await authenticate(request.app.state.keys, presented_key(request))
         # Set before the role check, so a dashboard page's 403 shows the key's navigation.
         request.state.key = key
         if not allows(key.role, self.role):

@@ -68,7 +68,7 @@ async def login(request: Request) -> Response:
     next_path = safe_next(form.get("next"))
 
     try:
-        key = authenticate(request.app.state.keys, secret)
+        key = await authenticate(request.app.state.keys, secret)
     except AuthFailure as failure:
         logger.info("dashboard sign-in rejected: %s", failure.code)
         message = _sign_in_message(failure)
