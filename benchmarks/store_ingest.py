@@ -9,9 +9,9 @@ gateway's writer does at its default batch size):
 - ``writer``: `StoreWriter`, the calls exported one by one from the main
   thread and committed by its thread, with statements compiled once;
 - ``sqlalchemy``: the same rows, rollups included, passed to
-  `Connection.execute` as lists of dicts in the main thread, each batch
-  building its upserts again and learning which calls are new through
-  RETURNING, as the writer did before it compiled its statements.
+  `Connection.execute` as lists of dicts in the main thread, as the writer
+  did before it compiled its statements. Each batch builds its upserts
+  again and reads the new calls back through RETURNING.
 
 Rounds alternate the order. The table gives medians over rounds: calls
 committed per second, rows per second, and the process's CPU time per
@@ -117,7 +117,7 @@ def through_sqlalchemy(store_url: str, pairs: list[tuple[CallRecord, SpanRecord]
         call_rows = [call_row(record) for record, _ in chunk]
         span_rows = [span_row(span) for _, span in chunk]
         with store.engine.begin() as connection:
-            # RETURNING tells which calls are new, so only they count in the rollups.
+            # RETURNING lists the calls that are new, so only they count in the rollups.
             statement = sqlite.insert(calls).on_conflict_do_nothing().returning(calls.c.call_id)
             inserted = {row.call_id for row in connection.execute(statement, call_rows)}
             connection.execute(sqlite.insert(spans).on_conflict_do_nothing(), span_rows)

@@ -318,7 +318,7 @@ def test_chunked_body_too_large(small_gateway: GatewayServer, fake_server: FakeS
 
 
 def test_chunked_body_within_cap(small_gateway: GatewayServer, fake_server: FakeServer) -> None:
-    # Without Content-Length the fast path steps aside; FastAPI's route answers the same way.
+    # Without Content-Length the fast path hands the request to FastAPI's route, which returns the same response.
     data = json.dumps({"model": "chat", "messages": USER}).encode()
     with small_gateway.client(small_gateway.key()) as client:
         response = client.post(
@@ -524,7 +524,7 @@ def test_role_messages(gateway: GatewayServer) -> None:
 
 
 def test_fast_path_in_front(gateway: GatewayServer) -> None:
-    # Well-formed chat completions are answered before FastAPI's middleware,
+    # Well-formed chat completions are handled before FastAPI's middleware,
     # and the route FastAPI declares for the others keeps the same role.
     assert isinstance(gateway.app, GatewayApp)
     assert gateway.app.max_body_bytes == DEFAULT_MAX_BODY_BYTES

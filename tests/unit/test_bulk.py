@@ -1,4 +1,4 @@
-"""Prepared inserts store exactly what `Connection.execute` stores, and resolve conflicts as asked."""
+"""Prepared inserts store exactly what `Connection.execute` stores, and resolve conflicts as configured."""
 
 from __future__ import annotations
 

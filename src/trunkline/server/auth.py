@@ -45,16 +45,16 @@ class KeyCache:
 
     async def lookup(self, secret: str) -> ApiKey | None:
         """Return the key for `secret` (None when unknown), reading the store off the event loop on a miss."""
-        entry = self._entries.get(hash_key(secret))
+        digest = hash_key(secret)
+        entry = self._entries.get(digest)
         if entry is not None and time.monotonic() - entry[0] < self.ttl_s:
             return entry[1]
         # A store read can take a network round trip on a shared database, so it
         # runs in a worker thread while requests with other keys go on.
-        return await run_in_threadpool(self.load, secret)
+        return await run_in_threadpool(self._load, secret, digest)
 
-    def load(self, secret: str) -> ApiKey | None:
+    def _load(self, secret: str, digest: str) -> ApiKey | None:
         """Read the key for `secret` from the store and cache the result, known or not."""
-        digest = hash_key(secret)
         now = time.monotonic()
         generation = self._generation
         key = find_key(self.store, secret)

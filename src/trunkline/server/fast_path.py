@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from trunkline.server import openai_api
+from trunkline.server.body_limit import DEFAULT_MAX_BODY_BYTES
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -33,7 +34,7 @@ class GatewayApp(FastAPI):
     """The gateway's FastAPI app, with the chat-completions fast path in front of its middleware."""
 
     #: The largest body the fast path reads; larger ones go to FastAPI's body limit.
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":

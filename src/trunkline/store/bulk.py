@@ -29,10 +29,10 @@ class PreparedInsert:
     """An INSERT of every column of `table`, with an optional ON CONFLICT clause.
 
     `on_conflict` sets what happens to a row whose `conflict_columns` (the
-    primary key by default) match a stored row: "fail" (a plain insert),
-    "skip" (keep the stored row), "replace" (overwrite it) or "add" (add
-    `add_columns` of the new row to the stored ones). All but "fail" need a
-    dialect in `UPSERT_DIALECTS`.
+    primary key by default) match a stored row. The rules are "fail" (a
+    plain insert), "skip" (keep the stored row), "replace" (overwrite it)
+    and "add" (add `add_columns` of the new row to the stored ones). All but
+    "fail" need a dialect in `UPSERT_DIALECTS`.
     """
 
     def __init__(
@@ -51,10 +51,10 @@ class PreparedInsert:
         self._compiled: dict[tuple[str, str, str], _Compiled] = {}
 
     def execute(self, connection: Connection, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Insert `rows` (a missing key is NULL); return the driver's count of rows written.
+        """Insert `rows` (a missing key is NULL) and return the driver's count of rows written.
 
-        The count is the sum over rows only where the dialect reports one
-        (`supports_sane_multi_rowcount`); elsewhere it is -1.
+        The count is -1 for several rows on a dialect that cannot sum them
+        (`supports_sane_multi_rowcount` false).
         """
         compiled = self._compiled_for(connection.dialect)
         parameters = [compiled.bind(row) for row in rows]
@@ -77,7 +77,9 @@ class PreparedInsert:
         if self.on_conflict == "fail":
             return self.table.insert().values(values)
         if dialect.name not in UPSERT_DIALECTS:
-            raise ValueError(f"ON CONFLICT needs SQLite or PostgreSQL, not {dialect.name}")
+            raise ValueError(
+                f"on_conflict={self.on_conflict!r} needs SQLite or PostgreSQL, not {dialect.name}; use 'fail'"
+            )
         module = sqlite if dialect.name == "sqlite" else postgresql
         statement = module.insert(self.table).values(values)
         if self.on_conflict == "skip":
@@ -112,4 +114,5 @@ class _Compiled:
         values = [process(get(name)) if process else get(name) for name, process in self.fields]
         if self.positional:
             return tuple(values)
+        # NOTE: named parameters (psycopg's pyformat) have not been run against PostgreSQL yet.
         return dict(zip(self.names, values, strict=True))
