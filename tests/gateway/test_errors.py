@@ -17,7 +17,7 @@ from gateway.harness import GatewayServer, gateway_settings, running_gateway
 from gateway.test_role_matrix import endpoints
 from trunkline.config import Settings
 from trunkline.server.auth import AuthFailure
-from trunkline.server.body_limit import DEFAULT_MAX_BODY_BYTES
+from trunkline.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from trunkline.server.errors import ApiError, error_response, handle_auth_failure
 from trunkline.server.fast_path import GatewayApp
 from trunkline.store.keys import Role
@@ -530,3 +530,21 @@ def test_fast_path_in_front(gateway: GatewayServer) -> None:
     assert gateway.app.max_body_bytes == DEFAULT_MAX_BODY_BYTES
     [chat] = [found for found in endpoints(gateway.app) if found.path == "/v1/chat/completions"]
     assert (chat.method, chat.role) == ("POST", Role.DEVELOPER)
+
+
+def test_fast_path_skips_middleware(gateway: GatewayServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A well-formed chat completion never enters FastAPI's middleware stack, while other requests do.
+    seen: list[str] = []
+    original = BodySizeLimit.__call__
+
+    async def recording_call(self, scope, receive, send):  # noqa: ANN001, ANN202
+        seen.append(scope["path"])
+        await original(self, scope, receive, send)
+
+    monkeypatch.setattr(BodySizeLimit, "__call__", recording_call)
+    with gateway.client(gateway.key()) as client:
+        chat = client.post("/v1/chat/completions", json={"model": "chat", "messages": USER})
+        models = client.get("/v1/models")
+    assert chat.status_code == 200
+    assert models.status_code == 200
+    assert seen == ["/v1/models"]
