@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from integration.cli import run_trunkline
+from integration.cli import run_trunkline, start_serve
 from trunkline.store.database import open_store
 from trunkline.store.keys import KeyLimits, Role, create_key
 
@@ -235,35 +231,11 @@ def test_audit_lists_key_actions(tmp_path: Path) -> None:
     assert "rpm: 60 -> 30" in table.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_serve_answers_health_and_keys(tmp_path: Path) -> None:
     key = _create(tmp_path, "--role", "viewer")["key"]
-    port = _free_port()
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("TRUNKLINE_")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "trunkline", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server, base = start_serve(tmp_path)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = httpx.get(f"{base}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, server.stdout.read()
-                assert time.monotonic() < deadline, "trunkline serve did not answer within 60 s"
-                time.sleep(0.2)
+        health = httpx.get(f"{base}/healthz", timeout=10)
         assert health.json() == {"status": "ok"}
 
         models = httpx.get(f"{base}/v1/models", headers={"authorization": f"Bearer {key}"}, timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,9 +80,12 @@ def create_app(
         otlp = exporter_from_settings(settings)
         if otlp is not None:
             add_exporter(otlp)
+        flusher = asyncio.create_task(metrics.flush_every())
         try:
             yield
         finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
             await router.aclose()
             remove_exporter(writer)
             writer.close()
