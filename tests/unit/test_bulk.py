@@ -141,33 +141,3 @@ def test_replace_and_add_conflicts(stores) -> None:
 def test_unknown_conflict_rule(stores) -> None:
     with stores[0].engine.begin() as connection, pytest.raises(ValueError, match="skip, add or replace"):
         PreparedInsert(calls, on_conflict="merge").execute(connection, [call_row(record(1))])
-
-
-def test_batches_larger_than_one_statement(stores) -> None:
-    prepared_store, reference_store = stores
-    insert = PreparedInsert(calls, on_conflict="skip")
-    count = 2 * insert._compiled_for(prepared_store.engine.dialect).rows_per_statement + 3
-    assert count > 60
-    rows = [call_row(record(index)) for index in range(count)]
-    with prepared_store.engine.begin() as connection:
-        assert insert.execute(connection, rows[:10]) == 10
-        # Ten stored before and one twice in this batch: each written once.
-        assert insert.execute(connection, [*rows, rows[-1]]) == count - 10
-    with reference_store.engine.begin() as connection:
-        connection.execute(calls.insert(), rows)
-    assert raw_rows(prepared_store, "calls") == raw_rows(reference_store, "calls")
-
-
-def test_add_within_one_statement(stores) -> None:
-    store = stores[0]
-    key = {"day": date(2026, 12, 1), "route": "main", "model": "m1", "api_key_id": "", "workflow": "", "outcome": "ok"}
-    add = PreparedInsert(call_rollups_daily, on_conflict="add", conflict_columns=list(key), add_columns=["calls"])
-    zeros = {column.name: 0 for column in call_rollups_daily.columns if column.name not in key}
-    other = {**key, "model": "m2"}
-    with store.engine.begin() as connection:
-        add.execute(connection, [{**zeros, **key, "calls": 2}, {**zeros, **other, "calls": 1}, {**zeros, **key, "calls": 3}])
-    with store.engine.connect() as connection:
-        sums = connection.execute(
-            select(call_rollups_daily.c.model, call_rollups_daily.c.calls).order_by(call_rollups_daily.c.model)
-        ).all()
-    assert [tuple(row) for row in sums] == [("m1", 5), ("m2", 1)]

@@ -9,13 +9,6 @@ CPU a recorded call that way (its call row, span row and rollups) against
 hands the driver plain tuples, converted by the bind processors SQLAlchemy
 itself would apply, so the stored values are the same as through
 `Connection.execute`.
-
-On SQLite a batch goes in as few statements of many rows each (``INSERT ...
-VALUES (...), (...), ...``) rather than one statement a row. The sqlite3
-module releases and retakes the GIL around each statement step, so one step
-a row made the writer thread and the event loop hand the GIL back and forth
-twice per row. With the multi-row statements, a gateway at concurrency 1
-counted about half as many context switches per request.
 """
 
 from __future__ import annotations
@@ -30,9 +23,6 @@ from sqlalchemy.sql.dml import Insert
 
 #: The dialects whose insert has ON CONFLICT; on others a duplicate key fails the insert.
 UPSERT_DIALECTS = ("sqlite", "postgresql")
-
-#: Parameters in one multi-row statement: SQLite's limit before version 3.32.
-MAX_PARAMETERS = 999
 
 
 class PreparedInsert:
@@ -70,8 +60,6 @@ class PreparedInsert:
         parameters = [compiled.bind(row) for row in rows]
         if not parameters:
             return 0
-        if 1 < compiled.rows_per_statement <= len(parameters):
-            return compiled.execute_in_groups(connection, parameters)
         result = connection.exec_driver_sql(compiled.sql, parameters)
         if not connection.dialect.supports_sane_multi_rowcount and len(parameters) > 1:
             return -1
@@ -119,30 +107,6 @@ class _Compiled:
         for name in self.names:
             column_type = statement.table.c[name].type.dialect_impl(dialect)
             self.fields.append((name, column_type.bind_processor(dialect)))
-        # SQLite takes rows that conflict with rows of the same statement one
-        # after the other, as separate statements would; PostgreSQL rejects
-        # them, so its rows stay one statement each.
-        self._row_group = "(" + ", ".join("?" * len(self.names)) + ")"
-        multi_row = dialect.name == "sqlite" and self.positional and self.sql.count(self._row_group) == 1
-        self.rows_per_statement = max(1, MAX_PARAMETERS // len(self.names)) if multi_row else 1
-        values = ", ".join([self._row_group] * self.rows_per_statement)
-        self._sql_for_group = self.sql.replace(self._row_group, values, 1)
-
-    def execute_in_groups(self, connection: Connection, parameters: list[Any]) -> int:
-        """Insert the rows in statements of `rows_per_statement` rows; return the rows written.
-
-        The rows left over go in one row a statement, so that the driver's
-        statement cache keeps two statements per table, not one per group size.
-        """
-        size = self.rows_per_statement
-        whole = len(parameters) - len(parameters) % size
-        written = 0
-        for start in range(0, whole, size):
-            flat = tuple(value for row in parameters[start : start + size] for value in row)
-            written += connection.exec_driver_sql(self._sql_for_group, flat).rowcount
-        if whole < len(parameters):
-            written += connection.exec_driver_sql(self.sql, parameters[whole:]).rowcount
-        return written
 
     def bind(self, row: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         get = row.get
