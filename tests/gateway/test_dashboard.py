@@ -17,7 +17,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from conftest import STORE_BACKENDS
 from fakeserver import FakeServer
+from pgserver import store_url_for
 from gateway.harness import GatewayServer, gateway_settings, running_gateway
 from trunkline.prompts import PromptContent, PromptRegistry
 from trunkline.server.dashboard.overview import _windows
@@ -235,11 +237,11 @@ def write_records(store: Store, records: list[CallRecord], spans: list[SpanRecor
     assert writer.failed_rows == 0
 
 
-def start_dashboard(tmp_path: Path) -> Iterator[Dashboard]:
+def start_dashboard(tmp_path: Path, store_url: str | None = None) -> Iterator[Dashboard]:
     fake = FakeServer()
     fake.start()
     try:
-        with running_gateway(gateway_settings(fake.base_url), tmp_path) as server:
+        with running_gateway(gateway_settings(fake.base_url), tmp_path, store_url=store_url) as server:
             developer = server.key(Role.DEVELOPER)
             store = server.store
             developer_id = find_key(store, developer).key_id
@@ -273,9 +275,11 @@ def start_dashboard(tmp_path: Path) -> Iterator[Dashboard]:
         fake.stop()
 
 
-@pytest.fixture(scope="module")
-def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    yield from start_dashboard(tmp_path_factory.mktemp("dashboard"))
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def dashboard(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    folder = tmp_path_factory.mktemp("dashboard")
+    with store_url_for(request.param, folder, request) as url:
+        yield from start_dashboard(folder, url)
 
 
 class Values(HTMLParser):

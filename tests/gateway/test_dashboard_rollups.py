@@ -64,8 +64,8 @@ def make_record(index: int, rng: random.Random) -> CallRecord:
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    store = open_store(f"sqlite:///{tmp_path / 'rollups.db'}")
+def store(store_url) -> Store:
+    store = open_store(store_url)
     create_run(
         store,
         run_id="run-a",

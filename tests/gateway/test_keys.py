@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from gateway.harness import GatewayServer
+from fakeserver import FakeServer
+from gateway.harness import GatewayServer, gateway_settings, running_gateway
 from trunkline.errors import ConfigError
 from trunkline.prompts import ChatTemplate, PromptContent
 from trunkline.prompts.registry import PromptRegistry
@@ -28,6 +31,13 @@ from trunkline.store.keys import (
     set_limits,
 )
 from trunkline.store.tables import api_keys
+
+
+@pytest.fixture
+def gateway(fake_server: FakeServer, tmp_path: Path, store_url: str) -> Iterator[GatewayServer]:
+    """A gateway whose keys and audit log are kept on SQLite, and again on PostgreSQL."""
+    with running_gateway(gateway_settings(fake_server.base_url), tmp_path, store_url=store_url) as server:
+        yield server
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from conftest import STORE_BACKENDS
+from pgserver import store_url_for
 from gateway.test_dashboard import (
     Dashboard,
     Values,
@@ -28,9 +30,11 @@ ROUTES = (
 )
 
 
-@pytest.fixture(scope="module")
-def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    yield from start_dashboard(tmp_path_factory.mktemp("reads"))
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def dashboard(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    folder = tmp_path_factory.mktemp("reads")
+    with store_url_for(request.param, folder, request) as url:
+        yield from start_dashboard(folder, url)
 
 
 def test_reads_need_a_viewer_key(dashboard) -> None:

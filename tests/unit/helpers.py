@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from trunkline.config import Settings
+from trunkline.types import Cost, Message, Usage
 from trunkline.types.calls import CallRecord
 from trunkline.types.spans import SpanRecord
 
@@ -52,3 +55,34 @@ def router_with(*scripts, **route_options):  # noqa: ANN001, ANN201
     names = [f"d{index}" for index in range(len(scripts))]
     settings = fake_settings(*names, **route_options)
     return Router(settings, providers=dict(zip(names, scripts, strict=True)))
+
+
+def make_record(
+    index: int,
+    *,
+    model: str = "m1",
+    cost: float | None = 0.01,
+    run_id: str | None = "r1",
+    day: int = 0,
+    outcome: str = "ok",
+) -> CallRecord:
+    """A call record numbered `index`, started `index` seconds after noon UTC on 2026-12-01 plus `day` days."""
+    started = datetime(2026, 12, 1, 12, tzinfo=UTC) + timedelta(days=day, seconds=index)
+    return CallRecord(
+        call_id=f"{index:032x}",
+        trace_id="a" * 32,
+        span_id=f"{index:016x}",
+        run_id=run_id,
+        route="main",
+        provider="fake",
+        model_requested=model,
+        model_served=model,
+        messages=[Message.user(f"question {index}")],
+        output_text=f"answer {index}",
+        usage=Usage(input_tokens=10, output_tokens=5, cache_read_tokens=2),
+        cost=Cost(total_usd=cost) if cost is not None else Cost.missing(),
+        started_at=started,
+        ended_at=started + timedelta(milliseconds=30),
+        latency_ms=30.0,
+        outcome=outcome,
+    )

@@ -8,7 +8,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from conftest import STORE_BACKENDS
 from trunkline.store import open_store
+from trunkline.store.database import as_utc
 from trunkline.store.bulk import PreparedInsert
 from trunkline.store.tables import call_rollups_daily, calls, run_rows, spans
 from trunkline.store.writer import call_row, span_row
@@ -71,16 +73,32 @@ def run_row(index: int, output: object) -> dict[str, object]:
     }
 
 
-@pytest.fixture
-def stores(tmp_path):
-    opened = [open_store(f"sqlite:///{tmp_path / name}.db") for name in ("prepared", "sqlalchemy")]
+@pytest.fixture(params=STORE_BACKENDS)
+def stores(request, tmp_path):
+    """Two empty stores on one back end: one for the prepared inserts, one for SQLAlchemy's."""
+    if request.param == "sqlite":
+        urls = [f"sqlite:///{tmp_path / name}.db" for name in ("prepared", "sqlalchemy")]
+    else:
+        server = request.getfixturevalue("postgres_server")
+        urls = [server.new_database() for _ in range(2)]
+    opened = [open_store(url) for url in urls]
     yield opened
     for store in opened:
         store.dispose()
+    if request.param != "sqlite":
+        for url in urls:
+            server.drop_database(url)
 
 
 def raw_rows(store, table: str) -> list[tuple]:
-    """Every value as SQLite stores it, with its storage class, so text and numbers cannot pass for each other."""
+    """Every stored value, ordered by the first columns.
+
+    On SQLite each value comes with its storage class, so text and numbers
+    cannot pass for each other. PostgreSQL's columns have one type each.
+    """
+    if store.engine.dialect.name != "sqlite":
+        with store.engine.connect() as connection:
+            return [tuple(row) for row in connection.exec_driver_sql(f"SELECT * FROM {table} ORDER BY 1, 2")]
     path = store.engine.url.database
     with sqlite3.connect(path) as connection:
         columns = [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
@@ -103,7 +121,8 @@ def test_same_values_as_sqlalchemy(stores) -> None:
         assert raw_rows(prepared_store, table) == raw_rows(reference_store, table)
     with prepared_store.engine.connect() as connection:
         stored = connection.execute(select(calls.c.started_at, calls.c.usage_estimated).order_by(calls.c.call_id)).first()
-    assert tuple(stored) == (datetime(2026, 12, 1, 12, 30, 15, 123456), True)
+    assert as_utc(stored.started_at) == datetime(2026, 12, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    assert stored.usage_estimated is True
 
 
 def test_skip_keeps_stored_rows(stores) -> None:

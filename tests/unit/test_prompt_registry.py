@@ -16,8 +16,8 @@ from trunkline.store.tables import prompt_versions
 
 
 @pytest.fixture
-def registry(tmp_path: Path):  # noqa: ANN201
-    store = open_store(f"sqlite:///{tmp_path / 'prompts.db'}")
+def registry(store_url: str):  # noqa: ANN201
+    store = open_store(store_url)
     yield PromptRegistry(store)
     store.dispose()
 

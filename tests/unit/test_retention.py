@@ -71,8 +71,8 @@ async def record_calls(store, number: int) -> None:  # noqa: ANN001
         writer.close()
 
 
-async def test_prune_deletes_old_records_in_batches(tmp_path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+async def test_prune_deletes_old_records_in_batches(store_url) -> None:
+    store = open_store(store_url)
     await record_calls(store, 12)
     long_ago = datetime.now(UTC) - timedelta(days=40)
     with store.engine.begin() as connection:
@@ -101,8 +101,8 @@ async def test_prune_deletes_old_records_in_batches(tmp_path) -> None:
     store.dispose()
 
 
-async def test_prune_keeps_records_of_running_runs(tmp_path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+async def test_prune_keeps_records_of_running_runs(store_url) -> None:
+    store = open_store(store_url)
     await record_calls(store, 6)
     for run_id, status in (("done-run", "done"), ("running-run", "running")):
         create_run(store, run_id=run_id, workflow="w", workflow_path=None, data_path=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 
 import pytest
 from sqlalchemy import inspect
@@ -13,34 +13,12 @@ from sqlalchemy import inspect
 from trunkline.errors import StoreError
 from trunkline.store import StoreWriter, open_store
 from trunkline.store.queries import cost_summary, get_call, list_calls
-from trunkline.types import CallRecord, Cost, Message, Usage
-
-
-def make_record(index: int, *, model: str = "m1", cost: float | None = 0.01, run_id: str = "r1", day: int = 0) -> CallRecord:
-    started = datetime(2026, 12, 1, 12, tzinfo=UTC) + timedelta(days=day, seconds=index)
-    return CallRecord(
-        call_id=f"{index:032x}",
-        trace_id="a" * 32,
-        span_id=f"{index:016x}",
-        run_id=run_id,
-        route="main",
-        provider="fake",
-        model_requested=model,
-        model_served=model,
-        messages=[Message.user(f"question {index}")],
-        output_text=f"answer {index}",
-        usage=Usage(input_tokens=10, output_tokens=5, cache_read_tokens=2),
-        cost=Cost(total_usd=cost) if cost is not None else Cost.missing(),
-        started_at=started,
-        ended_at=started + timedelta(milliseconds=30),
-        latency_ms=30.0,
-        outcome="ok",
-    )
+from unit.helpers import make_record
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
+def store(store_url):
+    store = open_store(store_url)
     yield store
     store.dispose()
 
@@ -51,9 +29,11 @@ def test_migration_creates_tables(store) -> None:
     assert store.current_revision() == store.head_revision()
 
 
-def test_sqlite_uses_wal(store) -> None:
+def test_sqlite_uses_wal(tmp_path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
     with store.engine.connect() as connection:
         mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+    store.dispose()
     assert mode == "wal"
 
 

@@ -114,5 +114,4 @@ class _Compiled:
         values = [process(get(name)) if process else get(name) for name, process in self.fields]
         if self.positional:
             return tuple(values)
-        # NOTE: named parameters (psycopg's pyformat) have not been run against PostgreSQL yet.
         return dict(zip(self.names, values, strict=True))

@@ -143,5 +143,8 @@ def open_store(url: str, *, migrate: bool = True, must_exist: bool = False) -> S
 
 
 def as_utc(moment: datetime) -> datetime:
-    """Mark a stored time as UTC; SQLite returns times without a time zone."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    """Return a stored time in UTC.
+
+    SQLite returns times without a time zone, and PostgreSQL in the session's time zone.
+    """
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Text, case, func, select
 
 from trunkline.errors import StoreError
-from trunkline.store.database import Store
+from trunkline.store.database import Store, as_utc
+from trunkline.store.sums import summed
 from trunkline.store.tables import calls
 from trunkline.types.calls import CallRecord
 
@@ -46,10 +47,9 @@ def list_calls(store: Store, *, run_id: str | None = None, limit: int = 50) -> l
 
 
 def _with_utc(row: dict[str, Any]) -> dict[str, Any]:
-    """Mark stored times as UTC; SQLite returns them without a time zone."""
     started = row.get("started_at")
-    if isinstance(started, datetime) and started.tzinfo is None:
-        row["started_at"] = started.replace(tzinfo=UTC)
+    if isinstance(started, datetime):
+        row["started_at"] = as_utc(started)
     return row
 
 
@@ -100,13 +100,13 @@ def cost_summary(store: Store, by: CostGrouping) -> list[dict[str, Any]]:
         select(
             key.label("key"),
             func.count().label("calls"),
-            func.sum(case((calls.c.outcome == "error", 1), else_=0)).label("errors"),
-            func.sum(calls.c.input_tokens).label("input_tokens"),
-            func.sum(calls.c.output_tokens).label("output_tokens"),
-            func.sum(calls.c.cache_read_tokens).label("cache_read_tokens"),
-            func.sum(calls.c.reasoning_tokens).label("reasoning_tokens"),
-            func.sum(calls.c.cost_usd).label("cost_usd"),
-            func.sum(case((calls.c.price_missing, 1), else_=0)).label("unpriced_calls"),
+            summed(case((calls.c.outcome == "error", 1), else_=0)).label("errors"),
+            summed(calls.c.input_tokens).label("input_tokens"),
+            summed(calls.c.output_tokens).label("output_tokens"),
+            summed(calls.c.cache_read_tokens).label("cache_read_tokens"),
+            summed(calls.c.reasoning_tokens).label("reasoning_tokens"),
+            summed(calls.c.cost_usd).label("cost_usd"),
+            summed(case((calls.c.price_missing, 1), else_=0)).label("unpriced_calls"),
         )
         .group_by(key)
         .order_by(key)
@@ -171,9 +171,7 @@ def recent_attempts(store: Store, *, since: datetime, limit: int = 5000) -> list
     attempts = []
     for record in records:
         for attempt in record.attempts:
-            started = attempt.started_at
-            if started.tzinfo is None:
-                started = started.replace(tzinfo=UTC)
+            started = as_utc(attempt.started_at)
             attempts.append(
                 {
                     "deployment": attempt.deployment,

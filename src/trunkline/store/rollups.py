@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, delete, select, update
 
 from trunkline.store.bulk import UPSERT_DIALECTS, PreparedInsert
+from trunkline.store.database import as_utc
 from trunkline.store.tables import (
     LATENCY_BOUNDS_MS,
     call_rollups_daily,
@@ -72,8 +73,7 @@ _IDS_PER_QUERY = 500
 
 def hour_of(moment: datetime) -> datetime:
     """Return the start of the UTC hour that contains `moment`; naive times are taken as UTC."""
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.replace(minute=0, second=0, microsecond=0)
+    return as_utc(moment).replace(minute=0, second=0, microsecond=0)
 
 
 def latency_bucket(latency_ms: float) -> int:
@@ -200,7 +200,9 @@ def rebuild_rollups(connection: Connection, *, chunk_size: int = 20_000) -> int:
     workflows = {row.run_id: row.workflow for row in connection.execute(query)}
     sums = RollupSums()
     count = 0
-    result = connection.execution_options(yield_per=chunk_size).execute(select(*CALL_COLUMNS))
+    # On the statement, not the connection: Connection.execution_options changes
+    # the connection itself, and PostgreSQL would then stream the DELETEs below too.
+    result = connection.execute(select(*CALL_COLUMNS).execution_options(yield_per=chunk_size))
     for row in result.mappings():
         sums.add(row, workflows.get(row["run_id"], ""))
         count += 1

@@ -9,6 +9,7 @@ from sqlalchemy import case, func, select, update
 
 from trunkline.errors import StoreError
 from trunkline.store.database import Store
+from trunkline.store.sums import summed
 from trunkline.store.tables import calls, run_rows, runs
 
 
@@ -114,12 +115,12 @@ def trace_spend(store: Store, trace_id: str) -> dict[str, Any]:
 def _spend(store: Store, condition: Any) -> dict[str, Any]:
     query = select(
         func.count().label("calls"),
-        func.coalesce(func.sum(calls.c.input_tokens), 0).label("input_tokens"),
-        func.coalesce(func.sum(calls.c.output_tokens), 0).label("output_tokens"),
-        func.coalesce(func.sum(case((calls.c.price_missing.is_(False), calls.c.cost_usd), else_=0.0)), 0.0).label(
+        func.coalesce(summed(calls.c.input_tokens), 0).label("input_tokens"),
+        func.coalesce(summed(calls.c.output_tokens), 0).label("output_tokens"),
+        func.coalesce(summed(case((calls.c.price_missing.is_(False), calls.c.cost_usd), else_=0.0)), 0.0).label(
             "cost_usd_priced"
         ),
-        func.coalesce(func.sum(case((calls.c.price_missing.is_(True), 1), else_=0)), 0).label("unpriced_calls"),
+        func.coalesce(summed(case((calls.c.price_missing.is_(True), 1), else_=0)), 0).label("unpriced_calls"),
     ).where(condition)
     with store.engine.connect() as connection:
         row = connection.execute(query).mappings().one()

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Table, case, func, select
+from sqlalchemy import Table, case, select
 
 from trunkline.store.database import Store, as_utc
 from trunkline.store.rollups import SUMMED_COLUMNS
+from trunkline.store.sums import summed
 from trunkline.store.tables import (
     LATENCY_BOUNDS_MS,
     call_rollups_daily,
@@ -135,8 +136,8 @@ _COUNTS = tuple(name for name in SUMMED_COLUMNS if not name.startswith("latency"
 def _measures(table: Table, *, latency: bool) -> list[Any]:
     names = SUMMED_COLUMNS if latency else _COUNTS
     errors = case((table.c.outcome == "error", table.c.calls), else_=0)
-    sums = [func.sum(table.c[name]).label(name) for name in names]
-    return [*sums, func.sum(errors).label("errors")]
+    sums = [summed(table.c[name]).label(name) for name in names]
+    return [*sums, summed(errors).label("errors")]
 
 
 def _totals(row: Any) -> Totals:
