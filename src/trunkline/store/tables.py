@@ -324,3 +324,30 @@ call_rollups_hourly = Table(
     *_rollup_sums(),
     sqlite_with_rowid=False,
 )
+
+# The messages of a conversation, in the order they were added. `tokens` is
+# the estimate that trims the conversation to a window.
+conversation_messages = Table(
+    "conversation_messages",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("name", String(200)),
+    Column("tool_call_id", String(200)),
+    Column("tool_calls", JSON),
+    Column("tokens", Integer, nullable=False),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+)
+
+# The summary of a conversation's messages up to `through_position`, which the window replaces them with.
+conversation_summaries = Table(
+    "conversation_summaries",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("summary", Text, nullable=False),
+    Column("through_position", Integer, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
