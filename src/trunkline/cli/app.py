@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from trunkline.cli import evals, improve, records, routes, run, serve, trace
+from trunkline.cli import db
+from trunkline.cli.db import db_app
 from trunkline.cli.export import export_app
 from trunkline.cli.keys import audit_command, keys_app
 from trunkline.cli.prompts import prompts_app
@@ -28,7 +30,8 @@ app.command("runs")(records.runs_command)
 app.command("calls")(records.calls_command)
 app.command("show")(records.show_command)
 app.command("costs")(records.costs_command)
-app.command("migrate")(records.migrate_command)
+# The same command as `trunkline db migrate`, kept for scripts that call it.
+app.command("migrate", hidden=True)(db.migrate_command)
 app.command("prune")(records.prune_command)
 app.command("routes")(routes.routes_command)
 app.command("trace")(trace.trace_command)
@@ -42,6 +45,7 @@ app.add_typer(evals.evals_app, name="evals")
 app.add_typer(export_app, name="export")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
 
 errors = Console(stderr=True)
 

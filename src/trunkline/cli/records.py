@@ -180,12 +180,6 @@ def costs_command(
     console.print(table)
 
 
-def migrate_command() -> None:
-    """Create the store or upgrade it to the latest schema revision."""
-    store = open_store(load_settings().database_url())
-    typer.echo(f"store {store.safe_url()} is at revision {store.current_revision()}")
-
-
 def prune_command(
     older_than: Annotated[
         str | None,

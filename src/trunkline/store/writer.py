@@ -278,7 +278,7 @@ class StoreWriter:
                 add_calls(connection, rows)
             return
         if table is calls and exact:
-            _insert_calls_exactly(connection, rows)
+            insert_calls_exactly(connection, rows)
             return
         written = _UPSERTS[table].execute(connection, rows)
         if table is not calls:
@@ -307,8 +307,8 @@ class StoreWriter:
         return grouped
 
 
-def _insert_calls_exactly(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert calls, and add to the rollups only those RETURNING reports as new."""
+def insert_calls_exactly(connection: Connection, rows: list[dict[str, Any]]) -> int:
+    """Insert calls, add to the rollups only those RETURNING reports as new, and return their count."""
     module = sqlite if connection.dialect.name == "sqlite" else postgresql
     statement = module.insert(calls).on_conflict_do_nothing(index_elements=[calls.c.call_id.name])
     # A call queued twice in this batch is new only the first time.
@@ -319,6 +319,7 @@ def _insert_calls_exactly(connection: Connection, rows: list[dict[str, Any]]) ->
             inserted.discard(row["call_id"])
             new_rows.append(row)
     add_calls(connection, new_rows)
+    return len(new_rows)
 
 
 
