@@ -13,17 +13,23 @@ gateway's writer does at its default batch size):
   did before it compiled its statements. Each batch builds its upserts
   again and reads the new calls back through RETURNING.
 
+With ``--postgres``, both variants also run against PostgreSQL: a
+throwaway cluster on 127.0.0.1 (Debian's ``initdb`` and ``pg_ctl``, started
+as `tests/pgserver.py` starts it for the tests), a fresh database for each
+run. Its server processes' CPU time is not counted, only this process's.
+
 Rounds alternate the order. The table gives medians over rounds: calls
 committed per second, rows per second, and the process's CPU time per
 call, which is what a gateway pays beside its requests.
 
-    python benchmarks/store_ingest.py --calls 20000 --rounds 3
+    python benchmarks/store_ingest.py --calls 20000 --rounds 3 [--postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 
 from trunkline.routing.state import span_attributes
 from trunkline.store.database import open_store
@@ -112,15 +118,16 @@ def through_writer(store_url: str, pairs: list[tuple[CallRecord, SpanRecord]], b
 
 def through_sqlalchemy(store_url: str, pairs: list[tuple[CallRecord, SpanRecord]], batch: int) -> None:
     store = open_store(store_url)
+    dialect = sqlite if store.engine.dialect.name == "sqlite" else postgresql
     for start in range(0, len(pairs), batch):
         chunk = pairs[start : start + batch]
         call_rows = [call_row(record) for record, _ in chunk]
         span_rows = [span_row(span) for _, span in chunk]
         with store.engine.begin() as connection:
             # RETURNING lists the calls that are new, so only they count in the rollups.
-            statement = sqlite.insert(calls).on_conflict_do_nothing().returning(calls.c.call_id)
+            statement = dialect.insert(calls).on_conflict_do_nothing().returning(calls.c.call_id)
             inserted = {row.call_id for row in connection.execute(statement, call_rows)}
-            connection.execute(sqlite.insert(spans).on_conflict_do_nothing(), span_rows)
+            connection.execute(dialect.insert(spans).on_conflict_do_nothing(), span_rows)
             sums = RollupSums()
             for row in call_rows:
                 if row["call_id"] in inserted:
@@ -129,7 +136,7 @@ def through_sqlalchemy(store_url: str, pairs: list[tuple[CallRecord, SpanRecord]
                 (call_rollups_daily, DAILY_KEY, sums.daily),
                 (call_rollups_hourly, HOURLY_KEY, sums.hourly),
             ):
-                statement = sqlite.insert(table)
+                statement = dialect.insert(table)
                 statement = statement.on_conflict_do_update(
                     index_elements=list(key),
                     set_={name: table.c[name] + statement.excluded[name] for name in SUMMED_COLUMNS},
@@ -147,11 +154,8 @@ def count_calls(engine: Engine) -> int:
         return connection.exec_driver_sql("SELECT count(*) FROM calls").scalar_one()
 
 
-def measure(
-    variant: Callable[[str, list, int], None], folder: Path, pairs: list, batch: int
-) -> tuple[float, float]:
-    """Return the wall seconds and process CPU seconds of one variant's run into a fresh store."""
-    url = f"sqlite:///{folder / f'{time.monotonic_ns()}.db'}"
+def measure(variant: Callable[[str, list, int], None], url: str, pairs: list, batch: int) -> tuple[float, float]:
+    """Return the wall seconds and process CPU seconds of one variant's run into the fresh store at `url`."""
     open_store(url).dispose()
     wall, cpu = time.perf_counter(), time.process_time()
     variant(url, pairs, batch)
@@ -169,34 +173,62 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000, help="calls per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=100, help="calls per transaction")
+    parser.add_argument("--postgres", action="store_true", help="also run on a throwaway PostgreSQL cluster")
     arguments = parser.parse_args()
 
     pairs = sample_calls(arguments.calls)
     variants = {"writer": through_writer, "sqlalchemy": through_sqlalchemy}
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
-    with tempfile.TemporaryDirectory(prefix="trunkline-ingest-") as folder:
-        for number in range(arguments.rounds):
-            names = list(variants)
-            names = names[number % len(names) :] + names[: number % len(names)]
-            for name in names:
-                wall, cpu = measure(variants[name], Path(folder), pairs, arguments.batch)
-                results[name].append((wall, cpu))
-                print(f"round {number + 1} {name:<11} {arguments.calls / wall:9,.0f} calls/s  "
-                      f"{cpu / arguments.calls * 1e6:6.1f} us CPU/call", flush=True)
+    backends = ["sqlite", "postgresql"] if arguments.postgres else ["sqlite"]
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {
+        (backend, name): [] for backend in backends for name in variants
+    }
+    server = start_postgres() if arguments.postgres else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="trunkline-ingest-") as folder:
+            for number in range(arguments.rounds):
+                keys = list(results)
+                keys = keys[number % len(keys) :] + keys[: number % len(keys)]
+                for backend, name in keys:
+                    if backend == "sqlite":
+                        url = f"sqlite:///{Path(folder) / f'{time.monotonic_ns()}.db'}"
+                    else:
+                        url = server.new_database()
+                    wall, cpu = measure(variants[name], url, pairs, arguments.batch)
+                    if server is not None and backend != "sqlite":
+                        server.drop_database(url)
+                    results[(backend, name)].append((wall, cpu))
+                    print(f"round {number + 1} {backend:<10} {name:<11} {arguments.calls / wall:9,.0f} calls/s  "
+                          f"{cpu / arguments.calls * 1e6:6.1f} us CPU/call", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
 
     print(f"\n{arguments.calls:,} calls a run, {arguments.batch} calls (and as many spans) a transaction, "
           f"medians of {arguments.rounds} rounds")
-    print(f"{'variant':<12} {'calls/s':>9} {'rows/s':>9} {'CPU us/call':>12} {'CPU vs sqlalchemy':>18}")
+    print(f"{'store':<11} {'variant':<12} {'calls/s':>9} {'rows/s':>9} {'CPU us/call':>12} {'CPU vs sqlalchemy':>18}")
     medians = {
-        name: (
+        key: (
             statistics.median(arguments.calls / wall for wall, _ in runs),
             statistics.median(cpu / arguments.calls * 1e6 for _, cpu in runs),
         )
-        for name, runs in results.items()
+        for key, runs in results.items()
     }
-    for name, (rate, cpu_us) in medians.items():
-        ratio = cpu_us / medians["sqlalchemy"][1]
-        print(f"{name:<12} {rate:9,.0f} {2 * rate:9,.0f} {cpu_us:12.1f} {ratio:17.2f}x")
+    for (backend, name), (rate, cpu_us) in medians.items():
+        ratio = cpu_us / medians[(backend, "sqlalchemy")][1]
+        print(f"{backend:<11} {name:<12} {rate:9,.0f} {2 * rate:9,.0f} {cpu_us:12.1f} {ratio:17.2f}x")
+
+
+def start_postgres():  # noqa: ANN201
+    """Start the throwaway cluster the tests use; exit with a message where PostgreSQL is missing."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pgserver import PostgresServer, find_binaries
+
+    binaries = find_binaries()
+    if binaries is None:
+        sys.exit("--postgres needs PostgreSQL's initdb and pg_ctl; install it (apt-get install postgresql)")
+    server = PostgresServer(binaries)
+    server.start()
+    return server
 
 
 if __name__ == "__main__":
