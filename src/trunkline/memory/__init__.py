@@ -1,5 +1,6 @@
-"""Memory kept across calls: the messages of a conversation."""
+"""Memory kept across calls: the messages of a conversation, and texts searched by meaning."""
 
 from trunkline.memory.conversation import ConversationMemory, StoredMessage
+from trunkline.memory.vectors import Hit, SqliteVecIndex, StoreVectorIndex, VectorMemory
 
-__all__ = ["ConversationMemory", "StoredMessage"]
+__all__ = ["ConversationMemory", "Hit", "SqliteVecIndex", "StoreVectorIndex", "StoredMessage", "VectorMemory"]

@@ -39,6 +39,7 @@ from trunkline.store.tables import (
     run_rows,
     runs,
     spans,
+    vector_items,
 )
 from trunkline.store.writer import insert_calls_exactly
 
@@ -57,6 +58,7 @@ COPIED_TABLES = (
     audit_log,
     conversation_messages,
     conversation_summaries,
+    vector_items,
 )
 
 #: Tables with a generated id, compared on every other column.

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -350,4 +351,17 @@ conversation_summaries = Table(
     Column("through_position", Integer, nullable=False),
     Column("tokens", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Vector memory kept in the store, for fleets that share it; each embedding is
+# float32 bytes, searched exactly by `trunkline.memory.vectors.StoreVectorIndex`.
+vector_items = Table(
+    "vector_items",
+    metadata,
+    Column("collection", String(200), primary_key=True),
+    Column("item_id", String(200), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("metadata", JSON),
+    Column("dimensions", Integer, nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
 )
