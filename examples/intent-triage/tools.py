@@ -3,6 +3,9 @@
 Retrieval is BM25 (Robertson and Zaragoza's Okapi weighting, k1 = 1.5,
 b = 0.75) over the labelled messages of the memory file, built once per file
 and kept in memory: lexical, in-process, and with nothing to download.
+With ``--param retriever=vectors`` it is Trunkline's vector memory instead:
+all-MiniLM-L6-v2 embeddings in an in-memory sqlite-vec index, built once per
+file, and each neighbour votes with its cosine similarity.
 """
 
 from __future__ import annotations
@@ -73,15 +76,34 @@ def load_index(path: str) -> BM25Index:
     return _load_index(str(file.resolve()), file.stat().st_mtime)
 
 
-def retrieve(message: str, memory: str, neighbours: int, examples: int) -> dict:
+@lru_cache(maxsize=4)
+def _load_vectors(path: str, modified: float):  # noqa: ANN202
+    from trunkline.memory import SqliteVecIndex, VectorMemory
+
+    index = load_index(path)
+    memory = VectorMemory(SqliteVecIndex(":memory:"), "memory")
+    memory.add(index.texts, ids=[str(position) for position in range(len(index.texts))])
+    return memory
+
+
+def _vector_hits(message: str, path: str, neighbours: int) -> list[tuple[int, float]]:
+    """Return the `neighbours` nearest labelled messages by meaning, as (index, cosine similarity)."""
+    file = Path(path)
+    memory = _load_vectors(str(file.resolve()), file.stat().st_mtime)
+    return [(int(hit.item_id), max(1.0 - hit.distance, 0.0)) for hit in memory.search(message, neighbours)]
+
+
+def retrieve(message: str, memory: str, neighbours: int, examples: int, retriever: str = "bm25") -> dict:
     """Find the labelled messages nearest to `message` and the intents they offer.
 
-    Candidates are ordered by their summed BM25 score, so the most likely
-    intent comes first. With no word in common, every intent in memory is
-    a candidate.
+    Candidates are ordered by their summed BM25 score (or cosine similarity,
+    with `retriever` "vectors"), so the most likely intent comes first. With
+    no word in common, every intent in memory is a candidate.
     """
+    if retriever not in ("bm25", "vectors"):
+        raise ValueError(f"retriever must be bm25 or vectors, got {retriever!r}")
     index = load_index(memory)
-    hits = index.search(message, neighbours)
+    hits = index.search(message, neighbours) if retriever == "bm25" else _vector_hits(message, memory, neighbours)
     votes: dict[str, float] = defaultdict(float)
     for position, score in hits:
         votes[index.labels[position]] += score
