@@ -6,20 +6,25 @@ import numpy as np
 import pytest
 
 from conftest import STORE_BACKENDS
+# A throwaway redis-server on 127.0.0.1 for the Redis index.
+from integration.conftest import key_prefix, redis_url  # noqa: F401
 from pgserver import store_url_for
 from trunkline.errors import ConfigError
 from trunkline.evals.embeddings import embeddings_available
-from trunkline.memory import SqliteVecIndex, StoreVectorIndex, VectorMemory
+from trunkline.memory import RedisVectorIndex, SqliteVecIndex, StoreVectorIndex, VectorMemory
 from trunkline.store import open_store
 
 DIMENSIONS = 16
 
 
-@pytest.fixture(params=["sqlite-vec", *(f"store-{backend}" for backend in STORE_BACKENDS)])
+@pytest.fixture(params=["sqlite-vec", "redis", *(f"store-{backend}" for backend in STORE_BACKENDS)])
 def index(request, tmp_path):
-    """Each back end: the sqlite-vec file, and the store table on SQLite and on PostgreSQL."""
-    if request.param == "sqlite-vec":
-        opened = SqliteVecIndex(tmp_path / "vectors.db", dimensions=DIMENSIONS)
+    """Each back end: the sqlite-vec file, Redis, and the store table on SQLite and on PostgreSQL."""
+    if request.param in ("sqlite-vec", "redis"):
+        if request.param == "sqlite-vec":
+            opened = SqliteVecIndex(tmp_path / "vectors.db", dimensions=DIMENSIONS)
+        else:
+            opened = RedisVectorIndex(request.getfixturevalue("redis_url"), prefix=request.getfixturevalue("key_prefix"))
         yield opened
         opened.close()
         return
@@ -96,3 +101,9 @@ def test_memory_finds_by_meaning(tmp_path) -> None:
     assert hits[0].distance < hits[1].distance
     with pytest.raises(ConfigError, match="k must be 1 or more"):
         memory.search("card", k=0)
+
+
+def test_query_of_other_dimensions(index) -> None:
+    add_rows(index, "main", unit_rows(3, seed=8))
+    with pytest.raises(ConfigError, match="dimensions"):
+        index.search("main", np.ones(8, dtype=np.float32) / np.sqrt(8), 2)

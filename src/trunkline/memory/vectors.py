@@ -8,9 +8,12 @@
   may be built without extension loading, so it opens the file with
   pysqlite3, which can load it.
 - `StoreVectorIndex`: the ``vector_items`` table of a Trunkline store, so a
-  fleet that shares a PostgreSQL store shares its vector memory too. It
-  searches exactly, by reading a collection's vectors and comparing them in
-  NumPy, which suits collections of up to some hundred thousand vectors.
+  fleet that shares a PostgreSQL store shares its vector memory too.
+- `RedisVectorIndex`: one Redis hash per collection, for a fleet that
+  shares a Redis server (plain Redis: no search module is needed).
+
+The last two search exactly, by reading a collection's vectors and comparing
+them in NumPy, which suits collections of up to some hundred thousand vectors.
 
 Both return the same nearest texts for the same vectors. An item added again
 under the same id replaces the earlier one.
@@ -18,6 +21,7 @@ under the same id replaces the earlier one.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -240,18 +244,13 @@ class StoreVectorIndex:
             rows = connection.execute(query).mappings().all()
         if not rows:
             return []
-        dimensions = {row["dimensions"] for row in rows}
-        if dimensions != {vector.shape[0]}:
-            raise ConfigError(
-                f"collection {collection!r} contains vectors of {sorted(dimensions)} dimensions, and the query has "
-                f"{vector.shape[0]}; embed with the model the collection was built with"
-            )
+        sizes = {row["dimensions"] for row in rows}
+        if len(sizes) > 1:
+            raise ConfigError(f"collection {collection!r} mixes vectors of {sorted(sizes)} dimensions; rebuild it")
         matrix = np.frombuffer(b"".join(row["embedding"] for row in rows), dtype=np.float32).reshape(len(rows), -1)
-        distances = 1.0 - matrix @ vector.astype(np.float32)
-        order = np.argsort(distances, kind="stable")[:k]
         return [
-            Hit(rows[index]["item_id"], rows[index]["text"], float(distances[index]), rows[index]["metadata"] or {})
-            for index in order
+            Hit(rows[index]["item_id"], rows[index]["text"], distance, rows[index]["metadata"] or {})
+            for index, distance in _exact_nearest(collection, matrix, vector, k)
         ]
 
     def count(self, collection: str) -> int:
@@ -264,6 +263,65 @@ class StoreVectorIndex:
         table = vector_items
         with self.store.engine.begin() as connection:
             connection.execute(delete(table).where(table.c.collection == collection, table.c.item_id.in_(list(ids))))
+
+
+class RedisVectorIndex:
+    """Vectors in Redis: one hash per collection, from item id to its text, metadata and embedding.
+
+    Args:
+        url: the Redis server, such as ``redis://127.0.0.1:6379/0``.
+        prefix: put before every key, so that several indexes can share a database.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "trunkline:vectors:") -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.prefix = prefix
+
+    def add(self, collection, ids, texts, metadata, vectors) -> None:  # noqa: ANN001
+        mapping = {
+            item_id: json.dumps(
+                {"text": text, "metadata": dict(meta), "embedding": base64.b64encode(vector.astype(np.float32).tobytes()).decode()}
+            )
+            for item_id, text, meta, vector in zip(ids, texts, metadata, vectors, strict=True)
+        }
+        self.client.hset(self._key(collection), mapping=mapping)
+
+    def search(self, collection: str, vector: np.ndarray, k: int) -> list[Hit]:
+        stored = sorted(self.client.hgetall(self._key(collection)).items())
+        if not stored:
+            return []
+        items = [(item_id.decode(), json.loads(value)) for item_id, value in stored]
+        matrix = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype=np.float32) for _, item in items])
+        return [
+            Hit(items[index][0], items[index][1]["text"], distance, items[index][1]["metadata"])
+            for index, distance in _exact_nearest(collection, matrix, vector, k)
+        ]
+
+    def count(self, collection: str) -> int:
+        return int(self.client.hlen(self._key(collection)))
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        if ids:
+            self.client.hdel(self._key(collection), *ids)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _key(self, collection: str) -> str:
+        return f"{self.prefix}{collection}"
+
+
+def _exact_nearest(collection: str, matrix: np.ndarray, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """Return the `k` rows of `matrix` nearest to `vector` by cosine distance, as (row, distance), nearest first."""
+    if matrix.shape[1] != vector.shape[0]:
+        raise ConfigError(
+            f"collection {collection!r} contains vectors of {matrix.shape[1]} dimensions, and the query has "
+            f"{vector.shape[0]}; embed with the model the collection was built with"
+        )
+    distances = 1.0 - matrix @ vector.astype(np.float32)
+    return [(int(index), float(distances[index])) for index in np.argsort(distances, kind="stable")[:k]]
 
 
 def _check_dimensions(vectors: np.ndarray, dimensions: int) -> None:
