@@ -103,7 +103,10 @@ def retrieve(message: str, memory: str, neighbours: int, examples: int, retrieve
     if retriever not in ("bm25", "vectors"):
         raise ValueError(f"retriever must be bm25 or vectors, got {retriever!r}")
     index = load_index(memory)
-    hits = index.search(message, neighbours) if retriever == "bm25" else _vector_hits(message, memory, neighbours)
+    if retriever == "bm25":
+        hits = index.search(message, neighbours)
+    else:
+        hits = _vector_hits(message, memory, neighbours)
     votes: dict[str, float] = defaultdict(float)
     for position, score in hits:
         votes[index.labels[position]] += score

@@ -39,7 +39,7 @@ def free_port() -> int:
 
 
 def start_serve(folder: Path, *arguments: str, timeout_s: float = 90) -> tuple[subprocess.Popen[str], str]:
-    """Start ``trunkline serve`` in `folder` on a free port; return it and its base URL once /healthz answers.
+    """Start ``trunkline serve`` in `folder` on a free port; return it and its base URL once /healthz responds.
 
     The caller stops it with ``terminate()`` and ``wait()``.
     """

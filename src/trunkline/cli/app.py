@@ -8,9 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trunkline.cli import evals, improve, records, routes, run, serve, trace
-from trunkline.cli import db
-from trunkline.cli.db import db_app
+from trunkline.cli import db, evals, improve, records, routes, run, serve, trace
 from trunkline.cli.export import export_app
 from trunkline.cli.keys import audit_command, keys_app
 from trunkline.cli.prompts import prompts_app
@@ -45,7 +43,7 @@ app.add_typer(evals.evals_app, name="evals")
 app.add_typer(export_app, name="export")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(keys_app, name="keys")
-app.add_typer(db_app, name="db")
+app.add_typer(db.db_app, name="db")
 
 errors = Console(stderr=True)
 

@@ -139,8 +139,8 @@ class ConversationMemory:
         """Fold the messages that do not fit beside the summary into it, and store it for `window`.
 
         `summarizer(previous, messages)` gets the summary so far (None at
-        first) and the messages it does not cover yet, oldest first, and
-        returns the summary of all of them: for example the output of one
+        first) and the messages it does not cover yet, oldest first. It
+        returns the summary of all of them, for example the output of one
         router call that requests a summary from a model. When the new summary is
         longer than the room it had, the next messages are folded in too, up
         to `MAX_SUMMARY_ROUNDS` times. Return the summary, or None when every

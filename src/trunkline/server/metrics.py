@@ -3,8 +3,8 @@
 Requests report to a list, and the counters take the reports in batches:
 every `FLUSH_INTERVAL_S` and before each scrape. Updating the
 prometheus_client counters and histogram of one request took about 50,000
-instructions (measured with callgrind on a 2-core VM). Each update takes a
-lock, and with several workers it also writes to a shared file.
+instructions (an estimate from one callgrind count on a 2-core VM). Each
+update takes a lock, and with several workers it also writes to a shared file.
 
 With several worker processes each one counts its own requests; `trunkline
 serve --workers N` sets ``PROMETHEUS_MULTIPROC_DIR`` so that `/metrics`

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Table, select
@@ -182,7 +183,7 @@ class _ContentInsert:
 
 
 def _comparable(value: Any) -> Any:
-    if hasattr(value, "tzinfo") and hasattr(value, "hour"):
+    if isinstance(value, datetime):
         return as_utc(value)
     if isinstance(value, dict | list):
         # PostgreSQL's JSON may order keys differently from SQLite's.
