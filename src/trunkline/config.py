@@ -190,6 +190,29 @@ class TracingSettings(BaseModel):
     capture_content: bool = False
 
 
+class WorkerSettings(BaseModel):
+    """Distributed runs: `trunkline run --workers celery` and `trunkline worker`; needs ``trunkline[workers]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Redis URL of the Celery broker. ``TRUNKLINE_BROKER_URL`` wins over it;
+    #: with neither, the shared Redis (``redis_url``) serves as the broker too.
+    broker_url: str | None = None
+    #: The queue that runs send rows to and workers take them from.
+    queue: str = "trunkline"
+    #: Seconds a row may stay taken by a worker that stopped answering before
+    #: the broker hands it to another worker. Rows that take longer than this
+    #: are handed out twice, and the row lease keeps the second copy waiting.
+    visibility_timeout_s: float = Field(default=300.0, gt=0)
+    #: Seconds a worker's hold on a row lasts unless it renews it; a worker
+    #: renews it every third of this while the row runs.
+    lease_s: float = Field(default=30.0, gt=0)
+
+    def resolved_broker_url(self, shared_redis_url: str | None) -> str | None:
+        """Return ``TRUNKLINE_BROKER_URL``, then the file's value, then the shared Redis URL."""
+        return os.environ.get("TRUNKLINE_BROKER_URL") or self.broker_url or shared_redis_url
+
+
 class MlflowSettings(BaseModel):
     """Logging of each batch run as one MLflow run; needs ``trunkline[mlflow]``."""
 
@@ -230,6 +253,7 @@ class Settings(BaseModel):
     budgets: Budgets = Field(default_factory=Budgets)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
     #: Regular expressions whose matches are replaced by [REDACTED] in
     #: everything stored, logged or exported, beside the built-in key formats.
     redact_patterns: list[str] = Field(default_factory=list)
@@ -390,6 +414,7 @@ _TABLE_MODELS: dict[str, type[BaseModel]] = {
     "budgets": Budgets,
     "tracing": TracingSettings,
     "mlflow": MlflowSettings,
+    "workers": WorkerSettings,
 }
 
 

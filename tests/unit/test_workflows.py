@@ -299,3 +299,16 @@ async def test_resume_rejects_changed_template(workflow_folder, tmp_path) -> Non
         spec, runner = make_runner(workflow_folder, recorder, ScriptedModel(default=labeller))
         with pytest.raises(WorkflowError, match="changed since run"):
             await runner.run(load_dataset(spec.default_data()), resume_run_id=first.run_id)
+
+
+def test_tool_module_loaded_by_threads_at_once_is_whole(tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trunkline.workflows.loading import load_object
+
+    # The pause at import time leaves a half-run module in sys.modules long
+    # enough for the other threads to find it, unless loading is serialised.
+    (tmp_path / "slow_tools.py").write_text("import time\ntime.sleep(0.3)\n\ndef pick(x):\n    return x\n")
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda _: load_object("slow_tools:pick", tmp_path), range(4)))
+    assert all(item is found[0] for item in found)

@@ -94,6 +94,14 @@ def run_command(
             "STEP=NAME@VERSION where there are several. Repeatable.",
         ),
     ] = [],  # noqa: B006 (typer reads the default, it is never mutated)
+    workers: Annotated[
+        str,
+        typer.Option(
+            "--workers",
+            help="Where rows run: 'local' (this process, on asyncio) or 'celery' "
+            "(`trunkline worker` processes through the Redis broker).",
+        ),
+    ] = "local",
     mlflow: Annotated[
         bool | None,
         typer.Option(
@@ -104,6 +112,8 @@ def run_command(
     ] = None,
 ) -> None:
     """Run every row of a dataset through a workflow, record every call, and summarise."""
+    if workers not in ("local", "celery"):
+        raise ConfigError(f"--workers expects 'local' or 'celery', got {workers!r}")
     spec = load_workflow(workflow)
     dataset = load_dataset(data if data is not None else spec.default_data())
     params = spec.parameters(parse_params(param))
@@ -126,11 +136,11 @@ def run_command(
             concurrency=concurrency,
             prompt_overrides=parse_prompt_overrides(spec, prompt),
         )
-        summary = _run_with_progress(runner, dataset, rows, limit, resume, stderr)
+        summary = _run_with_progress(runner, dataset, rows, limit, resume, stderr, on_workers=workers == "celery")
         failures = failed_rows(recorder.store, summary.run_id, limit=5) if summary.errors else []
         if tracking is not None:
             inputs = [runner.row_inputs(row) for row in dataset.rows[:rows]]
-            extra = {"limit": limit, "concurrency": concurrency}
+            extra = {"limit": limit, "concurrency": concurrency, "workers": workers}
             logged = _log_to_mlflow(tracking, recorder.store, summary.run_id, inputs, extra, stderr)
     if as_json:
         typer.echo(json.dumps(summary.public()))
@@ -182,7 +192,7 @@ def _report_failures(stderr: Console, summary: RunSummary, failures: list[dict])
     )
 
 
-def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console) -> RunSummary:  # noqa: ANN001
+def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console, *, on_workers: bool) -> RunSummary:  # noqa: ANN001
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -206,9 +216,22 @@ def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console) ->
 
     with progress:
         task = progress.add_task(runner.workflow.name, total=rows, status="")
-        work = runner.run(dataset, limit=limit, resume_run_id=resume, on_row=on_row, on_start=on_start)
         try:
-            summary = run_closing(runner.router, work)
+            if on_workers:
+                from trunkline.workers.dispatch import run_on_workers
+
+                summary = run_on_workers(
+                    runner,
+                    dataset,
+                    limit=limit,
+                    resume_run_id=resume,
+                    on_row=on_row,
+                    on_start=on_start,
+                    on_quiet=lambda warning: stderr.print(f"warning: {warning}", markup=False, highlight=False),
+                )
+            else:
+                work = runner.run(dataset, limit=limit, resume_run_id=resume, on_row=on_row, on_start=on_start)
+                summary = run_closing(runner.router, work)
         except KeyboardInterrupt:
             if runner.run_id:
                 stderr.print(

@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from trunkline.errors import StoreError
 from trunkline.store.database import Store
 from trunkline.store.sums import summed
-from trunkline.store.tables import calls, run_rows, runs
+from trunkline.store.tables import calls, run_rows, runs, spans
+from trunkline.store.writer import insert_calls_exactly
 
 
 def create_run(
@@ -125,3 +127,54 @@ def _spend(store: Store, condition: Any) -> dict[str, Any]:
     with store.engine.connect() as connection:
         row = connection.execute(query).mappings().one()
     return dict(row)
+
+
+def store_row_once(
+    store: Store,
+    row: dict[str, Any],
+    call_rows: list[dict[str, Any]],
+    span_rows: list[dict[str, Any]],
+) -> bool:
+    """Store a row's result with its calls and spans in one transaction, unless the row is already ok.
+
+    A row that ended in an error before is replaced, as a resumed run replaces
+    it. When the run already holds the row as ok, nothing is written and the
+    result is False, so a row that two workers both ran is stored, and its
+    calls counted, once. Rollups grow with the new calls in the same
+    transaction, as the background writer grows them.
+    """
+    module = sqlite if store.engine.dialect.name == "sqlite" else postgresql
+    statement = (
+        module.insert(run_rows)
+        .values(row)
+        .on_conflict_do_update(
+            index_elements=[run_rows.c.run_id, run_rows.c.row_index],
+            set_={name: value for name, value in row.items() if name not in ("run_id", "row_index")},
+            where=run_rows.c.status != "ok",
+        )
+        .returning(run_rows.c.row_index)
+    )
+    with store.engine.begin() as connection:
+        if connection.execute(statement).first() is None:
+            return False
+        if span_rows:
+            connection.execute(module.insert(spans).on_conflict_do_nothing(), span_rows)
+        if call_rows:
+            insert_calls_exactly(connection, call_rows)
+    return True
+
+
+def row_is_stored_ok(store: Store, run_id: str, row_index: int) -> bool:
+    """Return whether the run holds `row_index` as ended ok."""
+    query = select(run_rows.c.status).where(run_rows.c.run_id == run_id, run_rows.c.row_index == row_index)
+    with store.engine.connect() as connection:
+        return connection.execute(query).scalar() == "ok"
+
+
+def stored_row_count(store: Store, run_id: str, *, below: int | None = None) -> int:
+    """Return how many rows of the run are stored, ok or not, counting only indexes under `below` if given."""
+    condition = run_rows.c.run_id == run_id
+    if below is not None:
+        condition = condition & (run_rows.c.row_index < below)
+    with store.engine.connect() as connection:
+        return connection.execute(select(func.count()).where(condition)).scalar_one()

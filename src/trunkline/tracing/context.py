@@ -236,6 +236,25 @@ def start_run(
 
 
 @contextmanager
+def join_run(
+    *, trace_id: str, span_id: str, run_id: str, budget_usd: float | None = None
+) -> Iterator[TraceContext]:
+    """Continue, in another process, a run that `start_run` opened.
+
+    Spans opened inside become children of the run's span `span_id` in its
+    trace, and calls carry `run_id` and fall under the run's budget, as they
+    would in the process that started the run.
+    """
+    _check_budget(budget_usd)
+    context = TraceContext(trace_id=trace_id, span_id=span_id, run_id=run_id, run_budget_usd=budget_usd)
+    token = _context.set(context)
+    try:
+        yield context
+    finally:
+        _context.reset(token)
+
+
+@contextmanager
 def session(
     session_id: str, *, budget_usd: float | None = None, **tags: str
 ) -> Iterator[TraceContext]:

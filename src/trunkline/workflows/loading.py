@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -46,7 +47,17 @@ def _load_module(name: str, folder: Path) -> ModuleType:
         ) from error
 
 
+# A module is in sys.modules before its code has run; without the lock a
+# second thread loading the same file would get it half initialised.
+_loading = threading.RLock()
+
+
 def _module_from_file(file: Path) -> ModuleType:
+    with _loading:
+        return _load_file(file)
+
+
+def _load_file(file: Path) -> ModuleType:
     resolved = file.resolve()
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:10]
     unique = f"trunkline_workflow_{digest}_{resolved.stem}"

@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,18 @@ from trunkline.workflows.summary import RunSummary, summarise
 logger = logging.getLogger(__name__)
 
 RowCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """An opened run: its id, its row count and the rows still to run."""
+
+    run_id: str
+    row_count: int
+    #: (row index, row) of every row that has not ended ok with the same inputs.
+    pending: list[tuple[int, dict[str, Any]]]
+    #: Rows that ended ok before, in the run that is resumed.
+    resumed: int
 
 
 def new_run_id() -> str:
@@ -88,6 +101,8 @@ class BatchRunner:
         self.writer = writer
         self.params = params
         self.concurrency = concurrency
+        #: Model step name to the registered prompt it uses instead of its template.
+        self.prompt_overrides = dict(prompt_overrides or {})
         self.steps: list[Step] = build_steps(workflow, PromptRegistry(store), prompt_overrides)
         self.workflow_hash = _workflow_hash(workflow, self.steps)
         #: The id of the run in progress or last run.
@@ -139,6 +154,46 @@ class BatchRunner:
             WorkflowError: the dataset lacks a mapped column, or the resumed
                 run was over other data or parameters.
         """
+        plan = self.plan(dataset, limit=limit, resume_run_id=resume_run_id)
+        if on_start is not None:
+            on_start(len(plan.pending), plan.resumed)
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def guarded(index: int, row: dict[str, Any]) -> None:
+            async with semaphore:
+                result = await self.run_row(index, row)
+            self.writer.put_run_row(result)
+            if on_row is not None:
+                on_row(result)
+
+        with start_run(
+            self.workflow.name, run_id=plan.run_id, budget_usd=self.budget_usd, workflow=self.workflow.name
+        ) as live:
+            self.log_start(plan)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for index, row in plan.pending:
+                        group.create_task(guarded(index, row))
+            except BaseException as error:
+                self.writer.flush()
+                self.mark_stopped(plan.run_id, error)
+                cause = _first_trunkline_error(error)
+                if cause is not None and cause is not error:
+                    raise cause from error
+                raise
+            self.writer.flush()
+            summary = self.summarise(plan)
+            live.attributes.update(summary.public())
+        mark_run(self.store, plan.run_id, status="done", summary=summary.public())
+        return summary
+
+    def plan(self, dataset: Dataset, *, limit: int | None, resume_run_id: str | None) -> RunPlan:
+        """Open the run, or reopen `resume_run_id`, and return the rows still to run.
+
+        Raises:
+            WorkflowError: the dataset lacks a mapped column, or the resumed
+                run was over other data or parameters.
+        """
         self.check_columns(dataset)
         rows = dataset.rows[:limit] if limit is not None else dataset.rows
         run_id, done = self._open_run(dataset, len(rows), resume_run_id)
@@ -148,56 +203,37 @@ class BatchRunner:
             for index, row in enumerate(rows)
             if done.get(index, {}).get("row_hash") != row_hash(self.row_inputs(row))
         ]
-        resumed = len(rows) - len(pending)
-        if on_start is not None:
-            on_start(len(pending), resumed)
-        semaphore = asyncio.Semaphore(self.concurrency)
+        return RunPlan(run_id=run_id, row_count=len(rows), pending=pending, resumed=len(rows) - len(pending))
 
-        async def guarded(index: int, row: dict[str, Any]) -> None:
-            async with semaphore:
-                result = await self._run_row(index, row)
-            self.writer.put_run_row(result)
-            if on_row is not None:
-                on_row(result)
+    def log_start(self, plan: RunPlan, where: str = "") -> None:
+        logger.info(
+            "run %s of workflow %s started: %d rows to run, %d already done, concurrency %d%s",
+            plan.run_id,
+            self.workflow.name,
+            len(plan.pending),
+            plan.resumed,
+            self.concurrency,
+            where,
+        )
 
-        with start_run(
-            self.workflow.name, run_id=run_id, budget_usd=self.budget_usd, workflow=self.workflow.name
-        ) as live:
-            logger.info(
-                "run %s of workflow %s started: %d rows to run, %d already done, concurrency %d",
-                run_id,
-                self.workflow.name,
-                len(pending),
-                resumed,
-                self.concurrency,
-            )
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for index, row in pending:
-                        group.create_task(guarded(index, row))
-            except BaseException as error:
-                self.writer.flush()
-                stopped = isinstance(error, (asyncio.CancelledError, KeyboardInterrupt))
-                status = "interrupted" if stopped else "failed"
-                mark_run(self.store, run_id, status=status)
-                cause = _first_trunkline_error(error)
-                if cause is not None and cause is not error:
-                    raise cause from error
-                raise
-            self.writer.flush()
-            stored = [row for row in all_rows(self.store, run_id) if row["row_index"] < len(rows)]
-            summary = summarise(run_id, stored, resumed=resumed, spend=run_spend(self.store, run_id))
-            live.attributes.update(summary.public())
-            logger.info(
-                "run %s finished: %d rows, %d ok, %d errors, accuracy %s, cost %s USD",
-                run_id,
-                summary.rows,
-                summary.ok,
-                summary.errors,
-                "-" if summary.accuracy is None else f"{summary.accuracy:.3f}",
-                "unknown" if summary.cost_usd is None else f"{summary.cost_usd:.6f}",
-            )
-        mark_run(self.store, run_id, status="done", summary=summary.public())
+    def mark_stopped(self, run_id: str, error: BaseException) -> None:
+        """Mark the run interrupted (Ctrl-C, cancellation) or failed, after `error` stopped it."""
+        stopped = isinstance(error, (asyncio.CancelledError, KeyboardInterrupt))
+        mark_run(self.store, run_id, status="interrupted" if stopped else "failed")
+
+    def summarise(self, plan: RunPlan) -> RunSummary:
+        """Summarise the run's stored rows and calls, and log the summary."""
+        stored = [row for row in all_rows(self.store, plan.run_id) if row["row_index"] < plan.row_count]
+        summary = summarise(plan.run_id, stored, resumed=plan.resumed, spend=run_spend(self.store, plan.run_id))
+        logger.info(
+            "run %s finished: %d rows, %d ok, %d errors, accuracy %s, cost %s USD",
+            plan.run_id,
+            summary.rows,
+            summary.ok,
+            summary.errors,
+            "-" if summary.accuracy is None else f"{summary.accuracy:.3f}",
+            "unknown" if summary.cost_usd is None else f"{summary.cost_usd:.6f}",
+        )
         return summary
 
     def _open_run(
@@ -244,7 +280,8 @@ class BatchRunner:
         mark_run(self.store, resume_run_id, status="running")
         return resume_run_id, finished_rows(self.store, resume_run_id)
 
-    async def _run_row(self, index: int, row: dict[str, Any]) -> dict[str, Any]:
+    async def run_row(self, index: int, row: dict[str, Any]) -> dict[str, Any]:
+        """Run one row through every step and return its result as the store keeps it."""
         inputs = self.row_inputs(row)
         values: dict[str, Any] = {**self.params, **inputs}
         records: list[CallRecord] = []

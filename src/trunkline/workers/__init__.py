@@ -1,0 +1,1 @@
+"""Distributed runs: rows sent as Celery tasks through Redis to `trunkline worker` processes."""

@@ -1,0 +1,282 @@
+"""Running one row of a distributed run inside a worker, at most once in effect.
+
+A row reaches a worker as a Celery task message (`RowMessage`). The broker
+hands a message out again when the worker that took it dies, so a row can
+arrive more than once. Three things keep each row stored and paid for once:
+
+- the store is asked first: a row the run already holds as ok is not run;
+- a lease in Redis, renewed while the row runs, keeps a second copy of the
+  row waiting while the first one is alive; the copy runs the row once the
+  lease has lapsed, which is what a killed worker leaves behind;
+- the row's call records and spans are held in memory while it runs and
+  stored in one transaction with its result (`store_row_once`), which
+  writes nothing if the row is already ok. A worker killed mid-row leaves
+  none of that row's records behind, and the retry's are the ones kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from trunkline.config import Settings
+from trunkline.errors import ConfigError, StoreError, TrunklineError
+from trunkline.routing.router import Router
+from trunkline.store.database import Store
+from trunkline.store.runs import get_run, row_is_stored_ok, store_row_once
+from trunkline.store.writer import StoreWriter, call_row, span_row
+from trunkline.tracing import join_run
+from trunkline.types.calls import CallRecord
+from trunkline.types.spans import SpanRecord
+from trunkline.workflows.runner import BatchRunner
+from trunkline.workflows.spec import load_workflow
+
+logger = logging.getLogger(__name__)
+
+#: The start of every Redis key that runs and workers share.
+KEY_PREFIX = "trunkline:"
+#: Runs whose runners a worker keeps built at once.
+_CACHED_RUNS = 8
+
+
+class RowMessage(BaseModel):
+    """One row of a run as sent to a worker, with all the worker needs to run it as the run's own process would."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    trace_id: str
+    run_span_id: str
+    workflow_path: str
+    workflow_hash: str
+    params: dict[str, Any]
+    prompt_overrides: dict[str, str] = {}
+    budget_usd: float | None = None
+    row_index: int
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    """What became of one delivery of a row.
+
+    `status` is ``stored`` (this delivery ran and stored the row),
+    ``already_stored`` (the run held it as ok, or another copy stored it
+    first), ``held`` (another worker holds its lease: try again in
+    `retry_in_s`), ``stopped`` (the run was stopped) or ``refused`` (the
+    worker cannot run it; `problem` says why, and the run is told).
+    """
+
+    status: str
+    retry_in_s: float | None = None
+    problem: str | None = None
+
+
+@dataclass
+class _RowRecords:
+    calls: list[CallRecord] = field(default_factory=list)
+    spans: list[SpanRecord] = field(default_factory=list)
+
+
+_row_records: ContextVar[_RowRecords | None] = ContextVar("trunkline_row_records", default=None)
+
+
+class RowCapture:
+    """A tracing exporter that holds the records of the row running in this context.
+
+    Records made outside a row go on to the worker's background writer.
+    """
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+
+    def export_call(self, record: CallRecord) -> None:
+        held = _row_records.get()
+        if held is None:
+            self.writer.export_call(record)
+        else:
+            held.calls.append(record)
+
+    def export_span(self, record: SpanRecord) -> None:
+        held = _row_records.get()
+        if held is None:
+            self.writer.export_span(record)
+        else:
+            held.spans.append(record)
+
+
+@contextmanager
+def holding_records() -> Iterator[_RowRecords]:
+    held = _RowRecords()
+    token = _row_records.set(held)
+    try:
+        yield held
+    finally:
+        _row_records.reset(token)
+
+
+# Renew or release a lease only while it is still this holder's.
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def run_key(run_id: str, what: str, prefix: str = KEY_PREFIX) -> str:
+    """Return the Redis key of one of a run's shared values: ``stopped``, ``problems`` or a row's lease."""
+    return f"{prefix}run:{run_id}:{what}"
+
+
+class RowExecutor:
+    """Runs rows for a worker process on one event loop, with one router and one store.
+
+    Args:
+        settings: the worker's configuration; its shared Redis keeps the
+            limits, budgets and row leases.
+        store: the store that rows and their records go to.
+        writer: the background writer for records made outside any row.
+        redis_url: the Redis that keeps row leases and run signals.
+        lease_s: seconds a row's lease lasts unless renewed.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store,
+        writer: StoreWriter,
+        redis_url: str,
+        lease_s: float,
+        key_prefix: str = KEY_PREFIX,
+    ) -> None:
+        import redis.asyncio  # imported here: only workers need it
+
+        self.settings = settings
+        self.store = store
+        self.writer = writer
+        self.router = Router(settings)
+        self.lease_s = lease_s
+        self.key_prefix = key_prefix
+        self._redis = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        self._renew = self._redis.register_script(_RENEW_SCRIPT)
+        self._release = self._redis.register_script(_RELEASE_SCRIPT)
+        self._runners: OrderedDict[str, BatchRunner] = OrderedDict()
+        self._building = threading.Lock()
+
+    async def aclose(self) -> None:
+        await self.router.aclose()
+        await self._redis.aclose()
+
+    async def handle(self, message: RowMessage) -> RowOutcome:
+        """Run one delivered row unless it is stored, held elsewhere, or its run was stopped."""
+        if await self._redis.exists(run_key(message.run_id, "stopped", self.key_prefix)):
+            return RowOutcome("stopped")
+        try:
+            runner = await asyncio.to_thread(self._runner, message)
+        except TrunklineError as error:
+            return await self._report_problem(message, str(error))
+        if await asyncio.to_thread(row_is_stored_ok, self.store, message.run_id, message.row_index):
+            return RowOutcome("already_stored")
+        lease = run_key(message.run_id, f"row:{message.row_index}", self.key_prefix)
+        holder = secrets.token_hex(8)
+        lease_ms = max(int(self.lease_s * 1000), 1)
+        if not await self._redis.set(lease, holder, nx=True, px=lease_ms):
+            left_ms = await self._redis.pttl(lease)
+            return RowOutcome("held", retry_in_s=max(left_ms, 100) / 1000.0)
+        renewing = asyncio.create_task(self._keep_lease(lease, holder, lease_ms))
+        try:
+            result, records = await self._run(runner, message)
+            stored = await asyncio.to_thread(
+                store_row_once,
+                self.store,
+                result,
+                [call_row(record) for record in records.calls],
+                [span_row(record) for record in records.spans],
+            )
+        finally:
+            renewing.cancel()
+            await self._release(keys=[lease], args=[holder])
+        return RowOutcome("stored" if stored else "already_stored")
+
+    async def _run(self, runner: BatchRunner, message: RowMessage) -> tuple[dict[str, Any], _RowRecords]:
+        with holding_records() as records:
+            with join_run(
+                trace_id=message.trace_id,
+                span_id=message.run_span_id,
+                run_id=message.run_id,
+                budget_usd=message.budget_usd,
+            ):
+                result = await runner.run_row(message.row_index, message.row)
+        return result, records
+
+    async def _keep_lease(self, lease: str, holder: str, lease_ms: int) -> None:
+        while True:
+            await asyncio.sleep(lease_ms / 3000.0)
+            if not await self._renew(keys=[lease], args=[holder, lease_ms]):
+                # The lease lapsed (a pause longer than the lease), so another
+                # worker may run the row too; storing once still holds.
+                logger.warning("lost the lease %s while its row was running", lease)
+                return
+
+    async def _report_problem(self, message: RowMessage, problem: str) -> RowOutcome:
+        await self._redis.rpush(run_key(message.run_id, "problems", self.key_prefix), problem)
+        return RowOutcome("refused", problem=problem)
+
+    def _runner(self, message: RowMessage) -> BatchRunner:
+        """Return the runner of the message's run, built on first use and checked against the run."""
+        # One build at a time: the first rows of a run arrive together, and
+        # building imports the workflow's tool modules, which two threads
+        # must not import at once.
+        with self._building:
+            return self._cached_runner(message)
+
+    def _cached_runner(self, message: RowMessage) -> BatchRunner:
+        runner = self._runners.get(message.run_id)
+        if runner is not None:
+            self._runners.move_to_end(message.run_id)
+            return runner
+        try:
+            get_run(self.store, message.run_id)
+        except StoreError:
+            raise ConfigError(
+                f"a worker found no run {message.run_id} in its store {self.store.safe_url()}; "
+                "give the run and every worker the same store (TRUNKLINE_DATABASE_URL)"
+            ) from None
+        spec = load_workflow(message.workflow_path)
+        runner = BatchRunner(
+            spec,
+            router=self.router,
+            store=self.store,
+            writer=self.writer,
+            params=message.params,
+            prompt_overrides=message.prompt_overrides,
+            budget_usd=message.budget_usd,
+        )
+        if runner.workflow_hash != message.workflow_hash:
+            raise ConfigError(
+                f"the workflow files at {message.workflow_path} on a worker differ from those "
+                f"run {message.run_id} started with; give every worker the same files"
+            )
+        runner.run_id = message.run_id
+        self._runners[message.run_id] = runner
+        if len(self._runners) > _CACHED_RUNS:
+            self._runners.popitem(last=False)
+        return runner
