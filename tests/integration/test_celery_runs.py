@@ -203,7 +203,9 @@ def run_on_three_workers(
     workers.append(group)
     for name in ("one", "two", "three"):
         group.start(name, concurrency=4)
-    result = run_trunkline(folder, "run", "flow", "--workers", "celery", "--json", env=env, timeout_s=180)
+    result = run_trunkline(
+        folder, "run", "flow", "--workers", "celery", "--chunk-size", "2", "--json", env=env, timeout_s=180
+    )
     assert result.stdout, result.stderr
     return json.loads(result.stdout), result.stderr
 
@@ -219,7 +221,7 @@ def test_rows_on_two_workers_match_a_local_run(
     workers.append(group)
     group.start("first")
     group.start("second")
-    distributed = run_summary(tmp_path, env, "--workers", "celery")
+    distributed = run_summary(tmp_path, env, "--workers", "celery", "--chunk-size", "2")
     assert comparable(distributed) == comparable(local)
     assert distributed["rows"] == distributed["ok"] == 24
     assert stored_calls_by_row(pg_url, distributed["run_id"])[:2] == (24, 24)
@@ -237,7 +239,7 @@ def test_a_worker_killed_mid_row_leaves_each_row_stored_and_charged_once(
     workers.append(group)
     doomed = group.start("doomed", concurrency=3, KILL_IN_ROW="1")
     group.start("survivor", concurrency=2)
-    summary = run_summary(tmp_path, env, "--workers", "celery")
+    summary = run_summary(tmp_path, env, "--workers", "celery", "--chunk-size", "2")
     assert doomed.wait(timeout=5) == -signal.SIGKILL
     assert summary["rows"] == summary["ok"] == rows
     # The killed worker's rows were sent again: more requests than rows...

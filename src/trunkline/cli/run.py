@@ -40,6 +40,9 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
 
 T = TypeVar("T")
 
+#: Rows per task of a run on Celery workers.
+DEFAULT_CHUNK_SIZE = 10
+
 
 def run_closing(router: Router, work: Coroutine[Any, Any, T]) -> T:
     """Run `work` on a new event loop, then close the router's provider clients on that same loop."""
@@ -102,6 +105,14 @@ def run_command(
             "(`trunkline worker` processes through the Redis broker).",
         ),
     ] = "local",
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-size",
+            min=1,
+            help="With --workers celery: rows per task, which a worker runs at the same time. Default 10.",
+        ),
+    ] = None,
     mlflow: Annotated[
         bool | None,
         typer.Option(
@@ -114,6 +125,8 @@ def run_command(
     """Run every row of a dataset through a workflow, record every call, and summarise."""
     if workers not in ("local", "celery"):
         raise ConfigError(f"--workers expects 'local' or 'celery', got {workers!r}")
+    if chunk_size is not None and workers != "celery":
+        raise ConfigError("--chunk-size applies to --workers celery only; use --concurrency for a local run")
     spec = load_workflow(workflow)
     dataset = load_dataset(data if data is not None else spec.default_data())
     params = spec.parameters(parse_params(param))
@@ -136,7 +149,8 @@ def run_command(
             concurrency=concurrency,
             prompt_overrides=parse_prompt_overrides(spec, prompt),
         )
-        summary = _run_with_progress(runner, dataset, rows, limit, resume, stderr, on_workers=workers == "celery")
+        chunks = (chunk_size or DEFAULT_CHUNK_SIZE) if workers == "celery" else None
+        summary = _run_with_progress(runner, dataset, rows, limit, resume, stderr, chunk_size=chunks)
         failures = failed_rows(recorder.store, summary.run_id, limit=5) if summary.errors else []
         if tracking is not None:
             inputs = [runner.row_inputs(row) for row in dataset.rows[:rows]]
@@ -192,7 +206,7 @@ def _report_failures(stderr: Console, summary: RunSummary, failures: list[dict])
     )
 
 
-def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console, *, on_workers: bool) -> RunSummary:  # noqa: ANN001
+def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console, *, chunk_size: int | None) -> RunSummary:  # noqa: ANN001
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -217,7 +231,7 @@ def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console, *,
     with progress:
         task = progress.add_task(runner.workflow.name, total=rows, status="")
         try:
-            if on_workers:
+            if chunk_size is not None:
                 from trunkline.workers.dispatch import run_on_workers
 
                 summary = run_on_workers(
@@ -225,6 +239,7 @@ def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console, *,
                     dataset,
                     limit=limit,
                     resume_run_id=resume,
+                    chunk_size=chunk_size,
                     on_row=on_row,
                     on_start=on_start,
                     on_quiet=lambda warning: stderr.print(f"warning: {warning}", markup=False, highlight=False),

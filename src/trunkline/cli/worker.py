@@ -12,8 +12,14 @@ from trunkline.config import load_settings
 
 def worker_command(
     concurrency: Annotated[
-        int, typer.Option("--concurrency", min=1, max=512, help="Rows this worker runs at once.")
-    ] = 16,
+        int,
+        typer.Option(
+            "--concurrency",
+            min=1,
+            max=512,
+            help="Tasks this worker runs at once; each task's rows (the run's --chunk-size) run together.",
+        ),
+    ] = 4,
     queue: Annotated[
         str | None, typer.Option("--queue", help="Queue to take rows from; default: \\[workers] queue, 'trunkline'.")
     ] = None,
@@ -39,7 +45,7 @@ def worker_command(
     app = celery_app(settings)
     # Built before the first row, so a store or Redis that cannot be reached
     # stops the worker at once rather than failing every row.
-    worker_process(settings)
+    worker_process(settings, concurrency)
     try:
         app.worker_main(
             [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -129,52 +130,45 @@ def _spend(store: Store, condition: Any) -> dict[str, Any]:
     return dict(row)
 
 
-def store_row_once(
-    store: Store,
-    row: dict[str, Any],
-    call_rows: list[dict[str, Any]],
-    span_rows: list[dict[str, Any]],
-) -> bool:
-    """Store a row's result with its calls and spans in one transaction, unless the row is already ok.
+@dataclass(frozen=True)
+class RowWithRecords:
+    """A row's result with the `calls` and `spans` rows of the calls it made."""
+
+    row: dict[str, Any]
+    call_rows: list[dict[str, Any]]
+    span_rows: list[dict[str, Any]]
+
+
+def store_rows_once(store: Store, items: list[RowWithRecords]) -> list[bool]:
+    """Store rows' results with their calls and spans in one transaction, skipping rows already ok.
 
     A row that ended in an error before is replaced, as a resumed run replaces
-    it. When the run already holds the row as ok, nothing is written and the
-    result is False, so a row that two workers both ran is stored, and its
-    calls counted, once. Rollups grow with the new calls in the same
-    transaction, as the background writer grows them.
+    it. A row the run already holds as ok is not written, nor are its calls
+    and spans, and its entry in the returned list is False: a row that two
+    workers both ran is stored, and its calls counted, once. Rollups grow
+    with the new calls in the same transaction, as the background writer
+    grows them.
     """
     module = sqlite if store.engine.dialect.name == "sqlite" else postgresql
-    statement = (
-        module.insert(run_rows)
-        .values(row)
-        .on_conflict_do_update(
-            index_elements=[run_rows.c.run_id, run_rows.c.row_index],
-            set_={name: value for name, value in row.items() if name not in ("run_id", "row_index")},
-            where=run_rows.c.status != "ok",
-        )
-        .returning(run_rows.c.row_index)
-    )
+    insert = module.insert(run_rows)
+    statement = insert.on_conflict_do_update(
+        index_elements=[run_rows.c.run_id, run_rows.c.row_index],
+        set_={column.name: insert.excluded[column.name] for column in run_rows.c if not column.primary_key},
+        where=run_rows.c.status != "ok",
+    ).returning(run_rows.c.row_index)
+    stored: list[bool] = []
+    new_calls: list[dict[str, Any]] = []
+    new_spans: list[dict[str, Any]] = []
     with store.engine.begin() as connection:
-        if connection.execute(statement).first() is None:
-            return False
-        if span_rows:
-            connection.execute(module.insert(spans).on_conflict_do_nothing(), span_rows)
-        if call_rows:
-            insert_calls_exactly(connection, call_rows)
-    return True
-
-
-def row_is_stored_ok(store: Store, run_id: str, row_index: int) -> bool:
-    """Return whether the run holds `row_index` as ended ok."""
-    query = select(run_rows.c.status).where(run_rows.c.run_id == run_id, run_rows.c.row_index == row_index)
-    with store.engine.connect() as connection:
-        return connection.execute(query).scalar() == "ok"
-
-
-def stored_row_count(store: Store, run_id: str, *, below: int | None = None) -> int:
-    """Return how many rows of the run are stored, ok or not, counting only indexes under `below` if given."""
-    condition = run_rows.c.run_id == run_id
-    if below is not None:
-        condition = condition & (run_rows.c.row_index < below)
-    with store.engine.connect() as connection:
-        return connection.execute(select(func.count()).where(condition)).scalar_one()
+        for item in items:
+            values = {column.name: item.row.get(column.name) for column in run_rows.c}
+            written = connection.execute(statement, values).first() is not None
+            stored.append(written)
+            if written:
+                new_calls.extend(item.call_rows)
+                new_spans.extend(item.span_rows)
+        if new_spans:
+            connection.execute(module.insert(spans).on_conflict_do_nothing(), new_spans)
+        if new_calls:
+            insert_calls_exactly(connection, new_calls)
+    return stored

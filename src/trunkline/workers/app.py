@@ -1,8 +1,8 @@
 """The Celery application behind `trunkline worker` and `trunkline run --workers celery`.
 
-A worker process runs Celery's thread pool. Each pool thread takes one row
-task and hands the row to the one asyncio event loop that the process keeps
-in a thread of its own. All rows in flight thus share one router (its
+A worker process runs Celery's thread pool. Each pool thread takes one task,
+a few rows of a run, and hands the rows to the one asyncio event loop that
+the process keeps in a thread of its own, where they run at the same time. All rows in flight thus share one router (its
 connection pools, limiters and breakers) and one store. Tasks are
 acknowledged only after they end (``acks_late``), so the broker hands the
 row of a worker that died to another worker once the visibility timeout has
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from trunkline.config import Settings
@@ -21,10 +22,10 @@ from trunkline.errors import ConfigError
 from trunkline.store.database import open_store
 from trunkline.store.writer import StoreWriter
 from trunkline.tracing import add_exporter, remove_exporter
-from trunkline.workers.rows import RowCapture, RowExecutor, RowMessage
+from trunkline.workers.rows import RowCapture, RowExecutor, RowOutcome, RowsMessage
 
 #: The name rows are sent under.
-ROW_TASK = "trunkline.run_row"
+ROWS_TASK = "trunkline.run_rows"
 
 _NO_BROKER = (
     "distributed runs need a Redis broker; set TRUNKLINE_BROKER_URL, or broker_url under "
@@ -94,16 +95,19 @@ def celery_app(settings: Settings) -> Any:
             "unacked_restore_throttle": 1,
         },
     )
-    app.task(name=ROW_TASK, bind=True, max_retries=None)(_run_row_task)
+    app.task(name=ROWS_TASK, bind=True)(_run_rows_task)
     return app
 
 
 class _WorkerProcess:
     """The event loop, store and router that every row task of this process shares."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, concurrency: int) -> None:
         self.settings = sharing_settings(settings)
         self.loop = asyncio.new_event_loop()
+        # Each row in flight may wait on the store in a thread; asyncio's
+        # default pool of a few threads would queue them behind each other.
+        self.loop.set_default_executor(ThreadPoolExecutor(concurrency + 4, thread_name_prefix="trunkline-store"))
         self._thread = threading.Thread(target=self.loop.run_forever, name="trunkline-rows", daemon=True)
         self._thread.start()
         self.store = open_store(self.settings.database_url())
@@ -123,7 +127,7 @@ class _WorkerProcess:
         )
         atexit.register(self.close)
 
-    def run(self, message: RowMessage) -> Any:
+    def run(self, message: RowsMessage) -> list[RowOutcome]:
         return asyncio.run_coroutine_threadsafe(self.executor.handle(message), self.loop).result()
 
     def close(self) -> None:
@@ -142,14 +146,14 @@ _process: _WorkerProcess | None = None
 _process_lock = threading.Lock()
 
 
-def worker_process(settings: Settings | None = None) -> _WorkerProcess:
+def worker_process(settings: Settings | None = None, concurrency: int = 16) -> _WorkerProcess:
     """Return this process's shared row machinery, built by the first task that needs it."""
     global _process
     with _process_lock:
         if _process is None:
             from trunkline.config import load_settings
 
-            _process = _WorkerProcess(settings or load_settings())
+            _process = _WorkerProcess(settings or load_settings(), concurrency)
         return _process
 
 
@@ -162,8 +166,16 @@ def close_worker_process() -> None:
             _process = None
 
 
-def _run_row_task(task: Any, message: dict[str, Any]) -> str:
-    outcome = worker_process().run(RowMessage.model_validate(message))
-    if outcome.status == "held":
-        raise task.retry(countdown=outcome.retry_in_s)
-    return outcome.status
+def _run_rows_task(task: Any, message: dict[str, Any]) -> dict[str, int]:
+    rows = RowsMessage.model_validate(message)
+    outcomes = worker_process().run(rows)
+    held = [(pair, outcome) for pair, outcome in zip(rows.rows, outcomes, strict=True) if outcome.status == "held"]
+    if held:
+        # Only the held rows go back to the broker, to run once their leases lapse.
+        wait_s = max(outcome.retry_in_s or 0.0 for _, outcome in held)
+        again = rows.model_copy(update={"rows": [pair for pair, _ in held]})
+        task.apply_async(args=[again.model_dump(mode="json")], countdown=wait_s)
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    return counts

@@ -9,13 +9,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from trunkline.errors import WorkflowError
+from trunkline.errors import ConfigError, WorkflowError
 from trunkline.store.database import Store
 from trunkline.store.runs import mark_run
 from trunkline.store.tables import run_rows
 from trunkline.tracing import start_run
-from trunkline.workers.app import ROW_TASK, broker_url, celery_app
-from trunkline.workers.rows import RowMessage, run_key
+from trunkline.workers.app import ROWS_TASK, broker_url, celery_app
+from trunkline.workers.rows import RUN_KEYS_TTL_S, RowsMessage, run_key
 from trunkline.workflows.datasets import Dataset
 from trunkline.workflows.runner import BatchRunner
 from trunkline.workflows.summary import RunSummary
@@ -32,14 +32,16 @@ def run_on_workers(
     *,
     limit: int | None = None,
     resume_run_id: str | None = None,
+    chunk_size: int = 10,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_quiet: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Run the dataset's rows on `trunkline worker` processes and return the run's summary.
 
-    The run is opened here, as `BatchRunner.run` opens it, and each pending
-    row becomes one task on the broker. The workers store the rows; this
+    The run is opened here, as `BatchRunner.run` opens it, and every
+    `chunk_size` pending rows become one task on the broker, which a worker
+    runs at the same time. The workers store the rows; this
     process follows them in the store, so the summary is built from the same
     rows and calls as a run in one process. `on_quiet` receives a warning
     when rows stop ending and no worker answers.
@@ -50,6 +52,8 @@ def run_on_workers(
         ConfigError: Celery is missing, no broker is configured, or no
             worker answers when the run starts.
     """
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}")
     settings = runner.router.settings
     app = celery_app(settings)
     _check_workers_answer(app, settings.workers.queue)
@@ -72,8 +76,8 @@ def run_on_workers(
             runner.log_start(plan, where=f", on workers of queue {settings.workers.queue!r}")
             previous = _finish_times(runner.store, plan.run_id)
             try:
-                for index, row in plan.pending:
-                    message = RowMessage(
+                for start in range(0, len(plan.pending), chunk_size):
+                    message = RowsMessage(
                         run_id=plan.run_id,
                         trace_id=live.context.trace_id,
                         run_span_id=live.span_id,
@@ -82,14 +86,13 @@ def run_on_workers(
                         params=runner.params,
                         prompt_overrides=runner.prompt_overrides,
                         budget_usd=runner.budget_usd,
-                        row_index=index,
-                        row=row,
+                        rows=plan.pending[start : start + chunk_size],
                     )
-                    app.send_task(ROW_TASK, args=[message.model_dump(mode="json")], queue=settings.workers.queue)
+                    app.send_task(ROWS_TASK, args=[message.model_dump(mode="json")], queue=settings.workers.queue)
                 _follow(runner.store, plan.run_id, {index for index, _ in plan.pending}, previous,
                         signals, app, settings.workers.queue, on_row, on_quiet)
             except BaseException as error:
-                signals.set(run_key(plan.run_id, "stopped"), "1", ex=7 * 24 * 3600)
+                signals.set(run_key(plan.run_id, "stopped"), "1", ex=RUN_KEYS_TTL_S)
                 runner.mark_stopped(plan.run_id, error)
                 raise
             summary = runner.summarise(plan)
@@ -101,9 +104,7 @@ def run_on_workers(
 
 
 def _check_workers_answer(app: Any, queue: str) -> None:
-    from trunkline.errors import ConfigError
-
-    if not app.control.ping(timeout=2.0):
+    if not app.control.ping(timeout=2.0, limit=1):
         raise ConfigError(
             f"no trunkline worker answers on the broker, so the run's rows would wait forever; "
             f"start one or more with `trunkline worker` (queue {queue!r}) against the same "
@@ -153,7 +154,7 @@ def _follow(
             last_change = now
         elif now - last_change > QUIET_BEFORE_PING_S:
             last_change = now
-            if on_quiet is not None and not app.control.ping(timeout=2.0):
+            if on_quiet is not None and not app.control.ping(timeout=2.0, limit=1):
                 on_quiet(
                     f"no row has ended for {QUIET_BEFORE_PING_S:.0f} s and no worker answers on "
                     f"queue {queue!r}; start `trunkline worker`, and the rows waiting on the broker will run"

@@ -1,15 +1,16 @@
 """Running one row of a distributed run inside a worker, at most once in effect.
 
-A row reaches a worker as a Celery task message (`RowMessage`). The broker
+Rows reach a worker in Celery task messages (`RowsMessage`). The broker
 hands a message out again when the worker that took it dies, so a row can
 arrive more than once. Three things keep each row stored and paid for once:
 
-- the store is asked first: a row the run already holds as ok is not run;
+- a row already stored ok is not run again: the workers keep the set of
+  such rows in Redis;
 - a lease in Redis, renewed while the row runs, keeps a second copy of the
   row waiting while the first one is alive; the copy runs the row once the
   lease has lapsed, which is what a killed worker leaves behind;
 - the row's call records and spans are held in memory while it runs and
-  stored in one transaction with its result (`store_row_once`), which
+  stored in one transaction with its result (`store_rows_once`), which
   writes nothing if the row is already ok. A worker killed mid-row leaves
   none of that row's records behind, and the retry's are the ones kept.
 """
@@ -33,11 +34,12 @@ from trunkline.config import Settings
 from trunkline.errors import ConfigError, StoreError, TrunklineError
 from trunkline.routing.router import Router
 from trunkline.store.database import Store
-from trunkline.store.runs import get_run, row_is_stored_ok, store_row_once
+from trunkline.store.runs import RowWithRecords, get_run
 from trunkline.store.writer import StoreWriter, call_row, span_row
 from trunkline.tracing import join_run
 from trunkline.types.calls import CallRecord
 from trunkline.types.spans import SpanRecord
+from trunkline.workers.commits import RowCommits
 from trunkline.workflows.runner import BatchRunner
 from trunkline.workflows.spec import load_workflow
 
@@ -45,12 +47,14 @@ logger = logging.getLogger(__name__)
 
 #: The start of every Redis key that runs and workers share.
 KEY_PREFIX = "trunkline:"
+#: Seconds a run's shared keys are kept after their last change.
+RUN_KEYS_TTL_S = 7 * 24 * 3600
 #: Runs whose runners a worker keeps built at once.
 _CACHED_RUNS = 8
 
 
-class RowMessage(BaseModel):
-    """One row of a run as sent to a worker, with all the worker needs to run it as the run's own process would."""
+class RowsMessage(BaseModel):
+    """Rows of a run as sent to a worker, with all the worker needs to run them as the run's own process would."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -62,8 +66,8 @@ class RowMessage(BaseModel):
     params: dict[str, Any]
     prompt_overrides: dict[str, str] = {}
     budget_usd: float | None = None
-    row_index: int
-    row: dict[str, Any]
+    #: (row index, row) pairs, run at the same time.
+    rows: list[tuple[int, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -125,16 +129,41 @@ def holding_records() -> Iterator[_RowRecords]:
         _row_records.reset(token)
 
 
-# Renew or release a lease only while it is still this holder's.
-_RENEW_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+# Take a row's lease unless the run was stopped or the row is done. KEYS:
+# the run's stop flag, its set of rows stored ok, the row's lease. ARGV: row
+# index, holder, lease in ms. Returns the verdict and, when the lease is
+# held by another worker, the ms it has left.
+_TAKE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'stopped', 0}
+end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  return {'already_stored', 0}
+end
+if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  return {'taken', 0}
+end
+return {'held', redis.call('PTTL', KEYS[3])}
+"""
+
+# Mark a row done (unless ARGV[1] is empty) and release its lease if this
+# holder still has it. KEYS: the run's set of rows stored ok, the row's
+# lease. ARGV: row index, holder, seconds the set is kept.
+_FINISH_SCRIPT = """
+if ARGV[1] ~= '' then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+  redis.call('DEL', KEYS[2])
 end
 return 0
 """
-_RELEASE_SCRIPT = """
+
+# Renew a lease only while it is still this holder's.
+_RENEW_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
@@ -177,7 +206,9 @@ class RowExecutor:
         self.key_prefix = key_prefix
         self._redis = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
         self._renew = self._redis.register_script(_RENEW_SCRIPT)
-        self._release = self._redis.register_script(_RELEASE_SCRIPT)
+        self._take = self._redis.register_script(_TAKE_SCRIPT)
+        self._finish = self._redis.register_script(_FINISH_SCRIPT)
+        self._commits = RowCommits(store)
         self._runners: OrderedDict[str, BatchRunner] = OrderedDict()
         self._building = threading.Lock()
 
@@ -185,38 +216,62 @@ class RowExecutor:
         await self.router.aclose()
         await self._redis.aclose()
 
-    async def handle(self, message: RowMessage) -> RowOutcome:
-        """Run one delivered row unless it is stored, held elsewhere, or its run was stopped."""
-        if await self._redis.exists(run_key(message.run_id, "stopped", self.key_prefix)):
-            return RowOutcome("stopped")
+    async def handle(self, message: RowsMessage) -> list[RowOutcome]:
+        """Run the delivered rows, each unless it is stored, held elsewhere, or its run was stopped."""
+        runner = self._runners.get(message.run_id)
+        if runner is None:
+            try:
+                runner = await asyncio.to_thread(self._runner, message)
+            except TrunklineError as error:
+                outcome = await self._report_problem(message, str(error))
+                return [outcome] * len(message.rows)
+        return await asyncio.gather(*(self._handle_row(runner, message, index, row) for index, row in message.rows))
+
+    async def _handle_row(
+        self, runner: BatchRunner, message: RowsMessage, index: int, row: dict[str, Any]
+    ) -> RowOutcome:
         try:
-            runner = await asyncio.to_thread(self._runner, message)
-        except TrunklineError as error:
-            return await self._report_problem(message, str(error))
-        if await asyncio.to_thread(row_is_stored_ok, self.store, message.run_id, message.row_index):
-            return RowOutcome("already_stored")
-        lease = run_key(message.run_id, f"row:{message.row_index}", self.key_prefix)
+            return await self._run_row_once(runner, message, index, row)
+        except Exception as error:  # the store or Redis failed: the run must hear of it, or it waits forever
+            logger.exception("row %d of run %s could not be stored", index, message.run_id)
+            problem = f"row {index} could not be stored: {type(error).__name__}: {error}"
+            return await self._report_problem(message, problem)
+
+    async def _run_row_once(
+        self, runner: BatchRunner, message: RowsMessage, index: int, row: dict[str, Any]
+    ) -> RowOutcome:
+        run_id = message.run_id
+        lease = run_key(run_id, f"row:{index}", self.key_prefix)
+        done = run_key(run_id, "done", self.key_prefix)
         holder = secrets.token_hex(8)
         lease_ms = max(int(self.lease_s * 1000), 1)
-        if not await self._redis.set(lease, holder, nx=True, px=lease_ms):
-            left_ms = await self._redis.pttl(lease)
-            return RowOutcome("held", retry_in_s=max(left_ms, 100) / 1000.0)
+        verdict, left_ms = await self._take(
+            keys=[run_key(run_id, "stopped", self.key_prefix), done, lease], args=[index, holder, lease_ms]
+        )
+        if verdict != "taken":
+            retry_in_s = max(int(left_ms), 100) / 1000.0 if verdict == "held" else None
+            return RowOutcome(verdict, retry_in_s=retry_in_s)
         renewing = asyncio.create_task(self._keep_lease(lease, holder, lease_ms))
+        finished = False
         try:
-            result, records = await self._run(runner, message)
-            stored = await asyncio.to_thread(
-                store_row_once,
-                self.store,
-                result,
-                [call_row(record) for record in records.calls],
-                [span_row(record) for record in records.spans],
+            result, records = await self._run(runner, message, index, row)
+            stored = await self._commits.store_row(
+                RowWithRecords(
+                    result,
+                    [call_row(record) for record in records.calls],
+                    [span_row(record) for record in records.spans],
+                )
             )
+            finished = not stored or result["status"] == "ok"
         finally:
             renewing.cancel()
-            await self._release(keys=[lease], args=[holder])
+            # A row that ended in an error is not marked done: resuming the run sends it again.
+            await self._finish(keys=[done, lease], args=[index if finished else "", holder, RUN_KEYS_TTL_S])
         return RowOutcome("stored" if stored else "already_stored")
 
-    async def _run(self, runner: BatchRunner, message: RowMessage) -> tuple[dict[str, Any], _RowRecords]:
+    async def _run(
+        self, runner: BatchRunner, message: RowsMessage, index: int, row: dict[str, Any]
+    ) -> tuple[dict[str, Any], _RowRecords]:
         with holding_records() as records:
             with join_run(
                 trace_id=message.trace_id,
@@ -224,7 +279,7 @@ class RowExecutor:
                 run_id=message.run_id,
                 budget_usd=message.budget_usd,
             ):
-                result = await runner.run_row(message.row_index, message.row)
+                result = await runner.run_row(index, row)
         return result, records
 
     async def _keep_lease(self, lease: str, holder: str, lease_ms: int) -> None:
@@ -236,11 +291,11 @@ class RowExecutor:
                 logger.warning("lost the lease %s while its row was running", lease)
                 return
 
-    async def _report_problem(self, message: RowMessage, problem: str) -> RowOutcome:
+    async def _report_problem(self, message: RowsMessage, problem: str) -> RowOutcome:
         await self._redis.rpush(run_key(message.run_id, "problems", self.key_prefix), problem)
         return RowOutcome("refused", problem=problem)
 
-    def _runner(self, message: RowMessage) -> BatchRunner:
+    def _runner(self, message: RowsMessage) -> BatchRunner:
         """Return the runner of the message's run, built on first use and checked against the run."""
         # One build at a time: the first rows of a run arrive together, and
         # building imports the workflow's tool modules, which two threads
@@ -248,7 +303,7 @@ class RowExecutor:
         with self._building:
             return self._cached_runner(message)
 
-    def _cached_runner(self, message: RowMessage) -> BatchRunner:
+    def _cached_runner(self, message: RowsMessage) -> BatchRunner:
         runner = self._runners.get(message.run_id)
         if runner is not None:
             self._runners.move_to_end(message.run_id)
