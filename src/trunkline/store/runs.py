@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Connection, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from trunkline.errors import StoreError
 from trunkline.store.database import Store
 from trunkline.store.sums import summed
 from trunkline.store.tables import calls, run_rows, runs, spans
-from trunkline.store.writer import insert_calls_exactly
+from trunkline.store.writer import DuplicateCalls, insert_rows
 
 
 def create_run(
@@ -149,26 +149,29 @@ def store_rows_once(store: Store, items: list[RowWithRecords]) -> list[bool]:
     with the new calls in the same transaction, as the background writer
     grows them.
     """
-    module = sqlite if store.engine.dialect.name == "sqlite" else postgresql
+    try:
+        with store.engine.begin() as connection:
+            return _store_rows(connection, items, exact=False)
+    except DuplicateCalls:
+        with store.engine.begin() as connection:
+            return _store_rows(connection, items, exact=True)
+
+
+def _store_rows(connection: Connection, items: list[RowWithRecords], *, exact: bool) -> list[bool]:
+    module = sqlite if connection.dialect.name == "sqlite" else postgresql
     insert = module.insert(run_rows)
     statement = insert.on_conflict_do_update(
         index_elements=[run_rows.c.run_id, run_rows.c.row_index],
         set_={column.name: insert.excluded[column.name] for column in run_rows.c if not column.primary_key},
         where=run_rows.c.status != "ok",
-    ).returning(run_rows.c.row_index)
-    stored: list[bool] = []
-    new_calls: list[dict[str, Any]] = []
-    new_spans: list[dict[str, Any]] = []
-    with store.engine.begin() as connection:
-        for item in items:
-            values = {column.name: item.row.get(column.name) for column in run_rows.c}
-            written = connection.execute(statement, values).first() is not None
-            stored.append(written)
-            if written:
-                new_calls.extend(item.call_rows)
-                new_spans.extend(item.span_rows)
-        if new_spans:
-            connection.execute(module.insert(spans).on_conflict_do_nothing(), new_spans)
-        if new_calls:
-            insert_calls_exactly(connection, new_calls)
+    ).returning(run_rows.c.run_id, run_rows.c.row_index)
+    values = [{column.name: item.row.get(column.name) for column in run_rows.c} for item in items]
+    written = {(row.run_id, row.row_index) for row in connection.execute(statement, values)}
+    stored = [(item.row["run_id"], item.row["row_index"]) in written for item in items]
+    new_spans = [span for item, kept in zip(items, stored, strict=True) if kept for span in item.span_rows]
+    new_calls = [call for item, kept in zip(items, stored, strict=True) if kept for call in item.call_rows]
+    if new_spans:
+        insert_rows(connection, spans, new_spans, exact=exact)
+    if new_calls:
+        insert_rows(connection, calls, new_calls, exact=exact)
     return stored

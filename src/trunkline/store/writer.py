@@ -60,8 +60,8 @@ _STOP = object()
 _ROWS_PER_YIELD = 16
 
 
-class _Duplicates(Exception):
-    """A batch held calls stored before, so it is committed again the exact way."""
+class DuplicateCalls(Exception):
+    """A batch held calls stored before: roll it back and insert it again with ``exact=True``."""
 
 
 # A record exported twice (a re-sent run, a retried batch) is kept once; a
@@ -229,7 +229,7 @@ class StoreWriter:
         try:
             try:
                 self._commit_grouped(grouped, exact=False)
-            except _Duplicates:
+            except DuplicateCalls:
                 self._commit_grouped(grouped, exact=True)
         except SQLAlchemyError as error:
             logger.warning(
@@ -240,7 +240,7 @@ class StoreWriter:
     def _commit_grouped(self, grouped: dict[Table, list[dict[str, Any]]], *, exact: bool) -> None:
         with self.store.engine.begin() as connection:
             for table, rows in grouped.items():
-                self._insert(connection, table, rows, exact=exact)
+                insert_rows(connection, table, rows, exact=exact)
 
     def _commit_one_by_one(self, batch: list[_Row]) -> None:
         dropped = 0
@@ -251,7 +251,7 @@ class StoreWriter:
                 continue
             try:
                 with self.store.engine.begin() as connection:
-                    self._insert(connection, row.table, rows, exact=True)
+                    insert_rows(connection, row.table, rows, exact=True)
             except SQLAlchemyError as error:
                 dropped += 1
                 last_error = error
@@ -267,27 +267,6 @@ class StoreWriter:
                 self.failed_rows,
                 last_error,
             )
-
-    def _insert(
-        self, connection: Connection, table: Table, rows: list[dict[str, Any]], *, exact: bool
-    ) -> None:
-        if connection.dialect.name not in UPSERT_DIALECTS:
-            # A plain insert fails on a row stored before, so every row it keeps is new.
-            _PLAIN_INSERTS[table].execute(connection, rows)
-            if table is calls:
-                add_calls(connection, rows)
-            return
-        if table is calls and exact:
-            insert_calls_exactly(connection, rows)
-            return
-        written = _UPSERTS[table].execute(connection, rows)
-        if table is not calls:
-            return
-        if written != len(rows):
-            # Some calls were stored before, or the driver cannot count the
-            # rows written: roll back, and insert again the exact way.
-            raise _Duplicates
-        add_calls(connection, rows)
 
     def _group(self, batch: list[_Row]) -> dict[Table, list[dict[str, Any]]]:
         grouped: dict[Table, list[dict[str, Any]]] = {}
@@ -305,6 +284,32 @@ class StoreWriter:
                 continue
             grouped.setdefault(row.table, []).append(values)
         return grouped
+
+
+def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]], *, exact: bool) -> None:
+    """Insert rows of `calls`, `spans` or `run_rows`, keeping calls and spans stored before.
+
+    New calls are added to the rollups. Without `exact`, duplicate calls
+    raise `DuplicateCalls`, after which the caller rolls back and inserts
+    again with `exact`, which reads the new calls back through RETURNING.
+    """
+    if connection.dialect.name not in UPSERT_DIALECTS:
+        # A plain insert fails on a row stored before, so every row it keeps is new.
+        _PLAIN_INSERTS[table].execute(connection, rows)
+        if table is calls:
+            add_calls(connection, rows)
+        return
+    if table is calls and exact:
+        insert_calls_exactly(connection, rows)
+        return
+    written = _UPSERTS[table].execute(connection, rows)
+    if table is not calls:
+        return
+    if written != len(rows):
+        # Some calls were stored before, or the driver cannot count the
+        # rows written: roll back, and insert again the exact way.
+        raise DuplicateCalls
+    add_calls(connection, rows)
 
 
 def insert_calls_exactly(connection: Connection, rows: list[dict[str, Any]]) -> int:

@@ -1,18 +1,13 @@
-"""Sending a run's rows to Celery workers and following them in the store until all have ended."""
+"""Sending a run's rows to Celery workers and following them until all have ended."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from trunkline.errors import ConfigError, WorkflowError
-from trunkline.store.database import Store
 from trunkline.store.runs import mark_run
-from trunkline.store.tables import run_rows
 from trunkline.tracing import start_run
 from trunkline.workers.app import ROWS_TASK, broker_url, celery_app
 from trunkline.workers.rows import RUN_KEYS_TTL_S, RowsMessage, run_key
@@ -20,7 +15,7 @@ from trunkline.workflows.datasets import Dataset
 from trunkline.workflows.runner import BatchRunner
 from trunkline.workflows.summary import RunSummary
 
-#: Seconds between two looks at the store for rows that ended.
+#: Seconds between two looks for rows that ended.
 POLL_INTERVAL_S = 0.5
 #: Seconds without a row ending before the run checks that some worker answers.
 QUIET_BEFORE_PING_S = 15.0
@@ -41,10 +36,10 @@ def run_on_workers(
 
     The run is opened here, as `BatchRunner.run` opens it, and every
     `chunk_size` pending rows become one task on the broker, which a worker
-    runs at the same time. The workers store the rows; this
-    process follows them in the store, so the summary is built from the same
-    rows and calls as a run in one process. `on_quiet` receives a warning
-    when rows stop ending and no worker answers.
+    runs at the same time. The workers store the rows and announce each in
+    Redis once it is committed. The summary is then built from the stored
+    rows and calls, as for a run in one process. `on_quiet` receives a
+    warning when rows stop ending and no worker answers.
 
     Raises:
         WorkflowError: a worker refused the run's rows (another store,
@@ -74,7 +69,7 @@ def run_on_workers(
             runner.workflow.name, run_id=plan.run_id, budget_usd=runner.budget_usd, workflow=runner.workflow.name
         ) as live:
             runner.log_start(plan, where=f", on workers of queue {settings.workers.queue!r}")
-            previous = _finish_times(runner.store, plan.run_id)
+            seen = signals.llen(run_key(plan.run_id, "ended"))
             try:
                 for start in range(0, len(plan.pending), chunk_size):
                     message = RowsMessage(
@@ -89,8 +84,8 @@ def run_on_workers(
                         rows=plan.pending[start : start + chunk_size],
                     )
                     app.send_task(ROWS_TASK, args=[message.model_dump(mode="json")], queue=settings.workers.queue)
-                _follow(runner.store, plan.run_id, {index for index, _ in plan.pending}, previous,
-                        signals, app, settings.workers.queue, on_row, on_quiet)
+                waiting = {index for index, _ in plan.pending}
+                _follow(plan.run_id, waiting, seen, signals, app, settings.workers.queue, on_row, on_quiet)
             except BaseException as error:
                 signals.set(run_key(plan.run_id, "stopped"), "1", ex=RUN_KEYS_TTL_S)
                 runner.mark_stopped(plan.run_id, error)
@@ -112,45 +107,39 @@ def _check_workers_answer(app: Any, queue: str) -> None:
         )
 
 
-def _finish_times(store: Store, run_id: str) -> dict[int, datetime]:
-    query = select(run_rows.c.row_index, run_rows.c.finished_at).where(run_rows.c.run_id == run_id)
-    with store.engine.connect() as connection:
-        return {row.row_index: row.finished_at for row in connection.execute(query)}
-
-
 def _follow(
-    store: Store,
     run_id: str,
     waiting: set[int],
-    previous: dict[int, datetime],
+    seen: int,
     signals: Any,
     app: Any,
     queue: str,
     on_row: Callable[[dict[str, Any]], None] | None,
     on_quiet: Callable[[str], None] | None,
 ) -> None:
-    """Wait until every row in `waiting` is stored anew, reporting each as it ends."""
+    """Wait until every row in `waiting` is stored, reporting each as it ends.
+
+    Workers append ``INDEX:STATUS`` to the run's list of ended rows once the
+    row is committed; `seen` is the list's length when the rows were sent.
+    """
     problems_key = run_key(run_id, "problems")
+    ended_key = run_key(run_id, "ended")
     last_change = time.monotonic()
-    query = select(run_rows.c.row_index, run_rows.c.status, run_rows.c.finished_at).where(
-        run_rows.c.run_id == run_id
-    )
     while waiting:
         problem = signals.lindex(problems_key, 0)
         if problem is not None:
             raise WorkflowError(f"a worker refused the run's rows: {problem}")
-        with store.engine.connect() as connection:
-            ended = [
-                row
-                for row in connection.execute(query)
-                if row.row_index in waiting and previous.get(row.row_index) != row.finished_at
-            ]
-        for row in ended:
-            waiting.discard(row.row_index)
-            if on_row is not None:
-                on_row({"row_index": row.row_index, "status": row.status})
+        entries = signals.lrange(ended_key, seen, -1)
+        seen += len(entries)
+        for entry in entries:
+            index_text, _, status = entry.partition(":")
+            index = int(index_text)
+            if index in waiting:
+                waiting.discard(index)
+                if on_row is not None:
+                    on_row({"row_index": index, "status": status})
         now = time.monotonic()
-        if ended:
+        if entries:
             last_change = now
         elif now - last_change > QUIET_BEFORE_PING_S:
             last_change = now

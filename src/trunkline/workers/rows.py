@@ -146,13 +146,19 @@ end
 return {'held', redis.call('PTTL', KEYS[3])}
 """
 
-# Mark a row done (unless ARGV[1] is empty) and release its lease if this
-# holder still has it. KEYS: the run's set of rows stored ok, the row's
-# lease. ARGV: row index, holder, seconds the set is kept.
+# Mark a row done (unless ARGV[1] is empty), tell the run it ended (unless
+# ARGV[4] is empty), and release its lease if this holder still has it.
+# KEYS: the run's set of rows stored ok, the row's lease, the run's list of
+# ended rows. ARGV: row index, holder, seconds the run's keys are kept, the
+# ended row's entry.
 _FINISH_SCRIPT = """
 if ARGV[1] ~= '' then
   redis.call('SADD', KEYS[1], ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
 end
 if redis.call('GET', KEYS[2]) == ARGV[2] then
   redis.call('DEL', KEYS[2])
@@ -253,6 +259,7 @@ class RowExecutor:
             return RowOutcome(verdict, retry_in_s=retry_in_s)
         renewing = asyncio.create_task(self._keep_lease(lease, holder, lease_ms))
         finished = False
+        ended = ""
         try:
             result, records = await self._run(runner, message, index, row)
             stored = await self._commits.store_row(
@@ -263,10 +270,14 @@ class RowExecutor:
                 )
             )
             finished = not stored or result["status"] == "ok"
+            ended = f"{index}:{result['status']}" if stored else ""
         finally:
             renewing.cancel()
             # A row that ended in an error is not marked done: resuming the run sends it again.
-            await self._finish(keys=[done, lease], args=[index if finished else "", holder, RUN_KEYS_TTL_S])
+            await self._finish(
+                keys=[done, lease, run_key(run_id, "ended", self.key_prefix)],
+                args=[index if finished else "", holder, RUN_KEYS_TTL_S, ended],
+            )
         return RowOutcome("stored" if stored else "already_stored")
 
     async def _run(
