@@ -87,12 +87,25 @@ def test_run_batch_step_json(tmp_path, fake) -> None:
     assert fake.creates == 1
 
 
+def test_show_names_the_batch(tmp_path, fake) -> None:
+    project = write_project(tmp_path, fake.openai_base_url)
+    summary = json.loads(run_trunkline(project, "run", "flow", "--json", "--batch-poll", "0.05").stdout)
+    listed = run_trunkline(project, "calls", "--run", summary["run_id"], "--json")
+    call_id = json.loads(listed.stdout.splitlines()[0])["call_id"]
+    shown = run_trunkline(project, "show", call_id)
+    assert shown.returncode == 0, shown.stderr
+    assert f"batch {summary['batches'][0]['batch_id']}: served by a Batch API job" in shown.stdout
+
+
 def test_plan_table_and_json(tmp_path, fake) -> None:
     project = write_project(tmp_path, fake.openai_base_url)
     table = run_trunkline(project, "plan", "flow", "--limit", "2")
     assert table.returncode == 0, table.stderr
     assert "ask: output tokens from the step's max_tokens, an upper bound" in table.stdout
     assert "pick: not batch" not in table.stdout
+    assert "pick: ran on" not in table.stdout
+    with_tools = run_trunkline(project, "plan", "flow", "--run-tools")
+    assert "pick: ran on 0 of 3 rows to render later prompts" in with_tools.stdout
     as_json = run_trunkline(project, "plan", "flow", "--json")
     plan = json.loads(as_json.stdout)
     ask = {step["step"]: step for step in plan["steps"]}["ask"]

@@ -17,14 +17,14 @@ from unit.batch_project import INPUT_PRICE, OUTPUT_PRICE, batch_settings, label_
 def folder(tmp_path):
     return write_project(tmp_path)
 
-def plan_of(folder, settings: Settings, store=None, limit: int | None = None):
+async def plan_of(folder, settings: Settings, store=None, limit: int | None = None, run_tools: bool = False):
     spec = load_workflow(folder)
-    rows = load_dataset(spec.default_data()).rows[:limit]
-    return plan_workflow(spec, settings, [map_inputs(spec, row) for row in rows], spec.parameters(), store=store)
+    rows = [map_inputs(spec, row) for row in load_dataset(spec.default_data()).rows[:limit]]
+    return await plan_workflow(spec, settings, rows, spec.parameters(), store=store, run_tools=run_tools)
 
 
-def test_plan_says_which_steps_can_batch(folder) -> None:
-    plan = plan_of(folder, batch_settings("http://127.0.0.1:9/v1"))
+async def test_plan_says_which_steps_can_batch(folder) -> None:
+    plan = await plan_of(folder, batch_settings("http://127.0.0.1:9/v1"))
     by_step = {step.step: step for step in plan.steps}
     assert by_step["shout"].batchable is False
     assert by_step["shout"].reason == "runs a local function; it makes no model call"
@@ -43,7 +43,7 @@ def test_plan_says_which_steps_can_batch(folder) -> None:
     assert plan.total("online") == pytest.approx(classify.online_cost_usd)
 
 
-def test_plan_names_provider_without_batch(folder) -> None:
+async def test_plan_names_provider_without_batch(folder) -> None:
     settings = Settings.model_validate(
         {
             "deployments": {"small": {"provider": "anthropic", "model": "claude-haiku-4-5"}},
@@ -51,7 +51,7 @@ def test_plan_names_provider_without_batch(folder) -> None:
             "default_route": "main",
         }
     )
-    classify = {step.step: step for step in plan_of(folder, settings).steps}["classify"]
+    classify = {step.step: step for step in (await plan_of(folder, settings)).steps}["classify"]
     assert classify.batchable is False
     assert "provider 'anthropic', which has no Batch API" in classify.reason
     assert classify.batch_cost_usd is None
@@ -62,7 +62,7 @@ async def test_plan_uses_recorded_calls(folder, tmp_path) -> None:
         await run_once(folder, tmp_path, fake)
     settings = batch_settings("http://127.0.0.1:9/v1")
     with recording(url=f"sqlite:///{tmp_path / 'runs.db'}") as recorder:
-        plan = plan_of(folder, settings, store=recorder.store, limit=2)
+        plan = await plan_of(folder, settings, store=recorder.store, limit=2)
     classify = {step.step: step for step in plan.steps}["classify"]
     assert classify.output_source == "mean of 3 recorded calls of earlier runs"
     assert classify.output_tokens == 2 * 5
@@ -71,3 +71,27 @@ async def test_plan_uses_recorded_calls(folder, tmp_path) -> None:
     # Recorded batch calls say nothing of the online latency.
     assert classify.online_wait_s is None
 
+
+
+async def test_plan_runs_tools_for_prompts(folder) -> None:
+    settings = batch_settings("http://127.0.0.1:9/v1")
+    plan = await plan_of(folder, settings, run_tools=True)
+    by_step = {step.step: step for step in plan.steps}
+    shout_note = by_step["shout"].notes[0]
+    assert shout_note.startswith("ran on 3 of 4 rows to render later prompts; the first failure: RuntimeError")
+    finish_note = by_step["finish"].notes[0]
+    assert finish_note.startswith("ran on 0 of 4 rows")
+    assert "needs 'answer'" in finish_note
+
+
+async def test_plan_renders_tool_values(folder) -> None:
+    (folder / "rows.csv").write_text("text,gold\nhello,HELLO!\nbye,BYE!\n")
+    settings = batch_settings("http://127.0.0.1:9/v1")
+    without = {step.step: step for step in (await plan_of(folder, settings)).steps}["classify"]
+    classify = {step.step: step for step in (await plan_of(folder, settings, run_tools=True)).steps}["classify"]
+    assert classify.input_source == "prompts rendered for each row"
+    assert without.input_source == "prompts rendered for each row, without loud, which earlier steps set"
+    # "Label HELLO! please" (19 characters) and "Label BYE! please" (17) against
+    # "Label  please" (13) twice, at four characters a token, rounded up.
+    assert classify.input_tokens == 5 + 5
+    assert without.input_tokens == 4 + 4

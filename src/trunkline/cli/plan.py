@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,14 @@ def plan_command(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, help="Rows in flight at once, for the online wait.")
     ] = 4,
+    run_tools: Annotated[
+        bool,
+        typer.Option(
+            "--run-tools",
+            help="Run the workflow's tool and post functions on every row first, so that prompts "
+            "render with their values; they make no model call.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON object on stdout.")] = False,
 ) -> None:
     """Say which steps can run as batch, and estimate each step's cost online and as batch."""
@@ -42,7 +51,10 @@ def plan_command(
     inputs = [map_inputs(spec, row) for row in rows]
     store = open_store(settings.database_url(), must_exist=True) if _store_exists(settings) else None
     try:
-        plan = plan_workflow(spec, settings, inputs, params, store=store, concurrency=concurrency)
+        work = plan_workflow(
+            spec, settings, inputs, params, store=store, concurrency=concurrency, run_tools=run_tools
+        )
+        plan = asyncio.run(work)
     finally:
         if store is not None:
             store.dispose()

@@ -27,6 +27,7 @@ from trunkline.store.database import Store
 from trunkline.store.tables import calls
 from trunkline.types.usage import Usage
 from trunkline.workflows.spec import StepSpec, WorkflowSpec
+from trunkline.workflows.steps import FunctionStep
 
 
 class StepPlan(BaseModel):
@@ -84,7 +85,7 @@ class WorkflowPlan(BaseModel):
         return total
 
 
-def plan_workflow(
+async def plan_workflow(
     spec: WorkflowSpec,
     settings: Settings,
     rows: Sequence[dict[str, Any]],
@@ -92,13 +93,22 @@ def plan_workflow(
     *,
     store: Store | None = None,
     concurrency: int = 4,
+    run_tools: bool = False,
 ) -> WorkflowPlan:
     """Plan every step of `spec` over `rows`, the dataset's rows already mapped to inputs.
 
     `store` gives the recorded calls of earlier runs; without it, output
-    tokens come from ``max_tokens``.
+    tokens come from ``max_tokens``. With `run_tools`, the workflow's tool
+    and post functions run on every row first, so that prompts render with
+    the values they return; a function that fails on a row, or needs a
+    model step's output, is left out for that row.
+
+    Raises:
+        WorkflowError: a tool or post function cannot be loaded.
     """
     planner = _Planner(spec, settings, rows, params, store, concurrency)
+    if run_tools:
+        await planner.run_functions()
     steps: list[StepPlan] = []
     for step in spec.steps:
         steps.append(planner.plan(step))
@@ -138,16 +148,41 @@ class _Planner:
         self.store = store
         self.concurrency = concurrency
         self.now = datetime.now(UTC)
+        #: Each row's values: parameters, inputs, and what the functions returned with `run_tools`.
+        self.values = [{**params, **row} for row in rows]
+        #: Per function step, the rows it ran on and its first failure, with `run_tools`.
+        self.function_runs: dict[str, tuple[int, str | None]] = {}
         self.undefined = type("Missing", (_MissingVariables,), {"found": set()})
         self.environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(spec.folder)), undefined=self.undefined, autoescape=False
         )
+
+    async def run_functions(self) -> None:
+        """Run the tool and post steps on every row, in order, keeping what they return."""
+        for spec in self.spec.steps:
+            if spec.kind not in ("tool", "post"):
+                continue
+            step = FunctionStep(spec, self.spec)
+            ran, failure = 0, None
+            for values in self.values:
+                try:
+                    result = await step.call(values)
+                except Exception as error:  # a user's function failed, or needs a model's output
+                    failure = failure or f"{type(error).__name__}: {error}"
+                    continue
+                values.update(result.values)
+                ran += 1
+            self.function_runs[spec.name] = (ran, failure)
 
     def plan(self, step: StepSpec, cascade: str | None = None) -> StepPlan:
         plan = StepPlan(step=step.name, kind=step.kind, mode=step.mode, batchable=False)
 
         if step.kind in ("tool", "post"):
             plan.reason = "runs a local function; it makes no model call"
+            if step.name in self.function_runs:
+                ran, failure = self.function_runs[step.name]
+                note = f"ran on {ran} of {len(self.rows)} rows to render later prompts"
+                plan.notes.append(note + (f"; the first failure: {failure}" if failure else ""))
             return plan
         if step.kind == "cascade":
             plan.reason = (
@@ -225,8 +260,7 @@ class _Planner:
         templates = [self.environment.get_template(name) for name in files]
         self.undefined.found = set()
         tokens = 0
-        for row in self.rows:
-            values = {**self.params, **row}
+        for values in self.values:
             tokens += sum(estimate_tokens(template.render(**values)) for template in templates)
         return tokens, set(self.undefined.found)
 

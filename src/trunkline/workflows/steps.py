@@ -83,6 +83,14 @@ class FunctionStep(Step):
         return arguments
 
     async def run(self, values: dict[str, Any], router: Router) -> StepResult:
+        return await self.call(values)
+
+    async def call(self, values: dict[str, Any]) -> StepResult:
+        """Call the function with the values its parameters name; it needs no router.
+
+        Raises:
+            WorkflowError: a parameter without a default names no value.
+        """
         arguments = self._arguments(values)
         if inspect.iscoroutinefunction(self.function):
             result = await self.function(**arguments)
