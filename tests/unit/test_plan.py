@@ -68,7 +68,7 @@ async def test_plan_uses_recorded_calls(folder, tmp_path) -> None:
     assert classify.output_tokens == 2 * 5
     assert classify.input_tokens == 2 * 12
     assert classify.input_source == "mean of 3 recorded calls of earlier runs"
-    # Recorded batch calls say nothing of the online latency.
+    # The latency of a recorded batch call is its job's duration, not an online wait.
     assert classify.online_wait_s is None
 
 

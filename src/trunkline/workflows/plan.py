@@ -5,7 +5,7 @@ rendered for each row, at four characters a token. A variable that only an
 earlier step sets renders empty, and the plan names it. Output tokens come
 from the mean of the step's recorded calls of earlier runs where there are
 some, else from the step's ``max_tokens``, else from the deployment's
-``max_output_tokens``; the last two are upper bounds. Each step is priced
+``max_output_tokens``. The last two are upper bounds. Each step is priced
 as if every row reached it.
 """
 
@@ -100,7 +100,7 @@ async def plan_workflow(
     `store` gives the recorded calls of earlier runs; without it, output
     tokens come from ``max_tokens``. With `run_tools`, the workflow's tool
     and post functions run on every row first, so that prompts render with
-    the values they return; a function that fails on a row, or needs a
+    the values they return. A function that fails on a row, or needs a
     model step's output, is left out for that row.
 
     Raises:
