@@ -71,6 +71,11 @@ class Deployment(BaseModel):
     structured_output: Literal["native", "json_object", "instructions"] = "native"
     #: Provider-specific settings, such as ``n_threads`` for the local model.
     options: dict[str, Any] = Field(default_factory=dict)
+    #: Share of the online price that a call through the provider's Batch API
+    #: costs. OpenAI and Azure OpenAI bill batch calls at 50 % of the online
+    #: rates. genai-prices 0.2 has no batch prices for them, so 0.5 is the
+    #: default, and a contract with another discount sets its own share here.
+    batch_price_factor: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
 
     def api_key(self) -> str | None:
         """Read the API key from the environment variable the deployment names."""

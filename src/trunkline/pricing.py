@@ -63,6 +63,22 @@ def _cost_from_override(usage: Usage, price: Price) -> Cost:
     )
 
 
+def batch_cost(cost: Cost, factor: float) -> Cost:
+    """Return `cost` at a Batch API's price, `factor` times the online price.
+
+    A missing price stays missing; the source names the factor, so a report
+    shows how the figure was made.
+    """
+    if cost.price_missing or cost.total_usd is None:
+        return cost
+    return Cost(
+        input_usd=None if cost.input_usd is None else cost.input_usd * factor,
+        output_usd=None if cost.output_usd is None else cost.output_usd * factor,
+        total_usd=cost.total_usd * factor,
+        source=f"{cost.source}, batch x{factor:g}",
+    )
+
+
 # genai-prices names providers by its own ids; ours map onto them.
 _GENAI_PROVIDER_IDS = {"openai": "openai", "azure": "azure", "anthropic": "anthropic"}
 

@@ -13,6 +13,7 @@ from trunkline.store import StoreWriter, open_store
 from trunkline.store.copy import COPIED_TABLES, copy_store
 from trunkline.store.keys import KeyLimits, Role, create_key, find_key, revoke_key
 from trunkline.store.queries import list_calls
+from trunkline.store.batches import save_batch
 from trunkline.store.runs import create_run
 from trunkline.store.stats import daily_totals
 from trunkline.store.tables import call_rollups_daily, call_rollups_hourly
@@ -47,6 +48,11 @@ def source(tmp_path):
     create_run(
         store, run_id="run-1", workflow="triage", workflow_path=None, data_path=None,
         data_hash=None, params={"limit": 5}, row_count=2,
+    )  # fmt: skip
+    save_batch(
+        store, batch_id="batch_1", run_id="run-1", step="classify", deployment="gpt",
+        provider="openai", input_file_id="file-1", status="completed",
+        rows={"run-1:classify:1": {"row_index": 1, "values": {"message": "hi"}, "calls": []}}, created_at=DAY,
     )  # fmt: skip
     writer = StoreWriter(store, flush_interval_s=0.01)
     for index in range(25):

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trunkline.cli import db, evals, improve, records, routes, run, serve, trace, worker
+from trunkline.cli import db, evals, improve, plan, records, routes, run, serve, trace, worker
 from trunkline.cli.export import export_app
 from trunkline.cli.keys import audit_command, keys_app
 from trunkline.cli.prompts import prompts_app
@@ -24,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("run")(run.run_command)
+app.command("plan")(plan.plan_command)
 app.command("runs")(records.runs_command)
 app.command("calls")(records.calls_command)
 app.command("show")(records.show_command)

@@ -105,6 +105,12 @@ def show_command(
         f"-> {record.model_served or '-'} ({record.model_version or 'no version reported'})"
     )
     console.print(f"started {record.started_at.isoformat()}  latency {format_ms(record.latency_ms)}")
+    if record.batch_id:
+        console.print(
+            f"batch {record.batch_id}: served by a Batch API job, so the latency is the job's "
+            "duration and the cost is at the batch price",
+            highlight=False,
+        )
     if record.prompt_name:
         version = f"@{record.prompt_version}" if record.prompt_version else ""
         console.print(f"prompt {escape(record.prompt_name)}{version}", highlight=False)

@@ -53,6 +53,10 @@ def summary_table(name: str, summary: RunSummary) -> Table:
             )
         if cascade.saved_usd is not None:
             rows.append((f"{step}: saved", f"${cascade.saved_usd:.6f} against {cascade.last_stage} alone"))
+    for job in summary.batches:
+        counts = "" if job.completed is None else f", {job.completed} completed, {job.failed} failed"
+        reason = f": {job.error}" if job.error else ""
+        rows.append((f"{job.step}: batch {job.batch_id}", f"{job.status}, {job.rows} rows{counts}{reason}"))
     for metric, value in rows:
         table.add_row(metric, str(value))
     return table

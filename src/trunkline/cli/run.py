@@ -22,6 +22,7 @@ from trunkline.routing.router import Router
 from trunkline.store.database import Store
 from trunkline.store.runs import failed_rows
 from trunkline.workflows.datasets import load_dataset
+from trunkline.workflows.provider_batch import BatchProgress
 from trunkline.workflows.runner import BatchRunner
 from trunkline.workflows.spec import WorkflowSpec, load_workflow
 from trunkline.workflows.summary import RunSummary
@@ -113,6 +114,14 @@ def run_command(
             help="With --workers celery: rows per task, which a worker runs at the same time. Default 10.",
         ),
     ] = None,
+    batch_poll: Annotated[
+        float,
+        typer.Option(
+            "--batch-poll",
+            min=0.01,
+            help="Seconds between polls of a Batch API job, for steps with mode = \"batch\".",
+        ),
+    ] = 30.0,
     mlflow: Annotated[
         bool | None,
         typer.Option(
@@ -148,6 +157,7 @@ def run_command(
             params=params,
             concurrency=concurrency,
             prompt_overrides=parse_prompt_overrides(spec, prompt),
+            batch_poll_s=batch_poll,
         )
         chunks = (chunk_size or DEFAULT_CHUNK_SIZE) if workers == "celery" else None
         summary = _run_with_progress(runner, dataset, rows, limit, resume, stderr, chunk_size=chunks)
@@ -228,6 +238,10 @@ def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console, *,
     def on_start(pending: int, resumed: int) -> None:
         progress.update(task, total=pending + resumed, completed=resumed)
 
+    def on_batch(job: BatchProgress) -> None:
+        done = f" {job.completed + job.failed}/{job.total}" if job.total else ""
+        progress.update(task, status=f"{job.step}: batch {job.batch_id} {job.status}{done}")
+
     with progress:
         task = progress.add_task(runner.workflow.name, total=rows, status="")
         try:
@@ -245,7 +259,9 @@ def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console, *,
                     on_quiet=lambda warning: stderr.print(f"warning: {warning}", markup=False, highlight=False),
                 )
             else:
-                work = runner.run(dataset, limit=limit, resume_run_id=resume, on_row=on_row, on_start=on_start)
+                work = runner.run(
+                    dataset, limit=limit, resume_run_id=resume, on_row=on_row, on_start=on_start, on_batch=on_batch
+                )
                 summary = run_closing(runner.router, work)
         except KeyboardInterrupt:
             if runner.run_id:

@@ -39,7 +39,7 @@ from trunkline.errors import (
     ProviderError,
     TrunklineError,
 )
-from trunkline.pricing import price_usage
+from trunkline.pricing import batch_cost, price_usage
 from trunkline.providers.base import Provider
 from trunkline.providers.registry import build_provider
 from trunkline.resilience.breaker import BreakerBoard, BreakerStatus
@@ -684,14 +684,18 @@ class Router:
             if reservation is not None:
                 await self.ledger.settle(reservation, cost_usd or 0.0)
 
-    def charge(self, deployment: Deployment, response: ModelResponse, state: CallState):  # noqa: ANN201
-        """Add a response's usage and its cost to the call."""
+    def charge(  # noqa: ANN201
+        self, deployment: Deployment, response: ModelResponse, state: CallState, *, batch: bool = False
+    ):
+        """Add a response's usage and its cost to the call; `batch` prices it at the Batch API's rate."""
         state.add_usage(response.usage)
         overrides = self.settings.prices
         model = deployment.model if deployment.model in overrides else response.model
         cost = price_usage(
             response.usage, model, provider=deployment.provider, at=state.started_at, overrides=overrides
         )
+        if batch:
+            cost = batch_cost(cost, deployment.batch_price_factor)
         state.add_cost(cost)
         return cost
 

@@ -37,6 +37,7 @@ from trunkline.store.tables import (
     prompt_label_moves,
     prompt_labels,
     prompt_versions,
+    provider_batches,
     run_rows,
     runs,
     spans,
@@ -48,6 +49,7 @@ from trunkline.store.writer import insert_calls_exactly
 COPIED_TABLES = (
     runs,
     run_rows,
+    provider_batches,
     calls,
     spans,
     experiments,

@@ -59,6 +59,8 @@ calls = Table(
     Column("record", Text, nullable=False),
     # The gateway key that made the call, from the record's ``api_key`` tag.
     Column("api_key_id", String(32)),
+    # The Batch API job that served the call; NULL for an online call.
+    Column("batch_id", String(64)),
     Index("ix_calls_run_id", "run_id"),
     Index("ix_calls_trace_id", "trace_id"),
     Index("ix_calls_started_at", "started_at"),
@@ -127,6 +129,36 @@ run_rows = Table(
     Column("finished_at", DateTime(timezone=True), nullable=False),
     # Per step that keeps any, how it decided: the cascade stage whose output the row kept, and why.
     Column("details", JSON),
+)
+
+# One job a run sent to a provider's Batch API for one step. It is stored
+# before the first poll, so a resumed run polls the same job instead of paying
+# for a second one. `rows` maps each request's custom_id to its row index and
+# to the row's values at that step, which the later steps need.
+provider_batches = Table(
+    "provider_batches",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("run_id", String(64), nullable=False),
+    Column("step", String(200), nullable=False),
+    Column("deployment", String(200), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("input_file_id", String(64), nullable=False),
+    # The provider's status: validating, in_progress, finalizing, completed,
+    # failed, expired, cancelling or cancelled.
+    Column("status", String(16), nullable=False),
+    # True once every row's result was taken from the job.
+    Column("collected", Boolean, nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("rows", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("output_file_id", String(64)),
+    Column("error_file_id", String(64)),
+    Column("request_counts", JSON),
+    # Why the whole job failed, expired or was cancelled.
+    Column("error", Text),
+    Index("ix_provider_batches_run_step", "run_id", "step"),
 )
 
 # One evaluation of one deployment (and prompt version) on one dataset. The

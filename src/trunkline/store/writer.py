@@ -114,6 +114,7 @@ def call_row(record: CallRecord) -> dict[str, Any]:
         "fallback_count": record.fallbacks_taken,
         "record": record.model_dump_json(),
         "api_key_id": record.tags.get(API_KEY_TAG),
+        "batch_id": record.batch_id,
     }
 
 

@@ -171,6 +171,11 @@ class CallRecord(BaseModel):
     error_kind: ErrorKind | None = None
     error_message: str | None = None
 
+    #: The provider's id of the Batch API job that served the call, or None
+    #: for an online call. A batch call's latency is the time from the job's
+    #: creation to its end, and its cost is at the batch price.
+    batch_id: str | None = None
+
     @property
     def fallbacks_taken(self) -> int:
         """Moves from one deployment to another; leaving the last one of a failed call leads nowhere."""

@@ -49,6 +49,12 @@ def run_on_workers(
     """
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}")
+    batch_steps = [step.name for step in runner.workflow.all_steps() if step.mode == "batch"]
+    if batch_steps:
+        raise ConfigError(
+            f"step(s) {', '.join(batch_steps)} of workflow {runner.workflow.name!r} run as one Batch API "
+            "job for all rows, which workers cannot share; run it without --workers celery"
+        )
     settings = runner.router.settings
     app = celery_app(settings)
     _check_workers_answer(app, settings.workers.queue)

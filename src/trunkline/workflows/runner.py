@@ -24,13 +24,16 @@ from trunkline.prompts import PromptRegistry
 from trunkline.redaction import redact, redact_value
 from trunkline.routing.router import Router
 from trunkline.store.database import Store
+from trunkline.routing.batch import batch_deployment
+from trunkline.store.batches import run_batches
 from trunkline.store.runs import all_rows, create_run, finished_rows, get_run, mark_run, run_spend
 from trunkline.store.writer import StoreWriter
 from trunkline.tracing import span, start_run
 from trunkline.types.calls import CallRecord
 from trunkline.workflows.datasets import Dataset
 from trunkline.workflows.spec import WorkflowSpec
-from trunkline.workflows.steps import Step, build_steps, model_steps
+from trunkline.workflows.provider_batch import BatchStep, ProgressCallback, row_snapshot
+from trunkline.workflows.steps import ModelStep, Step, StepResult, build_steps, model_steps
 from trunkline.workflows.summary import RunSummary, summarise
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,23 @@ def row_hash(values: dict[str, Any]) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
+def map_inputs(workflow: WorkflowSpec, row: dict[str, Any]) -> dict[str, Any]:
+    """Return a dataset row's values under the workflow's input names.
+
+    Raises:
+        WorkflowError: the row lacks a column that the workflow maps.
+    """
+    if not workflow.inputs:
+        return dict(row)
+    missing = [column for column in workflow.inputs.values() if column not in row]
+    if missing:
+        raise WorkflowError(
+            f"a dataset row lacks {', '.join(missing)}, which workflow "
+            f"{workflow.name!r} maps; the row has: {', '.join(row) or 'nothing'}"
+        )
+    return {name: row[column] for name, column in workflow.inputs.items()}
+
+
 def normalise(value: Any) -> str:
     """Return the form outputs and expected values are compared in: trimmed and case-folded."""
     if isinstance(value, dict) and len(value) == 1:
@@ -78,6 +98,11 @@ class BatchRunner:
         params: parameter values, defaults included (`WorkflowSpec.parameters`).
         concurrency: rows in flight at once.
         budget_usd: a hard limit on what the run's model calls spend together.
+        batch_poll_s: seconds between polls of a Batch API job, for steps
+            with ``mode = "batch"``.
+
+    Raises:
+        ConfigError: a batch step's deployment has no Batch API.
     """
 
     def __init__(
@@ -92,9 +117,12 @@ class BatchRunner:
         prompt_overrides: dict[str, str] | None = None,
         keep_outputs: bool = False,
         budget_usd: float | None = None,
+        batch_poll_s: float = 30.0,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+        if batch_poll_s <= 0:
+            raise ConfigError(f"the batch poll interval must be above 0 seconds, got {batch_poll_s}")
         self.workflow = workflow
         self.router = router
         self.store = store
@@ -113,17 +141,15 @@ class BatchRunner:
         #: Row index to the row's output as the workflow produced it, before
         #: redaction, for scorers; filled only with `keep_outputs`.
         self.outputs: dict[int, Any] = {}
+        self.batch_poll_s = batch_poll_s
+        # Checked here, so that a step no Batch API can run stops the run before any call.
+        for step in self.steps:
+            if isinstance(step, ModelStep) and step.spec.mode == "batch":
+                batch_deployment(router.settings, step.route, step.name)
+        self._batch_steps: dict[str, BatchStep] = {}
 
     def row_inputs(self, row: dict[str, Any]) -> dict[str, Any]:
-        if not self.workflow.inputs:
-            return dict(row)
-        missing = [column for column in self.workflow.inputs.values() if column not in row]
-        if missing:
-            raise WorkflowError(
-                f"a dataset row lacks {', '.join(missing)}, which workflow "
-                f"{self.workflow.name!r} maps; the row has: {', '.join(row) or 'nothing'}"
-            )
-        return {name: row[column] for name, column in self.workflow.inputs.items()}
+        return map_inputs(self.workflow, row)
 
     def check_columns(self, dataset: Dataset) -> None:
         needed = set(self.workflow.inputs.values())
@@ -144,11 +170,13 @@ class BatchRunner:
         resume_run_id: str | None = None,
         on_row: RowCallback | None = None,
         on_start: Callable[[int, int], None] | None = None,
+        on_batch: ProgressCallback | None = None,
     ) -> RunSummary:
         """Run every row (the first `limit` only, if set) and return the summary.
 
         `on_start` receives the counts of rows to run and rows resumed;
-        `on_row` receives each row's stored result as it ends.
+        `on_row` receives each row's stored result as it ends; `on_batch`
+        receives each change of a Batch API job's status or counts.
 
         Raises:
             WorkflowError: the dataset lacks a mapped column, or the resumed
@@ -161,7 +189,7 @@ class BatchRunner:
 
         async def guarded(index: int, row: dict[str, Any]) -> None:
             async with semaphore:
-                result = await self.run_row(index, row)
+                result = await self.run_row(index, row, semaphore)
             self.writer.put_run_row(result)
             if on_row is not None:
                 on_row(result)
@@ -171,6 +199,7 @@ class BatchRunner:
         ) as live:
             self.log_start(plan)
             try:
+                self._open_batch_steps(plan.run_id, {index for index, _ in plan.pending}, on_batch, resume_run_id)
                 async with asyncio.TaskGroup() as group:
                     for index, row in plan.pending:
                         group.create_task(guarded(index, row))
@@ -181,6 +210,9 @@ class BatchRunner:
                 if cause is not None and cause is not error:
                     raise cause from error
                 raise
+            finally:
+                for batch_step in self._batch_steps.values():
+                    batch_step.cancel()
             self.writer.flush()
             summary = self.summarise(plan)
             live.attributes.update(summary.public())
@@ -224,7 +256,13 @@ class BatchRunner:
     def summarise(self, plan: RunPlan) -> RunSummary:
         """Summarise the run's stored rows and calls, and log the summary."""
         stored = [row for row in all_rows(self.store, plan.run_id) if row["row_index"] < plan.row_count]
-        summary = summarise(plan.run_id, stored, resumed=plan.resumed, spend=run_spend(self.store, plan.run_id))
+        summary = summarise(
+            plan.run_id,
+            stored,
+            resumed=plan.resumed,
+            spend=run_spend(self.store, plan.run_id),
+            batches=run_batches(self.store, plan.run_id),
+        )
         logger.info(
             "run %s finished: %d rows, %d ok, %d errors, accuracy %s, cost %s USD",
             plan.run_id,
@@ -280,19 +318,80 @@ class BatchRunner:
         mark_run(self.store, resume_run_id, status="running")
         return resume_run_id, finished_rows(self.store, resume_run_id)
 
-    async def run_row(self, index: int, row: dict[str, Any]) -> dict[str, Any]:
-        """Run one row through every step and return its result as the store keeps it."""
+    def _open_batch_steps(
+        self, run_id: str, pending: set[int], on_batch: ProgressCallback | None, resume_run_id: str | None
+    ) -> None:
+        self._batch_steps = {
+            step.name: BatchStep(
+                step,
+                router=self.router,
+                store=self.store,
+                run_id=run_id,
+                expected=pending,
+                poll_interval_s=self.batch_poll_s,
+                on_progress=on_batch,
+            )
+            for step in self.steps
+            if isinstance(step, ModelStep) and step.spec.mode == "batch"
+        }
+        if resume_run_id is not None:
+            for batch_step in self._batch_steps.values():
+                batch_step.resume()
+
+    def _resume_point(self, index: int, values: dict[str, Any], records: list[CallRecord]) -> int:
+        """Return the first step row `index` runs, restoring what a stored batch job kept of it."""
+        for position in range(len(self.steps) - 1, -1, -1):
+            batch_step = self._batch_steps.get(self.steps[position].name)
+            if batch_step is not None and index in batch_step.resumed:
+                entry = batch_step.resumed[index]
+                values.update(entry["values"])
+                records.extend(CallRecord.model_validate(call) for call in entry["calls"])
+                return position
+        return 0
+
+    async def _run_step(
+        self,
+        step: Step,
+        index: int,
+        values: dict[str, Any],
+        records: list[CallRecord],
+        semaphore: asyncio.Semaphore | None,
+    ) -> StepResult:
+        batch_step = self._batch_steps.get(step.name)
+        if batch_step is None:
+            return await step.run(values, self.router)
+        snapshot = row_snapshot(values, self.params, records)
+        # A row waiting for its job gives its place to rows still running
+        # their online steps, or the job would wait for rows that cannot start.
+        if semaphore is not None:
+            semaphore.release()
+        try:
+            result = await batch_step.call(index, values, snapshot)
+        finally:
+            if semaphore is not None:
+                await semaphore.acquire()
+        return batch_step.step.step_result(result)
+
+    async def run_row(
+        self, index: int, row: dict[str, Any], semaphore: asyncio.Semaphore | None = None
+    ) -> dict[str, Any]:
+        """Run one row through every step and return its result as the store keeps it.
+
+        `semaphore` is the run's bound on rows in flight, which a row gives
+        up while it waits for a Batch API job.
+        """
         inputs = self.row_inputs(row)
         values: dict[str, Any] = {**self.params, **inputs}
         records: list[CallRecord] = []
         details: dict[str, Any] = {}
         clock = time.perf_counter()
         error: str | None = None
+        start = self._resume_point(index, values, records)
         with span(f"row {index}", "row", row_index=index) as live:
-            for step in self.steps:
+            for step in self.steps[start:]:
                 try:
                     with span(step.name, "step", step_kind=step.spec.kind) as step_span:
-                        result = await step.run(values, self.router)
+                        result = await self._run_step(step, index, values, records, semaphore)
                         if result.details is not None:
                             details[step.name] = redact_value(result.details)
                             step_span.attributes.update(_span_details(result.details))
@@ -312,6 +411,8 @@ class BatchRunner:
                     break
                 values.update(result.values)
                 records.extend(result.calls)
+            for batch_step in self._batch_steps.values():
+                batch_step.leave(index)
             if error is None and self.workflow.output not in values:
                 error = (
                     f"no step produced {self.workflow.output!r}, the workflow's output; "

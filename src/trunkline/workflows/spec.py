@@ -79,6 +79,11 @@ class StepSpec(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     #: Name under which the step's result is stored; defaults to the step name.
     output: str | None = None
+    #: ``online`` calls the model row by row. ``batch`` sends the step's
+    #: requests for all rows of a run as one job to the provider's Batch API,
+    #: at its lower price and with up to a day's wait. Only top-level model
+    #: steps on OpenAI or Azure OpenAI deployments can run as batch.
+    mode: Literal["online", "batch"] = "online"
     #: A cascade's stages, cheapest first. Each runs only when every stage
     #: before it returned a confidence under the threshold.
     stages: list[StepSpec] = Field(default_factory=list)
@@ -114,6 +119,16 @@ class StepSpec(BaseModel):
                 raise ValueError(f"cascade step {self.name!r}: threshold must be from 0 to 1, got {self.threshold}")
         elif self.stages:
             raise ValueError(f"{self.kind} step {self.name!r} has stages; only a cascade step has them")
+        if self.mode == "batch" and self.kind != "model":
+            raise ValueError(
+                f"{self.kind} step {self.name!r} sets mode = \"batch\", but only a model step can "
+                "run through a provider's Batch API; remove mode or set it on a model step"
+            )
+        if any(stage.mode == "batch" for stage in self.stages):
+            raise ValueError(
+                f"cascade step {self.name!r} has a stage with mode = \"batch\"; a cascade needs each "
+                "stage's answer at once to decide whether to call the next, so its stages run online"
+            )
         if self.kind in ("tool", "post") and not self.function:
             raise ValueError(f"{self.kind} step {self.name!r} needs function = \"module:name\"")
         if self.kind == "model" and not (self.prompt or self.messages or self.prompt_ref):

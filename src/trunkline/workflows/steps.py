@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from trunkline.errors import WorkflowError
 from trunkline.prompts import PromptRegistry, PromptVersion, render
 from trunkline.routing.router import Router
+from trunkline.routing.state import CallResult
 from trunkline.types.calls import CallRecord
 from trunkline.types.messages import Message
 from trunkline.workflows.loading import load_object
@@ -82,6 +83,14 @@ class FunctionStep(Step):
         return arguments
 
     async def run(self, values: dict[str, Any], router: Router) -> StepResult:
+        return await self.call(values)
+
+    async def call(self, values: dict[str, Any]) -> StepResult:
+        """Call the function with the values its parameters name; it needs no router.
+
+        Raises:
+            WorkflowError: a parameter without a default names no value.
+        """
         arguments = self._arguments(values)
         if inspect.iscoroutinefunction(self.function):
             result = await self.function(**arguments)
@@ -178,6 +187,13 @@ class ModelStep(Step):
             return self.registered.content.output_schema
         return None
 
+    def prompt_name(self) -> str:
+        """Return the prompt name the step's calls record: the registered one, else ``workflow/step``."""
+        return self.registered.name if self.registered else f"{self.workflow.name}/{self.name}"
+
+    def prompt_version(self) -> str | None:
+        return str(self.registered.version) if self.registered else None
+
     async def run(self, values: dict[str, Any], router: Router) -> StepResult:
         # NOTE: a registered prompt that cannot render one row's values (a for_each over a
         # non-list, a variable of the wrong type) raises ConfigError, which stops the whole run.
@@ -187,9 +203,13 @@ class ModelStep(Step):
             output=self.output_schema(values),
             temperature=self.spec.temperature,
             max_tokens=self.spec.max_tokens,
-            prompt_name=self.registered.name if self.registered else f"{self.workflow.name}/{self.name}",
-            prompt_version=str(self.registered.version) if self.registered else None,
+            prompt_name=self.prompt_name(),
+            prompt_version=self.prompt_version(),
         )
+        return self.step_result(result)
+
+    def step_result(self, result: CallResult) -> StepResult:
+        """Store a call's validated output under the step's output name."""
         output = result.output
         if isinstance(output, BaseModel):
             output = output.model_dump(mode="json")

@@ -32,6 +32,20 @@ class CascadeSummary(BaseModel):
     saved_usd: float | None
 
 
+class BatchJobSummary(BaseModel):
+    """One Batch API job of a run: its step, the provider's final status, and its rows."""
+
+    batch_id: str
+    step: str
+    status: str
+    rows: int
+    #: Requests the provider reported as completed and as failed.
+    completed: int | None = None
+    failed: int | None = None
+    #: Why the whole job failed, expired or was cancelled.
+    error: str | None = None
+
+
 class RunSummary(BaseModel):
     """Totals of a batch run; `cost_usd` is None when any row's cost is unknown."""
 
@@ -56,6 +70,8 @@ class RunSummary(BaseModel):
     resumed: int = 0
     #: Per cascade step: the share of rows each stage answered and the cost saved.
     cascades: dict[str, CascadeSummary] = Field(default_factory=dict)
+    #: The run's Batch API jobs, oldest first, for steps with ``mode = "batch"``.
+    batches: list[BatchJobSummary] = Field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
         return self.model_dump()
@@ -75,9 +91,15 @@ def percentile(values: Sequence[float], share: float) -> float | None:
 
 
 def summarise(
-    run_id: str, rows: Iterable[dict[str, Any]], resumed: int = 0, spend: dict[str, Any] | None = None
+    run_id: str,
+    rows: Iterable[dict[str, Any]],
+    resumed: int = 0,
+    spend: dict[str, Any] | None = None,
+    batches: Iterable[dict[str, Any]] = (),
 ) -> RunSummary:
     """Summarise stored run rows (dicts with the `run_rows` columns).
+
+    `batches` are the run's stored Batch API jobs (`provider_batches` rows).
 
     `spend` (from `trunkline.store.runs.run_spend`) gives the tokens and cost
     of every call of the run, earlier tries of resumed rows included. Without
@@ -113,6 +135,20 @@ def summarise(
         fallbacks=sum(row["fallbacks"] for row in rows),
         resumed=resumed,
         cascades=summarise_cascades(rows),
+        batches=[_batch_summary(job) for job in batches],
+    )
+
+
+def _batch_summary(job: dict[str, Any]) -> BatchJobSummary:
+    counts = job.get("request_counts") or {}
+    return BatchJobSummary(
+        batch_id=job["batch_id"],
+        step=job["step"],
+        status=job["status"],
+        rows=job["row_count"],
+        completed=counts.get("completed"),
+        failed=counts.get("failed"),
+        error=job.get("error"),
     )
 
 
