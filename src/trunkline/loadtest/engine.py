@@ -16,6 +16,7 @@ from trunkline.loadtest.profile import Profile
 from trunkline.loadtest.runner import RouterSender, RunOutcome, run_plan
 from trunkline.loadtest.simulation import simulated_router
 from trunkline.loadtest.target import GatewaySender
+from trunkline.loadtest.workflow_tasks import WorkflowTask, load_workflow_tasks
 from trunkline.providers.base import Provider
 from trunkline.tracing import start_run
 
@@ -101,25 +102,43 @@ async def run_loadtest(
     Raises:
         ConfigError: a task names an unknown route, or the plan is too large.
     """
+    workflows: dict[int, WorkflowTask] = {}
+    if options.target is not None:
+        workflow_tasks = [task.label for task in profile.tasks if task.workflow is not None]
+        if workflow_tasks:
+            raise ConfigError(
+                f"--target sends route tasks only, and the profile has workflow tasks "
+                f"{', '.join(workflow_tasks)}; run them against simulated providers, or "
+                "replace them with the routes their steps call"
+            )
+    else:
+        workflows = load_workflow_tasks(profile)
     plan = plan_arrivals(
-        profile, scale=options.scale, duration_s=options.duration_s, max_requests=options.max_requests
+        profile,
+        scale=options.scale,
+        duration_s=options.duration_s,
+        max_requests=options.max_requests,
+        rows={position: len(workflow.rows) for position, workflow in workflows.items()},
     )
+    for planned in plan:
+        if planned.row is not None:
+            planned.route = f"workflow:{workflows[planned.task].spec.name}"
     run_id = f"loadtest_{random_hex()[:12]}"
     loop = asyncio.get_running_loop()
     if options.target is not None:
+        clock_start = loop.time()
         sender = GatewaySender(
             options.target,
             options.api_key,
-            clock_start=0.0,
+            clock_start=clock_start,
             timeout_s=options.target_timeout_s,
             max_in_flight=options.max_in_flight,
         )
         try:
-            sender.clock_start = loop.time()
             outcome = await run_plan(
                 plan,
                 sender,
-                clock_start=sender.clock_start,
+                clock_start=clock_start,
                 drain_s=options.drain_s,
                 max_in_flight=options.max_in_flight,
             )
@@ -127,7 +146,7 @@ async def run_loadtest(
             await sender.aclose()
         return LoadResult(profile, options, run_id, len(plan), outcome)
 
-    router, simulated, limiter = simulated_router(settings, profile, providers)
+    router, simulated, limiter = simulated_router(settings, profile, providers, workflows)
     try:
         with start_run(
             "loadtest", run_id=run_id, budget_usd=profile.budget_usd, tags={"loadtest": "true"}
@@ -136,7 +155,7 @@ async def run_loadtest(
             clock_start = loop.time()
             outcome = await run_plan(
                 plan,
-                RouterSender(router, clock_start),
+                RouterSender(router, clock_start, workflows),
                 clock_start=clock_start,
                 drain_s=options.drain_s,
                 max_in_flight=options.max_in_flight,

@@ -26,7 +26,7 @@ from types import TracebackType
 
 from trunkline.config import SimulatedUpstream
 from trunkline.loadtest.faults import Draw, FaultModel, UpstreamCounts
-from trunkline.loadtest.simulated import DEFAULT_OUTPUT_TOKENS
+from trunkline.loadtest.simulated import DEFAULT_OUTPUT_TOKENS, reply_text
 
 _REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 504: "Gateway Timeout"}
 
@@ -40,6 +40,12 @@ def _response(status: int, body: dict, headers: dict[str, str] | None = None) ->
         *(f"{name}: {value}" for name, value in (headers or {}).items()),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+def _output_schema(payload: dict) -> dict | None:
+    """Return the JSON Schema of an OpenAI ``response_format`` of type json_schema, if any."""
+    response_format = payload.get("response_format") or {}
+    return (response_format.get("json_schema") or {}).get("schema")
 
 
 def _error(message: str, kind: str, code: str | None = None) -> dict:
@@ -177,7 +183,11 @@ class SimulatedHttpUpstream:
             "created": 1_800_000_000,
             "model": payload.get("model", "simulated"),
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply_text(_output_schema(payload))},
+                    "finish_reason": "stop",
+                }
             ],
             "usage": {
                 "prompt_tokens": prompt_tokens,

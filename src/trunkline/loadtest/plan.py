@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -10,17 +11,21 @@ from trunkline.errors import ConfigError
 from trunkline.loadtest.profile import Profile
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlannedRequest:
     """One request of the plan: when it is sent, on which route, and its sizes."""
 
     index: int
     #: Seconds from the start of the test at which it is sent.
     offset_s: float
+    #: The task's position in the profile and its label, the route for a route task.
+    task: int
     route: str
-    input_tokens: int
-    output_tokens: int
+    input_tokens: int = 0
+    output_tokens: int = 0
     tags: dict[str, str] = field(default_factory=dict)
+    #: For a workflow task, the index of the dataset row it runs.
+    row: int | None = None
 
     def prompt(self) -> str:
         """Return a prompt of `input_tokens` tokens by Trunkline's four-characters rule."""
@@ -33,12 +38,19 @@ def prompt_of(tokens: int) -> str:
 
 
 def plan_arrivals(
-    profile: Profile, *, scale: float, duration_s: float, max_requests: int
+    profile: Profile,
+    *,
+    scale: float,
+    duration_s: float,
+    max_requests: int,
+    rows: Mapping[int, int] | None = None,
 ) -> list[PlannedRequest]:
     """Draw the arrivals of `duration_s` seconds at the profile's rate times `scale`.
 
     Gaps between arrivals are exponential, so arrivals form a Poisson
     process. The same profile, seed, scale and duration give the same plan.
+    `rows` gives the dataset size of each workflow task by task index; a
+    workflow arrival draws one of its rows at random.
 
     Raises:
         ConfigError: `scale` is not positive, or the plan would exceed
@@ -56,19 +68,22 @@ def plan_arrivals(
         )
     rng = random.Random(profile.seed)
     shares = profile.shares()
+    positions = range(len(profile.tasks))
     plan: list[PlannedRequest] = []
     offset = rng.expovariate(rate)
     while offset < duration_s and len(plan) < max_requests:
-        task = rng.choices(profile.tasks, weights=shares)[0]
-        plan.append(
-            PlannedRequest(
-                index=len(plan),
-                offset_s=offset,
-                route=task.route,
-                input_tokens=task.input_tokens.draw(rng),
-                output_tokens=task.output_tokens.draw(rng),
-                tags=task.tags,
-            )
-        )
+        position = rng.choices(positions, weights=shares)[0]
+        task = profile.tasks[position]
+        planned = PlannedRequest(index=len(plan), offset_s=offset, task=position, route=task.label)
+        if task.input_tokens is not None and task.output_tokens is not None:
+            planned.input_tokens = task.input_tokens.draw(rng)
+            planned.output_tokens = task.output_tokens.draw(rng)
+            planned.tags = task.tags
+        else:
+            count = (rows or {}).get(position)
+            if not count:
+                raise ConfigError(f"workflow task {task.label!r} has no dataset rows to send")
+            planned.row = rng.randrange(count)
+        plan.append(planned)
         offset += rng.expovariate(rate)
     return plan

@@ -80,17 +80,52 @@ class TokenSizes(BaseModel):
 
 
 class Task(BaseModel):
-    """One kind of request in the mix: a route, its share of arrivals and its sizes."""
+    """One kind of arrival in the mix: a call on a route, or a row through a workflow.
+
+    A route task draws its prompt and output sizes from `input_tokens` and
+    `output_tokens`. A workflow task runs one row of its dataset through
+    every step, so its rows and steps set the sizes.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    route: str = Field(min_length=1)
+    route: str | None = Field(default=None, min_length=1)
+    #: A workflow file, or a folder with workflow.toml, relative to the profile file.
+    workflow: str | None = Field(default=None, min_length=1)
+    #: The workflow's input rows (.csv or .jsonl); by default its own sample data.
+    data: str | None = None
+    #: Workflow parameter values, as ``--param KEY=VALUE`` gives them to `trunkline run`.
+    params: dict[str, str] = Field(default_factory=dict)
     #: Weight of this task among the arrivals; shares need not sum to 1.
     share: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    input_tokens: TokenSizes
-    output_tokens: TokenSizes
-    #: Tags set on each call, which select the tag budgets that apply.
+    input_tokens: TokenSizes | None = None
+    output_tokens: TokenSizes | None = None
+    #: Tags set on each call of a route task, which select the tag budgets that apply.
     tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Task:
+        if (self.route is None) == (self.workflow is None):
+            raise ValueError("give either route or workflow, not both and not neither")
+        if self.route is not None:
+            if self.input_tokens is None or self.output_tokens is None:
+                raise ValueError(
+                    f"route task {self.route!r} needs input_tokens and output_tokens, "
+                    "such as { median = 500, sigma = 0.5 }"
+                )
+            if self.data is not None or self.params:
+                raise ValueError(f"route task {self.route!r} takes no data or params; they are for workflows")
+        elif self.input_tokens is not None or self.output_tokens is not None or self.tags:
+            raise ValueError(
+                f"workflow task {self.workflow!r} takes no input_tokens, output_tokens or tags, "
+                "because its rows and steps set them"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        """The task's name in the report: its route, or ``workflow:`` and the workflow path."""
+        return self.route if self.route is not None else f"workflow:{self.workflow}"
 
 
 class Profile(BaseModel):
@@ -151,7 +186,15 @@ def load_profile_file(path: Path) -> Profile:
             f"got a {type(data).__name__}"
         )
     data.setdefault("source", str(path))
-    return validate_profile(data, where=str(path))
+    profile = validate_profile(data, where=str(path))
+    # Workflow and data paths are written relative to the profile file, as a
+    # workflow's own files are relative to the workflow.
+    for task in profile.tasks:
+        for key in ("workflow", "data"):
+            value = getattr(task, key)
+            if value is not None and not Path(value).is_absolute():
+                setattr(task, key, str(path.parent / value))
+    return profile
 
 
 def validate_profile(data: dict[str, Any], *, where: str) -> Profile:

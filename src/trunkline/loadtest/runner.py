@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from trunkline.errors import CallError
 from trunkline.loadtest.plan import PlannedRequest
+from trunkline.loadtest.workflow_tasks import WorkflowTask
 from trunkline.routing.router import Router
 from trunkline.types.calls import CallRecord
 
@@ -63,10 +65,20 @@ class Sender(Protocol):
     async def send(self, planned: PlannedRequest, started_s: float) -> CallSample: ...
 
 
-def sample_from_record(
-    planned: PlannedRequest, record: CallRecord, started_s: float, ended_s: float
+def sample_from_records(
+    planned: PlannedRequest,
+    records: list[CallRecord],
+    *,
+    started_s: float,
+    ended_s: float,
+    error_kind: str | None = None,
 ) -> CallSample:
-    """Describe a finished router call by its record."""
+    """Describe a finished arrival by the records of its calls: one for a route, any for a workflow.
+
+    A route arrival takes its latency and outcome from its one record. A
+    workflow row's latency is its whole duration, it failed when
+    `error_kind` is set, and its cost and tokens are summed over its calls.
+    """
     attempts = [
         AttemptSample(
             deployment=attempt.deployment,
@@ -74,41 +86,75 @@ def sample_from_record(
             error_kind=attempt.error_kind.value if attempt.error_kind else None,
             status_code=attempt.status_code,
         )
+        for record in records
         for attempt in record.attempts
     ]
-    budget_bound = (
-        record.error_kind is not None and record.error_kind.value == "budget_exceeded"
-    ) or any(downgrade.reason == "budget" for downgrade in record.downgrades)
-    budget_bound = budget_bound or any(hop.reason == "budget_exceeded" for hop in record.fallbacks)
-    cost = None if record.cost.price_missing else record.cost.total_usd
+    budget_bound = any(_budget_bound(record) for record in records)
+    unpriced = any(record.cost.price_missing for record in records)
+    if planned.row is None:
+        latency_ms = records[0].latency_ms
+        error_kind = records[0].error_kind.value if records[0].error_kind else None
+    else:
+        latency_ms = (ended_s - started_s) * 1000.0
     return CallSample(
         index=planned.index,
         route=planned.route,
         started_s=started_s,
         ended_s=ended_s,
-        latency_ms=record.latency_ms,
-        outcome=record.outcome,
-        error_kind=record.error_kind.value if record.error_kind else None,
+        latency_ms=latency_ms,
+        outcome="ok" if error_kind is None else "error",
+        error_kind=error_kind,
         status_code=attempts[-1].status_code if attempts else None,
-        input_tokens=record.usage.input_tokens,
-        output_tokens=record.usage.output_tokens,
-        cost_usd=cost,
+        input_tokens=sum(record.usage.input_tokens for record in records),
+        output_tokens=sum(record.usage.output_tokens for record in records),
+        cost_usd=None if unpriced else sum(record.cost.total_usd or 0.0 for record in records),
         attempts=attempts,
-        retries=record.retries,
-        fallbacks=record.fallbacks_taken,
-        downgrades=[downgrade.reason for downgrade in record.downgrades],
+        retries=sum(record.retries for record in records),
+        fallbacks=sum(record.fallbacks_taken for record in records),
+        downgrades=[downgrade.reason for record in records for downgrade in record.downgrades],
         budget_bound=budget_bound,
     )
 
 
-class RouterSender:
-    """Sends each request through a `Router`, as an application in the same process would."""
+def _budget_bound(record: CallRecord) -> bool:
+    if record.error_kind is not None and record.error_kind.value == "budget_exceeded":
+        return True
+    if any(downgrade.reason == "budget" for downgrade in record.downgrades):
+        return True
+    return any(hop.reason == "budget_exceeded" for hop in record.fallbacks)
 
-    def __init__(self, router: Router, clock_start: float) -> None:
+
+class RouterSender:
+    """Sends each arrival through a `Router`, as an application in the same process would.
+
+    A route arrival is one `Router.complete` call; a workflow arrival runs
+    its row through the workflow's steps, which call the same router.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        clock_start: float,
+        workflows: Mapping[int, WorkflowTask] | None = None,
+    ) -> None:
         self.router = router
         self.clock_start = clock_start
+        self.workflows = dict(workflows or {})
 
     async def send(self, planned: PlannedRequest, started_s: float) -> CallSample:
+        loop = asyncio.get_running_loop()
+        error_kind = None
+        if planned.row is not None:
+            workflow = self.workflows[planned.task]
+            records, error_kind = await workflow.run(planned.row, self.router)
+        else:
+            records = [await self._complete(planned)]
+        ended_s = loop.time() - self.clock_start
+        return sample_from_records(
+            planned, records, started_s=started_s, ended_s=ended_s, error_kind=error_kind
+        )
+
+    async def _complete(self, planned: PlannedRequest) -> CallRecord:
         try:
             result = await self.router.complete(
                 planned.prompt(),
@@ -116,13 +162,12 @@ class RouterSender:
                 max_tokens=planned.output_tokens,
                 tags=planned.tags or None,
             )
-            record = result.record
         except CallError as error:
             record = getattr(error, "record", None)
             if record is None:
                 raise
-        ended_s = asyncio.get_running_loop().time() - self.clock_start
-        return sample_from_record(planned, record, started_s, ended_s)
+            return record
+        return result.record
 
 
 @dataclass

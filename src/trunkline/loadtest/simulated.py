@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 from trunkline.config import SimulatedUpstream
 from trunkline.errors import ErrorKind, ProviderError
 from trunkline.loadtest.faults import FaultModel, UpstreamCounts
+from trunkline.loadtest.instances import minimal_instance
 from trunkline.providers.base import Provider, estimate_tokens, kind_from_status
 from trunkline.types.calls import ModelRequest, ModelResponse
 from trunkline.types.usage import Usage
@@ -15,12 +18,20 @@ from trunkline.types.usage import Usage
 DEFAULT_OUTPUT_TOKENS = 16
 
 
+def reply_text(output_schema: dict[str, Any] | None) -> str:
+    """Return ``ok``, or the smallest JSON value that `output_schema` accepts."""
+    if output_schema is None:
+        return "ok"
+    return json.dumps(minimal_instance(output_schema))
+
+
 class SimulatedProvider(Provider):
     """Answers like a real provider under load: latency, 429s, bursts of 5xx and timeouts.
 
     A successful reply reports the prompt's estimated tokens as input and
     the request's ``max_tokens`` as output, so the load generator sets the
-    output size of each request through ``max_tokens``. Failures are raised
+    output size of each request through ``max_tokens``. Its text is
+    ``ok``, or with an output schema the smallest JSON value it accepts. Failures are raised
     as the `ProviderError` an HTTP adapter would raise for the same status,
     with the ``Retry-After`` wait on 429s. A timed-out request sleeps for
     ``hang_s``, so the router's attempt timeout cancels it first unless the
@@ -76,7 +87,7 @@ class SimulatedProvider(Provider):
             )
         prompt_chars = sum(len(message.content) for message in request.messages)
         return ModelResponse(
-            text="ok",
+            text=reply_text(request.output_schema),
             model=self.model,
             usage=Usage(
                 input_tokens=estimate_tokens("x" * prompt_chars),

@@ -9,21 +9,33 @@ from trunkline.errors import ConfigError
 from trunkline.loadtest.limits import ObservedLimiter
 from trunkline.loadtest.profile import Profile
 from trunkline.loadtest.simulated import SimulatedProvider
+from trunkline.loadtest.workflow_tasks import WorkflowTask
 from trunkline.providers.base import Provider
 from trunkline.resilience.budget import MemoryBudgetLedger
 from trunkline.resilience.limiter import MemoryRateLimiter
 from trunkline.routing.router import Router
 
 
-def reachable_deployments(settings: Settings, profile: Profile) -> list[str]:
+def reachable_deployments(
+    settings: Settings, profile: Profile, workflows: Mapping[int, WorkflowTask] | None = None
+) -> list[str]:
     """Return every deployment a call of the profile may reach: its routes', fallbacks and downgrades.
 
+    `workflows` gives the loaded workflow tasks by position, whose model
+    steps' routes count too.
+
     Raises:
-        ConfigError: a task names a route that is not configured.
+        ConfigError: a task or a workflow step names a route that is not configured.
     """
+    routes: dict[str, None] = {}
+    for position, task in enumerate(profile.tasks):
+        if task.route is not None:
+            routes[task.route] = None
+        elif workflows and position in workflows:
+            routes.update(dict.fromkeys(workflows[position].routes(settings.default_route)))
     names: dict[str, None] = {}
-    for task in profile.tasks:
-        route = settings.route(task.route)
+    for route_name in routes:
+        route = settings.route(route_name)
         for name in (*route.deployments, *route.downgrade_to, *route.content_filter_fallbacks):
             names[name] = None
     return list(names)
@@ -39,7 +51,10 @@ def upstream_of(settings: Settings, profile: Profile, deployment: str) -> Simula
 
 
 def simulated_router(
-    settings: Settings, profile: Profile, providers: Mapping[str, Provider] | None = None
+    settings: Settings,
+    profile: Profile,
+    providers: Mapping[str, Provider] | None = None,
+    workflows: Mapping[int, WorkflowTask] | None = None,
 ) -> tuple[Router, dict[str, SimulatedProvider], ObservedLimiter]:
     """Build a router whose deployments are simulated, and return it with its simulated providers.
 
@@ -54,7 +69,7 @@ def simulated_router(
         ConfigError: the profile names an upstream for a deployment that no
             task can reach, which is most likely a misspelt name.
     """
-    deployments = reachable_deployments(settings, profile)
+    deployments = reachable_deployments(settings, profile, workflows)
     for name in profile.upstreams:
         if name not in deployments:
             raise ConfigError(
