@@ -30,7 +30,16 @@ async def test_gateway_load_matches_upstream(tmp_path: Path) -> None:
                 "deployments": {
                     "sim": {"provider": "openai", "model": "gpt-4o-mini", "base_url": upstream.openai_base_url}
                 },
-                "routes": {"chat": {"deployments": ["sim"], "max_attempts": 2, "backoff_base_s": 0.001}},
+                "routes": {
+                    "chat": {
+                        "deployments": ["sim"],
+                        "max_attempts": 2,
+                        "backoff_base_s": 0.001,
+                        # An open breaker would fail calls with no attempt, which
+                        # the upstream never sees; this test counts attempts.
+                        "breaker_failures": 1000,
+                    }
+                },
                 "store": {"flush_interval_s": 0.05},
             }
         )

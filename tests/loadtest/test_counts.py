@@ -119,7 +119,7 @@ async def test_router_timeout_counts_as_abandoned() -> None:
     )
     options = LoadTestOptions(scale=1.0, duration_s=1.0, drain_s=10.0)
 
-    result = await run_loadtest(settings_for(max_attempts=1, timeout_s=0.05), profile, options)
+    result = await run_loadtest(settings_for(max_attempts=1, timeout_s=0.5), profile, options)
     figures = build_report(result).public()
 
     main = figures["upstreams"]["main"]

@@ -120,6 +120,20 @@ async def test_rpm_binds_and_downgrades() -> None:
     assert figures["rates"]["downgrades"] == {"rate_limit": rpm["refused"]}
 
 
+async def test_tpm_binds_before_rpm() -> None:
+    options = LoadTestOptions(duration_s=1.0, drain_s=10.0)
+
+    result = await run_loadtest(settings_with(rpm=1000, tpm=1000), profile_on("chat", 40.0), options)
+    figures = build_report(result).public()
+
+    limits = figures["limits"]
+    assert limits["binds_first"] == "tpm"
+    assert [item["limit"] for item in limits["by_limit"]] == ["tpm"]
+    refused = limits["by_limit"][0]["refused"]
+    assert refused > 0
+    assert figures["upstreams"]["main"]["requests"] == figures["requests"]["finished"] - refused
+
+
 async def test_concurrency_wait_is_measured() -> None:
     options = LoadTestOptions(duration_s=1.0, drain_s=30.0)
 

@@ -32,6 +32,7 @@ model = "gpt-4o"
 deployments = ["main", "spare"]
 backoff_base_s = 0.001
 limit_wait_max_s = 0
+breaker_failures = 1000
 
 [loadtest.default_upstream]
 latency_ms = 3
@@ -73,6 +74,7 @@ async def test_html_embeds_figures_and_plotly() -> None:
     assert re.search(r"<script[^>]+src=", page) is None
     assert "https://" not in page.split("<script>", 1)[0]
     assert "Requests as the simulated providers received them" in page
+    assert "Calls by route" in page
 
 
 @pytest.fixture
@@ -100,6 +102,10 @@ def test_command_prints_json_and_writes_report(project: Path) -> None:
     assert figures["throughput"]["profile_rps"] == 20
     assert figures["limits"]["binds_first"] == "rpm"
     assert figures["upstreams"]["main"]["requests"] == 30
+    chat = figures["by_route"]["chat"]
+    assert chat["calls"] == figures["requests"]["finished"]
+    assert chat["ok"] == figures["requests"]["ok"]
+    assert abs(chat["cost_usd"] - figures["cost"]["total_usd"]) < 1e-12
     assert figures["cost"]["unpriced_calls"] == 0
     assert figures["cost"]["per_hour_usd"] > 0
     assert embedded((project / "report.html").read_text()) == figures
@@ -130,6 +136,9 @@ def test_command_rejects_bad_input(project: Path) -> None:
 
     duration = runner.invoke(app, ["loadtest", "--profile", "profile.toml", "--duration", "1 minute"])
     assert "invalid duration '1 minute'" in str(duration.exception)
+
+    storeless = runner.invoke(app, ["loadtest", "--profile", "recent:2h", "--duration", "1s"])
+    assert "--profile recent:2h reads recorded calls, but no store at" in str(storeless.exception)
 
     keyless = runner.invoke(
         app, ["loadtest", "--profile", "profile.toml", "--target", "http://127.0.0.1:9"]

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trunkline.config import Settings, load_settings
-from trunkline.errors import ConfigError
+from trunkline.errors import ConfigError, StoreError
 from trunkline.loadtest.engine import LoadTestOptions, run_loadtest
 from trunkline.loadtest.html import format_value, render_html, summary_rows
 from trunkline.loadtest.profile import Profile, load_profile_file, parse_duration
@@ -34,15 +34,17 @@ def resolve_profile(settings: Settings, value: str) -> Profile:
     path = Path(value)
     if path.suffix.lower() in (".toml", ".json") or path.is_file():
         return load_profile_file(path)
-    if value == "recent" or value.startswith("recent:"):
-        window = value.partition(":")[2] or RECENT_WINDOW
-        store = open_store(settings.database_url(), must_exist=True)
-        try:
-            return profile_from_recent(store, parse_duration(window))
-        finally:
-            store.dispose()
-    store = open_store(settings.database_url(), must_exist=True)
     try:
+        store = open_store(settings.database_url(), must_exist=True)
+    except StoreError as error:
+        raise StoreError(
+            f"--profile {value} reads recorded calls, but {error}; or give a .toml or .json "
+            "profile file, as docs/loadtest.md describes"
+        ) from error
+    try:
+        if value == "recent" or value.startswith("recent:"):
+            window = value.partition(":")[2] or RECENT_WINDOW
+            return profile_from_recent(store, parse_duration(window))
         return profile_from_run(store, value)
     finally:
         store.dispose()
@@ -83,10 +85,10 @@ def loadtest_command(
         ),
     ] = "TRUNKLINE_API_KEY",
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Override the profile's seed.")
+        int | None, typer.Option("--seed", help="Replace the profile's seed.")
     ] = None,
     max_requests: Annotated[
-        int, typer.Option("--max-requests", min=1, help="Refuse a plan with more requests.")
+        int, typer.Option("--max-requests", min=1, help="Reject a plan of more requests than this.")
     ] = 100_000,
     max_in_flight: Annotated[
         int,
@@ -175,6 +177,19 @@ def _print_tables(console: Console, report: LoadReport) -> None:
     for label, value in summary_rows(figures):
         summary.add_row(label, format_value(value))
     console.print(summary)
+
+    routes = Table(title="calls by route", title_justify="left")
+    for column in ("route", "calls", "ok", "errors", "p50 ms", "p99 ms", "cost USD"):
+        routes.add_column(column, justify="left" if column == "route" else "right")
+    for route, row in figures["by_route"].items():
+        routes.add_row(
+            route,
+            *(
+                format_value(row[key])
+                for key in ("calls", "ok", "errors", "latency_p50_ms", "latency_p99_ms", "cost_usd")
+            ),
+        )
+    console.print(routes)
 
     attempts = figures["attempts"]
     if attempts is None:

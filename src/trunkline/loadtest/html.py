@@ -78,9 +78,9 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return f"<table>{body}</table>"
 
 
-def _counts_table(counts: dict[str, dict[str, int]]) -> str:
+def _counts_table(counts: dict[str, dict[str, Any]], *, first: str = "deployment") -> str:
     columns = sorted({key for row in counts.values() for key in row}, key=_column_order)
-    head = "".join(f"<th>{html.escape(column)}</th>" for column in ["deployment", *columns])
+    head = "".join(f"<th>{html.escape(column)}</th>" for column in [first, *columns])
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td>"
         + "".join(f"<td>{_cell(row.get(column, 0))}</td>" for column in columns)
@@ -91,7 +91,7 @@ def _counts_table(counts: dict[str, dict[str, int]]) -> str:
 
 
 def _column_order(column: str) -> tuple[int, str]:
-    order = ["requests", "ok", "rate_limited", "server_error", "timeout"]
+    order = ["calls", "requests", "ok", "errors", "rate_limited", "server_error", "timeout"]
     return (order.index(column) if column in order else len(order), column)
 
 
@@ -148,6 +148,8 @@ def render_html(figures: dict[str, Any]) -> str:
         )
         + "</div>",
     ]
+    sections.append("<h2>Calls by route</h2>")
+    sections.append(_counts_table(figures["by_route"], first="route"))
     if figures["attempts"] is not None:
         sections.append("<h2>Attempts as the router recorded them</h2>")
         sections.append(_counts_table(figures["attempts"]["by_deployment"]))

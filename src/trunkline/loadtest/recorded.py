@@ -45,7 +45,7 @@ def profile_from_recent(store: Store, window_s: float, *, now: datetime | None =
     since = (now or datetime.now(UTC)) - timedelta(seconds=window_s)
     rows = _read(store, calls.c.started_at >= since)
     return _profile(
-        rows, f"calls of the last {window_s:g}s", hint="widen the window, as in recent:24h"
+        rows, f"the window of the last {window_s:g}s", hint="widen the window, as in recent:24h"
     )
 
 

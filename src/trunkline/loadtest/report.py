@@ -66,6 +66,7 @@ def build_report(result: LoadResult) -> LoadReport:
         "latency_ms": _latency(samples),
         "rates": _rates(samples),
         "errors_by_kind": dict(Counter(s.error_kind for s in samples if s.error_kind).most_common()),
+        "by_route": _by_route(samples),
         "attempts": _attempts(samples),
         "limiter_wait_ms": _limiter_waits(result),
         "limits": _limits(result, samples),
@@ -152,6 +153,25 @@ def _rates(samples: list[CallSample]) -> dict[str, Any]:
             Counter(reason for sample in routed for reason in sample.downgrades or []).most_common()
         ),
     }
+
+
+def _by_route(samples: list[CallSample]) -> dict[str, dict[str, Any]]:
+    """Return each task's calls, failures, latency and cost, by route."""
+    routes: dict[str, list[CallSample]] = {}
+    for sample in samples:
+        routes.setdefault(sample.route, []).append(sample)
+    summary: dict[str, dict[str, Any]] = {}
+    for route, routed in sorted(routes.items()):
+        ok = [sample.latency_ms for sample in routed if sample.outcome == "ok"]
+        summary[route] = {
+            "calls": len(routed),
+            "ok": len(ok),
+            "errors": len(routed) - len(ok),
+            "latency_p50_ms": percentile(ok, 0.5),
+            "latency_p99_ms": percentile(ok, 0.99),
+            "cost_usd": sum(sample.cost_usd or 0.0 for sample in routed),
+        }
+    return summary
 
 
 def _attempts(samples: list[CallSample]) -> dict[str, Any] | None:
