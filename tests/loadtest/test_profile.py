@@ -230,6 +230,21 @@ async def test_profile_from_recorded_run(tmp_path: Path) -> None:
     assert recent.tasks[0].input_tokens.samples == profile.tasks[0].input_tokens.samples
 
 
+async def test_recent_leaves_out_load_tests(tmp_path: Path) -> None:
+    settings = fake_settings("d0")
+    router = Router(settings, providers={"d0": ScriptedModel(default=FakeReply("a"))})
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with recording(settings, url=url) as recorder:
+        for run_id in ("run_real", "loadtest_0123"):
+            with start_run("traffic", run_id=run_id):
+                for _ in range(3 if run_id == "run_real" else 5):
+                    await router.complete("hello", route="main")
+        recorder.writer.flush()
+        recent = profile_from_recent(recorder.store, 3600.0)
+
+    assert "(3 calls" in recent.source
+
+
 def test_profile_from_unknown_run(tmp_path: Path) -> None:
     settings = fake_settings("d0")
     with recording(settings, url=f"sqlite:///{tmp_path / 'store.db'}") as recorder:

@@ -13,6 +13,7 @@ from trunkline.loadtest.faults import UpstreamCounts
 from trunkline.loadtest.limits import LimitPressure
 from trunkline.loadtest.plan import plan_arrivals
 from trunkline.loadtest.profile import Profile
+from trunkline.loadtest.recorded import LOADTEST_PREFIX
 from trunkline.loadtest.runner import RouterSender, RunOutcome, run_plan
 from trunkline.loadtest.simulation import simulated_router
 from trunkline.loadtest.target import GatewaySender
@@ -123,7 +124,7 @@ async def run_loadtest(
     for planned in plan:
         if planned.row is not None:
             planned.route = f"workflow:{workflows[planned.task].spec.name}"
-    run_id = f"loadtest_{random_hex()[:12]}"
+    run_id = f"{LOADTEST_PREFIX}{random_hex()[:12]}"
     loop = asyncio.get_running_loop()
     if options.target is not None:
         clock_start = loop.time()

@@ -16,7 +16,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, not_, or_, select
 
 from trunkline.config import SimulatedUpstream
 from trunkline.errors import ConfigError
@@ -28,6 +28,8 @@ from trunkline.store.tables import calls
 MAX_SAMPLES = 1000
 #: Calls read at most, the newest first, so that a profile of a busy store stays quick.
 MAX_CALLS = 100_000
+#: Start of the run id of every load test, which recent traffic leaves out.
+LOADTEST_PREFIX = "loadtest_"
 
 
 def profile_from_run(store: Store, run_id: str) -> Profile:
@@ -41,9 +43,14 @@ def profile_from_run(store: Store, run_id: str) -> Profile:
 
 
 def profile_from_recent(store: Store, window_s: float, *, now: datetime | None = None) -> Profile:
-    """Build a profile from every call that started in the last `window_s` seconds."""
+    """Build a profile from every call that started in the last `window_s` seconds.
+
+    Calls of recorded load tests (run ids ``loadtest_...``) are left out, so
+    that a rehearsal does not count as traffic.
+    """
     since = (now or datetime.now(UTC)) - timedelta(seconds=window_s)
-    rows = _read(store, calls.c.started_at >= since)
+    not_loadtest = or_(calls.c.run_id.is_(None), not_(calls.c.run_id.like(f"{LOADTEST_PREFIX}%")))
+    rows = _read(store, and_(calls.c.started_at >= since, not_loadtest))
     return _profile(
         rows, f"the window of the last {window_s:g}s", hint="widen the window, as in recent:24h"
     )
