@@ -245,6 +245,64 @@ class MlflowSettings(BaseModel):
         return os.environ.get("MLFLOW_EXPERIMENT_NAME") or self.experiment or workflow
 
 
+class SimulatedUpstream(BaseModel):
+    """The behaviour of one simulated provider in `trunkline loadtest`.
+
+    The rates are shares of the requests the upstream receives, and their
+    sum must not exceed 1; the rest succeed after the drawn latency.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Median latency of a reply in milliseconds, drawn from a log-normal.
+    latency_ms: float = Field(default=500.0, ge=0, allow_inf_nan=False)
+    #: Sigma of that log-normal; 0 gives every reply the median latency.
+    latency_sigma: float = Field(default=0.5, ge=0, le=5, allow_inf_nan=False)
+    #: Share of requests answered 429 with a ``Retry-After`` header.
+    rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
+    #: Seconds the 429 responses ask the client to wait, sent as ``Retry-After``.
+    retry_after_s: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    #: Share of requests answered with `server_error_status`, in bursts.
+    server_error_rate: float = Field(default=0.0, ge=0, lt=1)
+    #: Mean number of consecutive requests a burst of server errors lasts;
+    #: 1 spreads them at random with no bursts.
+    server_error_burst: float = Field(default=1.0, ge=1, allow_inf_nan=False)
+    server_error_status: int = Field(default=503, ge=500, le=599, strict=True)
+    #: Share of requests that get no reply until `hang_s` has passed, so the
+    #: route's attempt timeout fires first unless it is longer.
+    timeout_rate: float = Field(default=0.0, ge=0, le=1)
+    #: Seconds a timed-out request hangs before the upstream gives up with 504.
+    hang_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _check_rates(self) -> SimulatedUpstream:
+        total = self.rate_limit_rate + self.server_error_rate + self.timeout_rate
+        if total > 1.0:
+            raise ValueError(
+                f"rate_limit_rate + server_error_rate + timeout_rate is {total:g}, above 1; "
+                "they are shares of the same requests, so lower one of them"
+            )
+        burst = self.server_error_burst
+        if burst > 1 and self.server_error_rate > burst / (burst + 1):
+            raise ValueError(
+                f"server_error_rate {self.server_error_rate:g} is above {burst / (burst + 1):.3f}, "
+                f"the highest share that bursts of {burst:g} requests on average can reach; "
+                "lower the rate or lengthen server_error_burst"
+            )
+        return self
+
+
+class LoadtestSettings(BaseModel):
+    """Defaults of `trunkline loadtest`: the simulated provider of each deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Simulated providers by deployment name; a load test profile's own win.
+    upstreams: dict[str, SimulatedUpstream] = Field(default_factory=dict)
+    #: The simulated provider of every deployment not named in `upstreams`.
+    default_upstream: SimulatedUpstream = Field(default_factory=SimulatedUpstream)
+
+
 class Settings(BaseModel):
     """The whole configuration, after defaults are merged in."""
 
@@ -259,6 +317,7 @@ class Settings(BaseModel):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    loadtest: LoadtestSettings = Field(default_factory=LoadtestSettings)
     #: Regular expressions whose matches are replaced by [REDACTED] in
     #: everything stored, logged or exported, beside the built-in key formats.
     redact_patterns: list[str] = Field(default_factory=list)
@@ -420,6 +479,7 @@ _TABLE_MODELS: dict[str, type[BaseModel]] = {
     "tracing": TracingSettings,
     "mlflow": MlflowSettings,
     "workers": WorkerSettings,
+    "loadtest": LoadtestSettings,
 }
 
 

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trunkline.cli import db, evals, improve, plan, records, routes, run, serve, trace, worker
+from trunkline.cli import db, evals, improve, loadtest, plan, records, routes, run, serve, trace, worker
 from trunkline.cli.export import export_app
 from trunkline.cli.keys import audit_command, keys_app
 from trunkline.cli.prompts import prompts_app
@@ -41,6 +41,7 @@ app.command("improve")(improve.improve_command)
 app.command("serve")(serve.serve_command)
 app.command("worker")(worker.worker_command)
 app.command("audit")(audit_command)
+app.command("loadtest")(loadtest.loadtest_command)
 app.add_typer(evals.evals_app, name="evals")
 app.add_typer(export_app, name="export")
 app.add_typer(prompts_app, name="prompts")
