@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -306,3 +307,37 @@ def test_workers_on_another_store_stop_the_run(
     assert result.returncode == 2
     assert "same store" in result.stderr
     assert not fake_server.requests
+
+
+def test_a_stopped_run_resumes_on_workers(
+    tmp_path: Path, fake_server: FakeServer, redis_url: str, pg_url: str, workers: list[Workers]
+) -> None:
+    rows = 16
+    write_project(tmp_path, fake_server.openai_base_url, rows=rows)
+    env = environment(pg_url, redis_url)
+    fake_server.plan(*[PlannedReply(body=openai_completion(ANSWER), delay_s=0.4) for _ in range(2 * rows)])
+    group = Workers(tmp_path, env)
+    workers.append(group)
+    group.start("only", concurrency=1)
+    environment_ = {k: v for k, v in os.environ.items() if not k.startswith("TRUNKLINE_")} | env
+    run = subprocess.Popen(
+        [sys.executable, "-m", "trunkline", "run", "flow", "--workers", "celery", "--chunk-size", "2"],
+        cwd=tmp_path,
+        env=environment_,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(fake_server.requests) < 3:
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, "no request reached the fake server"
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    run_id = re.search(r"--resume (run_\w+)", stderr).group(1)
+    summary = run_summary(tmp_path, env, "--workers", "celery", "--chunk-size", "2", "--resume", run_id)
+    assert summary["run_id"] == run_id
+    assert summary["rows"] == summary["ok"] == rows
+    assert stored_calls_by_row(pg_url, run_id)[:2] == (rows, rows)

@@ -75,6 +75,8 @@ def run_on_workers(
             runner.workflow.name, run_id=plan.run_id, budget_usd=runner.budget_usd, workflow=runner.workflow.name
         ) as live:
             runner.log_start(plan, where=f", on workers of queue {settings.workers.queue!r}")
+            # A resumed run was stopped before: its workers must take rows again.
+            signals.delete(run_key(plan.run_id, "stopped"))
             seen = signals.llen(run_key(plan.run_id, "ended"))
             try:
                 for start in range(0, len(plan.pending), chunk_size):
