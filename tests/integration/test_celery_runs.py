@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import func, select
 
 from fakeserver import FakeServer, PlannedReply, openai_completion
+from otlp_receiver import OtlpReceiver
 from integration.cli import run_trunkline
 from integration.test_cli import WORKFLOW as CLI_WORKFLOW
 from pgserver import store_url_for
@@ -218,15 +219,25 @@ def test_rows_on_two_workers_match_a_local_run(
     env = environment(pg_url, redis_url)
     fake_server.plan(*[PlannedReply(body=openai_completion(ANSWER)) for _ in range(48)])
     local = run_summary(tmp_path, env)
-    group = Workers(tmp_path, env)
-    workers.append(group)
-    group.start("first")
-    group.start("second")
-    distributed = run_summary(tmp_path, env, "--workers", "celery", "--chunk-size", "2")
+    collector = OtlpReceiver()
+    collector.start()
+    try:
+        group = Workers(tmp_path, env | {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.endpoint})
+        workers.append(group)
+        group.start("first")
+        group.start("second")
+        distributed = run_summary(tmp_path, env, "--workers", "celery", "--chunk-size", "2")
+        group.stop()
+    finally:
+        collector.stop()
     assert comparable(distributed) == comparable(local)
     assert distributed["rows"] == distributed["ok"] == 24
     assert stored_calls_by_row(pg_url, distributed["run_id"])[:2] == (24, 24)
     assert len(fake_server.requests) == 48
+    # The workers' row spans reach the collector as children of the run's span.
+    rows = [span for span in collector.spans if span.name.startswith("row ")]
+    assert len(rows) == 24
+    assert len({(span.trace_id, span.parent_span_id) for span in rows}) == 1
 
 
 def test_a_worker_killed_mid_row_leaves_each_row_stored_and_charged_once(

@@ -22,6 +22,7 @@ from trunkline.errors import ConfigError
 from trunkline.store.database import open_store
 from trunkline.store.writer import StoreWriter
 from trunkline.tracing import add_exporter, remove_exporter
+from trunkline.tracing.otlp import exporter_from_settings
 from trunkline.workers.rows import RowCapture, RowExecutor, RowOutcome, RowsMessage
 
 #: The name rows are sent under.
@@ -118,6 +119,11 @@ class _WorkerProcess:
         )
         self.capture = RowCapture(self.writer)
         add_exporter(self.capture)
+        # Spans go to a collector as they end, a killed attempt's too, as
+        # in a run in one process; only the store keeps one attempt per row.
+        self.otlp = exporter_from_settings(self.settings)
+        if self.otlp is not None:
+            add_exporter(self.otlp)
         self.executor = RowExecutor(
             self.settings,
             store=self.store,
@@ -139,6 +145,9 @@ class _WorkerProcess:
         remove_exporter(self.capture)
         self.writer.close()
         self.store.dispose()
+        if self.otlp is not None:
+            remove_exporter(self.otlp)
+            self.otlp.close()
         atexit.unregister(self.close)
 
 
