@@ -129,21 +129,31 @@ def holding_records() -> Iterator[_RowRecords]:
         _row_records.reset(token)
 
 
-# Take a row's lease unless the run was stopped or the row is done. KEYS:
-# the run's stop flag, its set of rows stored ok, the row's lease. ARGV: row
-# index, holder, lease in ms. Returns the verdict and, when the lease is
-# held by another worker, the ms it has left.
+# Take the leases of a delivery's rows, except where the run was stopped or
+# a row is done. KEYS: the run's stop flag, its set of rows stored ok, then
+# each row's lease. ARGV: holder, lease in ms, then each row's index.
+# Returns a verdict and a number per row: the ms left on a lease held by
+# another worker, else 0.
 _TAKE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {'stopped', 0}
+local stopped = redis.call('EXISTS', KEYS[1]) == 1
+local verdicts = {}
+for i = 3, #KEYS do
+  local index = ARGV[i]
+  if stopped then
+    table.insert(verdicts, 'stopped')
+    table.insert(verdicts, 0)
+  elseif redis.call('SISMEMBER', KEYS[2], index) == 1 then
+    table.insert(verdicts, 'already_stored')
+    table.insert(verdicts, 0)
+  elseif redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    table.insert(verdicts, 'taken')
+    table.insert(verdicts, 0)
+  else
+    table.insert(verdicts, 'held')
+    table.insert(verdicts, redis.call('PTTL', KEYS[i]))
+  end
 end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
-  return {'already_stored', 0}
-end
-if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then
-  return {'taken', 0}
-end
-return {'held', redis.call('PTTL', KEYS[3])}
+return verdicts
 """
 
 # Mark a row done (unless ARGV[1] is empty), tell the run it ended (unless
@@ -166,12 +176,17 @@ end
 return 0
 """
 
-# Renew a lease only while it is still this holder's.
+# Renew the leases that are still this holder's. KEYS: the leases. ARGV:
+# holder, lease in ms. Returns how many it renewed.
 _RENEW_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local renewed = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    renewed = renewed + 1
+  end
 end
-return 0
+return renewed
 """
 
 
@@ -231,33 +246,53 @@ class RowExecutor:
             except TrunklineError as error:
                 outcome = await self._report_problem(message, str(error))
                 return [outcome] * len(message.rows)
-        return await asyncio.gather(*(self._handle_row(runner, message, index, row) for index, row in message.rows))
+        run_id = message.run_id
+        holder = secrets.token_hex(8)
+        lease_ms = max(int(self.lease_s * 1000), 1)
+        leases = [run_key(run_id, f"row:{index}", self.key_prefix) for index, _ in message.rows]
+        flat = await self._take(
+            keys=[run_key(run_id, "stopped", self.key_prefix), run_key(run_id, "done", self.key_prefix), *leases],
+            args=[holder, lease_ms, *(index for index, _ in message.rows)],
+        )
+        outcomes: list[RowOutcome | None] = []
+        taken: list[tuple[int, int, dict[str, Any]]] = []
+        for position, (index, row) in enumerate(message.rows):
+            verdict, left_ms = flat[2 * position], int(flat[2 * position + 1])
+            if verdict == "taken":
+                outcomes.append(None)
+                taken.append((position, index, row))
+            else:
+                retry_in_s = max(left_ms, 100) / 1000.0 if verdict == "held" else None
+                outcomes.append(RowOutcome(verdict, retry_in_s=retry_in_s))
+        if taken:
+            running = [leases[position] for position, _, _ in taken]
+            renewing = asyncio.create_task(self._keep_leases(running, holder, lease_ms))
+            try:
+                finished = await asyncio.gather(
+                    *(self._handle_row(runner, message, index, row, holder) for _, index, row in taken)
+                )
+            finally:
+                renewing.cancel()
+            for (position, _, _), outcome in zip(taken, finished, strict=True):
+                outcomes[position] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
 
     async def _handle_row(
-        self, runner: BatchRunner, message: RowsMessage, index: int, row: dict[str, Any]
+        self, runner: BatchRunner, message: RowsMessage, index: int, row: dict[str, Any], holder: str
     ) -> RowOutcome:
         try:
-            return await self._run_row_once(runner, message, index, row)
+            return await self._run_taken_row(runner, message, index, row, holder)
         except Exception as error:  # the store or Redis failed: the run must hear of it, or it waits forever
             logger.exception("row %d of run %s could not be stored", index, message.run_id)
             problem = f"row {index} could not be stored: {type(error).__name__}: {error}"
             return await self._report_problem(message, problem)
 
-    async def _run_row_once(
-        self, runner: BatchRunner, message: RowsMessage, index: int, row: dict[str, Any]
+    async def _run_taken_row(
+        self, runner: BatchRunner, message: RowsMessage, index: int, row: dict[str, Any], holder: str
     ) -> RowOutcome:
+        """Run a row whose lease this delivery holds, store it, then mark it and release the lease."""
         run_id = message.run_id
         lease = run_key(run_id, f"row:{index}", self.key_prefix)
-        done = run_key(run_id, "done", self.key_prefix)
-        holder = secrets.token_hex(8)
-        lease_ms = max(int(self.lease_s * 1000), 1)
-        verdict, left_ms = await self._take(
-            keys=[run_key(run_id, "stopped", self.key_prefix), done, lease], args=[index, holder, lease_ms]
-        )
-        if verdict != "taken":
-            retry_in_s = max(int(left_ms), 100) / 1000.0 if verdict == "held" else None
-            return RowOutcome(verdict, retry_in_s=retry_in_s)
-        renewing = asyncio.create_task(self._keep_lease(lease, holder, lease_ms))
         finished = False
         ended = ""
         try:
@@ -272,10 +307,9 @@ class RowExecutor:
             finished = not stored or result["status"] == "ok"
             ended = f"{index}:{result['status']}" if stored else ""
         finally:
-            renewing.cancel()
             # A row that ended in an error is not marked done: resuming the run sends it again.
             await self._finish(
-                keys=[done, lease, run_key(run_id, "ended", self.key_prefix)],
+                keys=[run_key(run_id, "done", self.key_prefix), lease, run_key(run_id, "ended", self.key_prefix)],
                 args=[index if finished else "", holder, RUN_KEYS_TTL_S, ended],
             )
         return RowOutcome("stored" if stored else "already_stored")
@@ -293,13 +327,11 @@ class RowExecutor:
                 result = await runner.run_row(index, row)
         return result, records
 
-    async def _keep_lease(self, lease: str, holder: str, lease_ms: int) -> None:
+    async def _keep_leases(self, leases: list[str], holder: str, lease_ms: int) -> None:
+        """Renew the delivery's leases until cancelled; a row's lease goes when its row ends."""
         while True:
             await asyncio.sleep(lease_ms / 3000.0)
-            if not await self._renew(keys=[lease], args=[holder, lease_ms]):
-                # The lease lapsed (a pause longer than the lease), so another
-                # worker may run the row too; storing once still holds.
-                logger.warning("lost the lease %s while its row was running", lease)
+            if not await self._renew(keys=leases, args=[holder, lease_ms]):
                 return
 
     async def _report_problem(self, message: RowsMessage, problem: str) -> RowOutcome:
