@@ -158,8 +158,13 @@ class _Planner:
         )
 
     async def run_functions(self) -> None:
-        """Run the tool and post steps on every row, in order, keeping what they return."""
-        for spec in self.spec.steps:
+        """Run the tool and post steps before the last model step on every row, keeping what they return.
+
+        Steps after the last model step render no prompt, and they would
+        need the model's answers, so they are left out.
+        """
+        calling = [position for position, spec in enumerate(self.spec.steps) if spec.kind in ("model", "cascade")]
+        for spec in self.spec.steps[: calling[-1] if calling else 0]:
             if spec.kind not in ("tool", "post"):
                 continue
             step = FunctionStep(spec, self.spec)
@@ -238,7 +243,12 @@ class _Planner:
         if failure is not None:
             plan.notes.append(
                 f"its prompts cannot be rendered without the values of earlier steps ({failure})"
-                + ("" if recorded else "; run the workflow once so that recorded calls give the input tokens")
+                + (
+                    ""
+                    if recorded
+                    else "; add --run-tools to run the earlier steps first, or run the workflow once "
+                    "so that recorded calls give the input tokens"
+                )
             )
         if recorded:
             plan.output_tokens = round(recorded["output_tokens"] * len(self.rows))
