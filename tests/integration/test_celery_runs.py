@@ -28,6 +28,7 @@ from integration.test_cli import WORKFLOW as CLI_WORKFLOW
 from pgserver import store_url_for
 from trunkline.config import Settings
 from trunkline.store.database import open_store
+from trunkline.store.runs import get_run
 from trunkline.store.tables import calls, run_rows
 
 pytest.importorskip("celery", reason="Celery is not installed; install trunkline[workers]")
@@ -182,6 +183,14 @@ def comparable(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k not in ("run_id", "latency_p50_ms", "latency_p95_ms")}
 
 
+def run_status(store_url: str, run_id: str) -> str:
+    store = open_store(store_url)
+    try:
+        return get_run(store, run_id)["status"]
+    finally:
+        store.dispose()
+
+
 def stored_calls_by_row(store_url: str, run_id: str) -> tuple[int, int, float]:
     """Return the run's stored rows, calls and summed call cost."""
     store = open_store(store_url)
@@ -300,7 +309,7 @@ def test_run_without_a_worker_says_how_to_start_one(
         tmp_path, "run", "flow", "--workers", "celery", env=environment(pg_url, redis_url), timeout_s=60
     )
     assert result.returncode == 2
-    assert "no trunkline worker answers" in result.stderr
+    assert "no trunkline worker takes rows from queue" in result.stderr
     assert "trunkline worker" in result.stderr
     assert not fake_server.requests
 
@@ -320,8 +329,44 @@ def test_workers_on_another_store_stop_the_run(
     assert not fake_server.requests
 
 
-def test_a_stopped_run_resumes_on_workers(
+def test_a_worker_with_another_configuration_stops_the_run_until_resumed(
     tmp_path: Path, fake_server: FakeServer, redis_url: str, pg_url: str, workers: list[Workers]
+) -> None:
+    write_project(tmp_path, fake_server.openai_base_url, rows=4)
+    env = environment(pg_url, redis_url)
+    other = tmp_path / "other"
+    other.mkdir()
+    config = (tmp_path / "trunkline.toml").read_text()
+    (other / "trunkline.toml").write_text(config.replace("output_per_mtok = 4.0", "output_per_mtok = 400.0"))
+    stranger = Workers(other, env)
+    workers.append(stranger)
+    stranger.start("stranger")
+    stopped = run_trunkline(tmp_path, "run", "flow", "--workers", "celery", env=env, timeout_s=60)
+    assert stopped.returncode == 2
+    assert "configuration of a worker" in stopped.stderr
+    assert not fake_server.requests
+    stranger.stop()
+    fake_server.plan(*[PlannedReply(body=openai_completion(ANSWER)) for _ in range(4)])
+    group = Workers(tmp_path, env)
+    workers.append(group)
+    group.start("same")
+    run_id = re.search(r"--resume (run_\w+)", stopped.stderr).group(1)
+    summary = run_summary(tmp_path, env, "--workers", "celery", "--resume", run_id)
+    assert summary["rows"] == summary["ok"] == 4
+
+
+def test_unreachable_broker_is_a_clear_error(tmp_path: Path, closed_port_url: str, pg_url: str) -> None:
+    write_project(tmp_path, "http://127.0.0.1:9/v1", rows=2)
+    broker = closed_port_url.replace("http://", "redis://") + "/0"
+    result = run_trunkline(tmp_path, "run", "flow", "--workers", "celery", env=environment(pg_url, broker), timeout_s=90)
+    assert result.returncode == 2, result.stderr
+    assert f"the broker at {broker} cannot be reached" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_run_resumes_on_workers(
+    tmp_path: Path, fake_server: FakeServer, redis_url: str, pg_url: str, workers: list[Workers], stop_signal: int
 ) -> None:
     rows = 16
     write_project(tmp_path, fake_server.openai_base_url, rows=rows)
@@ -344,10 +389,11 @@ def test_a_stopped_run_resumes_on_workers(
         assert run.poll() is None, run.communicate()
         assert time.monotonic() < deadline, "no request reached the fake server"
         time.sleep(0.05)
-    run.send_signal(signal.SIGINT)
+    run.send_signal(stop_signal)
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 130, stderr
     run_id = re.search(r"--resume (run_\w+)", stderr).group(1)
+    assert run_status(pg_url, run_id) == "interrupted"
     summary = run_summary(tmp_path, env, "--workers", "celery", "--chunk-size", "2", "--resume", run_id)
     assert summary["run_id"] == run_id
     assert summary["rows"] == summary["ok"] == rows

@@ -12,7 +12,7 @@ from trunkline.config import Settings
 from trunkline.store import StoreWriter, open_store
 from trunkline.store.runs import all_rows, run_spend
 from trunkline.tracing import add_exporter, new_span_id, new_trace_id, remove_exporter
-from trunkline.workers.rows import RowCapture, RowExecutor, RowsMessage
+from trunkline.workers.rows import RowCapture, RowExecutor, RowsMessage, settings_hash
 from trunkline.workflows.datasets import load_dataset
 from trunkline.workflows.runner import BatchRunner
 from trunkline.workflows.spec import load_workflow
@@ -41,6 +41,7 @@ async def delivered(tmp_path: Path, redis_url: str, key_prefix: str):  # noqa: A
         run_span_id=new_span_id(),
         workflow_path=str(spec.file),
         workflow_hash=runner.workflow_hash,
+        settings_hash=settings_hash(settings),
         params={},
         rows=plan.pending[:2],
     )

@@ -312,3 +312,10 @@ def test_tool_module_loaded_by_threads_at_once_is_whole(tmp_path) -> None:
     with ThreadPoolExecutor(4) as pool:
         found = list(pool.map(lambda _: load_object("slow_tools:pick", tmp_path), range(4)))
     assert all(item is found[0] for item in found)
+
+
+def test_csv_field_longer_than_the_csv_modules_default_limit(tmp_path) -> None:
+    long_text = "word " * 60_000
+    (tmp_path / "rows.csv").write_text(f"text,gold\n{long_text},yes\n")
+    (row,) = load_dataset(tmp_path / "rows.csv").rows
+    assert row["text"] == long_text

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine
+import signal
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -41,6 +43,8 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
 
 T = TypeVar("T")
 
+#: Rows in flight at once in a local run.
+DEFAULT_CONCURRENCY = 4
 #: Rows per task of a run on Celery workers.
 DEFAULT_CHUNK_SIZE = 10
 
@@ -85,7 +89,9 @@ def run_command(
         list[str], typer.Option("--param", help="Override a workflow parameter, KEY=VALUE; repeatable.")
     ] = [],  # noqa: B006 (typer reads the default, it is never mutated)
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Run only the first N rows.")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Rows in flight at once.")] = 4,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="Rows in flight at once in a local run. Default 4.")
+    ] = None,
     resume: Annotated[
         str | None, typer.Option("--resume", help="Continue run RUN_ID, skipping the rows it finished.")
     ] = None,
@@ -136,6 +142,12 @@ def run_command(
         raise ConfigError(f"--workers expects 'local' or 'celery', got {workers!r}")
     if chunk_size is not None and workers != "celery":
         raise ConfigError("--chunk-size applies to --workers celery only; use --concurrency for a local run")
+    if concurrency is not None and workers == "celery":
+        raise ConfigError(
+            "--concurrency applies to local runs; on workers, each worker's --concurrency (tasks at once) "
+            "and the run's --chunk-size (rows per task) set the rows in flight"
+        )
+    concurrency = concurrency or DEFAULT_CONCURRENCY
     spec = load_workflow(workflow)
     dataset = load_dataset(data if data is not None else spec.default_data())
     params = spec.parameters(parse_params(param))
@@ -216,6 +228,18 @@ def _report_failures(stderr: Console, summary: RunSummary, failures: list[dict])
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _restoring_sigterm(previous: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console, *, chunk_size: int | None) -> RunSummary:  # noqa: ANN001
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -242,7 +266,10 @@ def _run_with_progress(runner, dataset, rows, limit, resume, stderr: Console, *,
         done = f" {job.completed + job.failed}/{job.total}" if job.total else ""
         progress.update(task, status=f"{job.step}: batch {job.batch_id} {job.status}{done}")
 
-    with progress:
+    # SIGTERM (a CI cancel, a service manager, `timeout`) stops the run as
+    # Ctrl-C does: the run is marked interrupted and workers drop its rows.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    with progress, _restoring_sigterm(previous):
         task = progress.add_task(runner.workflow.name, total=rows, status="")
         try:
             if chunk_size is not None:

@@ -9,6 +9,8 @@ import typer
 
 from trunkline.config import load_settings
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 def worker_command(
     concurrency: Annotated[
@@ -26,7 +28,9 @@ def worker_command(
     name: Annotated[
         str | None, typer.Option("--name", help="Worker name shown by Celery; default: trunkline@HOSTNAME.")
     ] = None,
-    loglevel: Annotated[str, typer.Option("--loglevel", help="Celery's log level.")] = "WARNING",
+    loglevel: Annotated[
+        str, typer.Option("--loglevel", help="Celery's log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    ] = "WARNING",
 ) -> None:
     """Take rows of `trunkline run --workers celery` from the broker, run them and store them.
 
@@ -37,6 +41,10 @@ def worker_command(
     """
     from trunkline.workers.app import celery_app, close_worker_process, worker_process
 
+    if loglevel.upper() not in _LOG_LEVELS:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(_LOG_LEVELS)}, got {loglevel!r}", param_hint="--loglevel"
+        )
     settings = load_settings()
     if queue is not None:
         settings = settings.model_copy(

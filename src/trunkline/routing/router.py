@@ -175,7 +175,7 @@ class Router:
             if not url:
                 raise
             raise ConfigError(
-                f"the Redis at {_safe_redis_url(url)} that keeps shared rate limits and budgets "
+                f"the Redis at {safe_redis_url(url)} that keeps shared rate limits and budgets "
                 f"failed: {type(error).__name__}: {error}. Start Redis there, fix "
                 "TRUNKLINE_REDIS_URL (or redis_url), or unset it to keep limits in this process"
             ) from error
@@ -788,7 +788,7 @@ class Router:
         return scores
 
 
-def _safe_redis_url(url: str) -> str:
+def safe_redis_url(url: str) -> str:
     """Return `url` with any password replaced, for messages."""
     parts = urlsplit(url)
     if parts.password is None:

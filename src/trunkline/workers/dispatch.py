@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from trunkline.errors import ConfigError, WorkflowError
+from trunkline.routing.router import safe_redis_url
 from trunkline.store.runs import mark_run
 from trunkline.tracing import start_run
 from trunkline.workers.app import ROWS_TASK, broker_url, celery_app
-from trunkline.workers.rows import RUN_KEYS_TTL_S, RowsMessage, run_key
+from trunkline.workers.rows import RUN_KEYS_TTL_S, RowsMessage, run_key, settings_hash
 from trunkline.workflows.datasets import Dataset
 from trunkline.workflows.runner import BatchRunner
 from trunkline.workflows.summary import RunSummary
+
+logger = logging.getLogger(__name__)
 
 #: Seconds between two looks for rows that ended.
 POLL_INTERVAL_S = 0.5
@@ -42,7 +47,7 @@ def run_on_workers(
     warning when rows stop ending and no worker answers.
 
     Raises:
-        WorkflowError: a worker refused the run's rows (another store,
+        WorkflowError: a worker stopped the run (another store, another configuration,
             other workflow files); the message is the worker's.
         ConfigError: Celery is missing, no broker is configured, or no
             worker answers when the run starts.
@@ -57,7 +62,8 @@ def run_on_workers(
         )
     settings = runner.router.settings
     app = celery_app(settings)
-    _check_workers_answer(app, settings.workers.queue)
+    with _reaching_broker(settings):
+        _check_workers_answer(app, settings.workers.queue)
     plan = runner.plan(dataset, limit=limit, resume_run_id=resume_run_id)
     if on_start is not None:
         on_start(len(plan.pending), plan.resumed)
@@ -71,12 +77,13 @@ def run_on_workers(
 
     signals = redis.Redis.from_url(broker_url(settings), decode_responses=True)
     try:
-        with start_run(
+        with _reaching_broker(settings, plan.run_id), start_run(
             runner.workflow.name, run_id=plan.run_id, budget_usd=runner.budget_usd, workflow=runner.workflow.name
         ) as live:
             runner.log_start(plan, where=f", on workers of queue {settings.workers.queue!r}")
-            # A resumed run was stopped before: its workers must take rows again.
-            signals.delete(run_key(plan.run_id, "stopped"))
+            # A resumed run may have been stopped, or stopped by a worker's
+            # problem, before: its workers must take rows again.
+            signals.delete(run_key(plan.run_id, "stopped"), run_key(plan.run_id, "problems"))
             seen = signals.llen(run_key(plan.run_id, "ended"))
             try:
                 for start in range(0, len(plan.pending), chunk_size):
@@ -86,6 +93,7 @@ def run_on_workers(
                         run_span_id=live.span_id,
                         workflow_path=workflow_path,
                         workflow_hash=runner.workflow_hash,
+                        settings_hash=settings_hash(settings),
                         params=runner.params,
                         prompt_overrides=runner.prompt_overrides,
                         budget_usd=runner.budget_usd,
@@ -95,8 +103,7 @@ def run_on_workers(
                 waiting = {index for index, _ in plan.pending}
                 _follow(plan.run_id, waiting, seen, signals, app, settings.workers.queue, on_row, on_quiet)
             except BaseException as error:
-                signals.set(run_key(plan.run_id, "stopped"), "1", ex=RUN_KEYS_TTL_S)
-                runner.mark_stopped(plan.run_id, error)
+                _stop(signals, runner, plan.run_id, error)
                 raise
             summary = runner.summarise(plan)
             live.attributes.update(summary.public())
@@ -107,12 +114,51 @@ def run_on_workers(
 
 
 def _check_workers_answer(app: Any, queue: str) -> None:
-    if not app.control.ping(timeout=2.0, limit=1):
+    if not _workers_on(app, queue):
         raise ConfigError(
-            f"no trunkline worker answers on the broker, so the run's rows would wait forever; "
-            f"start one or more with `trunkline worker` (queue {queue!r}) against the same "
-            "broker and store, then run again"
+            f"no trunkline worker takes rows from queue {queue!r} on the broker, so the run's rows "
+            f"would wait forever; start one or more with `trunkline worker` (queue {queue!r}) "
+            "against the same broker and store, then run again"
         )
+
+
+def _workers_on(app: Any, queue: str) -> list[str]:
+    """Return the names of the workers that answer and take rows from `queue`."""
+    answers = app.control.inspect(timeout=1.0).active_queues() or {}
+    return [name for name, queues in answers.items() if any(entry.get("name") == queue for entry in queues)]
+
+
+def _stop(signals: Any, runner: BatchRunner, run_id: str, error: BaseException) -> None:
+    """Tell the workers to drop the run's rows and mark the run stopped, each as far as it can be reached."""
+    try:
+        signals.set(run_key(run_id, "stopped"), "1", ex=RUN_KEYS_TTL_S)
+    except Exception as failure:  # the broker is down: workers go on with the rows they have
+        logger.warning("could not tell the workers to stop run %s: %s", run_id, failure)
+    try:
+        runner.mark_stopped(run_id, error)
+    except Exception as failure:  # the store is down: the run stays marked running
+        logger.warning("could not mark run %s stopped in the store: %s", run_id, failure)
+
+
+@contextmanager
+def _reaching_broker(settings: Any, run_id: str | None = None) -> Iterator[None]:
+    """Turn a broker that cannot be reached into a `ConfigError` that says which and what to do."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    try:
+        yield
+    except (OperationalError, RedisConnectionError, RedisTimeoutError) as error:
+        resume = (
+            f"; the rows stored so far are kept: once it is back, continue with --resume {run_id}"
+            if run_id
+            else ""
+        )
+        raise ConfigError(
+            f"the broker at {safe_redis_url(broker_url(settings))} cannot be reached ({error}); start it, "
+            f"or point TRUNKLINE_BROKER_URL or [workers] broker_url at a running Redis{resume}"
+        ) from None
 
 
 def _follow(
@@ -136,7 +182,10 @@ def _follow(
     while waiting:
         problem = signals.lindex(problems_key, 0)
         if problem is not None:
-            raise WorkflowError(f"a worker refused the run's rows: {problem}")
+            raise WorkflowError(
+                f"a worker stopped the run: {problem}. The rows stored so far are kept: once the "
+                f"cause is fixed, continue with --resume {run_id}"
+            )
         entries = signals.lrange(ended_key, seen, -1)
         seen += len(entries)
         for entry in entries:
@@ -151,9 +200,9 @@ def _follow(
             last_change = now
         elif now - last_change > QUIET_BEFORE_PING_S:
             last_change = now
-            if on_quiet is not None and not app.control.ping(timeout=2.0, limit=1):
+            if on_quiet is not None and not _workers_on(app, queue):
                 on_quiet(
-                    f"no row has ended for {QUIET_BEFORE_PING_S:.0f} s and no worker answers on "
+                    f"no row has ended for {QUIET_BEFORE_PING_S:.0f} s and no worker takes rows from "
                     f"queue {queue!r}; start `trunkline worker`, and the rows waiting on the broker will run"
                 )
         if waiting:

@@ -18,6 +18,8 @@ arrive more than once. Three things keep each row stored and paid for once:
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import secrets
 import threading
@@ -63,6 +65,8 @@ class RowsMessage(BaseModel):
     run_span_id: str
     workflow_path: str
     workflow_hash: str
+    #: `settings_hash` of the run's configuration, which the worker's must match.
+    settings_hash: str
     params: dict[str, Any]
     prompt_overrides: dict[str, str] = {}
     budget_usd: float | None = None
@@ -190,6 +194,21 @@ return renewed
 """
 
 
+#: The parts of the configuration that change what a row does or costs.
+_ROW_SETTINGS = {"deployments", "routes", "prices", "budgets", "default_route", "redact_patterns"}
+
+
+def settings_hash(settings: Settings) -> str:
+    """Hash the deployments, routes, prices, budgets and redaction of a configuration.
+
+    A worker runs a row with its own configuration, so a worker whose
+    configuration differs from the run's would give other answers at other
+    prices than the run's own process.
+    """
+    encoded = json.dumps(settings.model_dump(mode="json", include=_ROW_SETTINGS), sort_keys=True)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
 def run_key(run_id: str, what: str, prefix: str = KEY_PREFIX) -> str:
     """Return the Redis key of one of a run's shared values: ``stopped``, ``problems`` or a row's lease."""
     return f"{prefix}run:{run_id}:{what}"
@@ -283,8 +302,8 @@ class RowExecutor:
         try:
             return await self._run_taken_row(runner, message, index, row, holder)
         except Exception as error:  # the store or Redis failed: the run must hear of it, or it waits forever
-            logger.exception("row %d of run %s could not be stored", index, message.run_id)
-            problem = f"row {index} could not be stored: {type(error).__name__}: {error}"
+            logger.exception("row %d of run %s failed in the worker", index, message.run_id)
+            problem = f"row {index} failed in a worker: {type(error).__name__}: {error}"
             return await self._report_problem(message, problem)
 
     async def _run_taken_row(
@@ -368,6 +387,12 @@ class RowExecutor:
             prompt_overrides=message.prompt_overrides,
             budget_usd=message.budget_usd,
         )
+        if settings_hash(self.settings) != message.settings_hash:
+            raise ConfigError(
+                f"the configuration of a worker (deployments, routes, prices, budgets or redaction in "
+                f"its trunkline.toml) differs from the one run {message.run_id} started with; give "
+                "every worker the run's trunkline.toml (TRUNKLINE_CONFIG names the file)"
+            )
         if runner.workflow_hash != message.workflow_hash:
             raise ConfigError(
                 f"the workflow files at {message.workflow_path} on a worker differ from those "

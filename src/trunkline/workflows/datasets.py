@@ -55,17 +55,29 @@ def load_dataset(path: Path | str) -> Dataset:
     return Dataset(path=file, rows=rows, content_hash=digest)
 
 
+# The csv module refuses fields over 128 KiB by default; rows may carry
+# whole documents, which the JSONL reader takes at any size.
+_CSV_FIELD_LIMIT = 2**31 - 1
+
+
 def _read_csv(text: str, file: Path) -> list[dict[str, Any]]:
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
     reader = csv.DictReader(text.splitlines())
-    if not reader.fieldnames:
-        raise WorkflowError(f"dataset {file} has no header row; the first line must name the columns")
     rows = []
-    for number, row in enumerate(reader, start=2):
-        if None in row:
-            raise WorkflowError(
-                f"{file}, line {number}: more fields than the {len(reader.fieldnames)} header columns"
-            )
-        rows.append(dict(row))
+    try:
+        if not reader.fieldnames:
+            raise WorkflowError(f"dataset {file} has no header row; the first line must name the columns")
+        for number, row in enumerate(reader, start=2):
+            if None in row:
+                raise WorkflowError(
+                    f"{file}, line {number}: more fields than the {len(reader.fieldnames)} header columns"
+                )
+            rows.append(dict(row))
+    except csv.Error as error:
+        raise WorkflowError(
+            f"{file}, line {reader.line_num}: not valid CSV ({error}); fix the line, or save the rows as .jsonl"
+        ) from None
     return rows
 
 
