@@ -114,7 +114,9 @@ def run_on_workers(
 
 
 def _check_workers_answer(app: Any, queue: str) -> None:
-    if not _workers_on(app, queue):
+    # A short wait first, as replies on a network come in milliseconds; a
+    # longer one before giving up, for workers busy with other runs' rows.
+    if not (_workers_on(app, queue, timeout_s=0.5) or _workers_on(app, queue, timeout_s=3.0)):
         raise ConfigError(
             f"no trunkline worker takes rows from queue {queue!r} on the broker, so the run's rows "
             f"would wait forever; start one or more with `trunkline worker` (queue {queue!r}) "
@@ -122,9 +124,9 @@ def _check_workers_answer(app: Any, queue: str) -> None:
         )
 
 
-def _workers_on(app: Any, queue: str) -> list[str]:
-    """Return the names of the workers that answer and take rows from `queue`."""
-    answers = app.control.inspect(timeout=1.0).active_queues() or {}
+def _workers_on(app: Any, queue: str, *, timeout_s: float) -> list[str]:
+    """Return the names of the workers that reply within `timeout_s` and take rows from `queue`."""
+    answers = app.control.inspect(timeout=timeout_s).active_queues() or {}
     return [name for name, queues in answers.items() if any(entry.get("name") == queue for entry in queues)]
 
 
@@ -200,7 +202,7 @@ def _follow(
             last_change = now
         elif now - last_change > QUIET_BEFORE_PING_S:
             last_change = now
-            if on_quiet is not None and not _workers_on(app, queue):
+            if on_quiet is not None and not _workers_on(app, queue, timeout_s=3.0):
                 on_quiet(
                     f"no row has ended for {QUIET_BEFORE_PING_S:.0f} s and no worker takes rows from "
                     f"queue {queue!r}; start `trunkline worker`, and the rows waiting on the broker will run"
