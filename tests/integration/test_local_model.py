@@ -13,6 +13,7 @@ import pytest
 
 from integration.cli import run_trunkline
 
+from trunkline.agents import Agent
 from trunkline.config import Settings, builtin_defaults
 from trunkline.providers.local import LocalProvider, find_bundled_gguf
 from trunkline.recording import recording
@@ -187,3 +188,28 @@ def test_example_on_banking77(tmp_path: Path) -> None:
     assert len(records) == 5
     assert all(record["cost_usd"] == 0.0 for record in records)
     assert all(record["input_tokens"] > 0 for record in records)
+
+
+def capital_of(country: str) -> str:
+    """Return the capital city of a country.
+
+    Args:
+        country: the country's English name.
+    """
+    return {"France": "Paris"}.get(country, "unknown")
+
+
+async def test_agent_calls_tool_on_local_model() -> None:
+    router = Router(Settings.model_validate(builtin_defaults()))
+    try:
+        agent = Agent(router, [capital_of], max_steps=2, call_options={"max_tokens": 64})
+        result = await agent.run("What is the capital of France? Use the tool.")
+    finally:
+        await router.aclose()
+
+    first_call = result.calls[0]
+    assert first_call.tools[0].name == "capital_of"
+    assert [call.name for call in first_call.tool_calls] == ["capital_of"]
+    assert "country" in json.loads(first_call.tool_calls[0].arguments)
+    assert result.tool_results[0].outcome == "ok"
+    assert result.summary.stop_reason in ("answered", "max_steps")
