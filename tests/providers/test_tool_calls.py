@@ -214,3 +214,35 @@ async def test_anthropic_parses_parallel_tool_use(
         {"city": "Paris"},
         {"city": "Oslo"},
     ]
+
+
+async def test_openai_stream_sends_tools(provider: OpenAIProvider, fake_server: FakeServer) -> None:
+    call = openai_tool_call("get_weather", '{"city": "Oslo"}', call_id="call_s")
+    fake_server.plan(PlannedReply(body=openai_completion(None, tool_calls=[call])))
+
+    request = ModelRequest(model=OPENAI_MODEL, messages=CONVERSATION, tools=(WEATHER,), tool_choice="auto")
+    parts = [part async for part in provider.stream(request)]
+
+    body = fake_server.requests[-1].body
+    assert body["stream"] is True
+    assert body["tools"][0]["function"]["name"] == "get_weather"
+    assert body["messages"][3]["tool_call_id"] == "call_1"
+    assert parts[-1].tool_calls == (ToolCall(id="call_s", name="get_weather", arguments='{"city": "Oslo"}'),)
+
+
+async def test_anthropic_stream_sends_tools(
+    anthropic_provider: AnthropicProvider, fake_server: FakeServer
+) -> None:
+    block = anthropic_tool_use_block("get_weather", {"city": "Oslo"}, block_id="toolu_s")
+    fake_server.plan(PlannedReply(body=anthropic_message([block])))
+
+    request = ModelRequest(model=ANTHROPIC_MODEL, messages=CONVERSATION, tools=(WEATHER,))
+    parts = [part async for part in anthropic_provider.stream(request)]
+
+    body = fake_server.requests[-1].body
+    assert body["stream"] is True
+    assert body["tools"][0]["name"] == "get_weather"
+    assert body["messages"][2]["content"][0]["type"] == "tool_result"
+    [final_call] = parts[-1].tool_calls
+    assert final_call.id == "toolu_s"
+    assert json.loads(final_call.arguments) == {"city": "Oslo"}
