@@ -233,6 +233,9 @@ async def test_deadline_stops_slow_model(exported) -> None:
 
     assert result.summary.stop_reason == "deadline"
     assert result.output == ""
+    assert result.calls == []
+    [cancelled] = exported.calls
+    assert cancelled.error_kind == "cancelled"
 
 
 async def test_failed_model_call_stops(exported) -> None:
