@@ -19,6 +19,7 @@ from trunkline.providers.local import LocalProvider, find_bundled_gguf
 from trunkline.recording import recording
 from trunkline.routing import Router
 from trunkline.store.traces import load_trace
+from trunkline.tools import Tool
 from trunkline.tracing import add_exporter, remove_exporter, span, start_run
 from trunkline.types import Message, ModelRequest
 from unit.helpers import ListExporter
@@ -213,3 +214,21 @@ async def test_agent_calls_tool_on_local_model() -> None:
     assert "country" in json.loads(first_call.tool_calls[0].arguments)
     assert result.tool_results[0].outcome == "ok"
     assert result.summary.stop_reason in ("answered", "max_steps")
+
+
+async def test_stream_with_tools_returns_calls() -> None:
+    tool = Tool(capital_of)
+    provider = LocalProvider("smollm2-135m-instruct", {"n_threads": 2})
+    request = ModelRequest(
+        model="smollm2-135m-instruct",
+        messages=(Message.user("What is the capital of France? Use the tool."),),
+        tools=(tool.definition,),
+        tool_choice="required",
+        max_tokens=64,
+    )
+
+    parts = [part async for part in provider.stream(request)]
+
+    [response] = parts
+    assert [call.name for call in response.tool_calls] == ["capital_of"]
+    assert response.finish_reason == "tool_calls"

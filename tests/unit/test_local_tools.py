@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trunkline.providers.local import LocalProvider, _chat_arguments
+from trunkline.providers.local import _chat_arguments
 from trunkline.providers.local_tools import chat_messages, parse_reply, reply_schema, uses_tools
 from trunkline.types.calls import ModelRequest
 from trunkline.types.messages import Message, ToolCall, ToolDefinition
@@ -104,10 +104,3 @@ def test_parse_reply(text: str, answer: str, names: list[str]) -> None:
     assert parsed_answer == answer
     assert [call.name for call in calls] == names
     assert len({call.id for call in calls}) == len(calls)
-
-
-async def test_stream_with_tools_rejected() -> None:
-    provider = LocalProvider("local")
-    with pytest.raises(NotImplementedError, match="streaming with tools"):
-        async for _ in provider.stream(request_with(tools=(SEARCH,))):
-            pass

@@ -90,3 +90,18 @@ def test_estimate_counts_tools_and_calls() -> None:
 
     assert estimate_input_tokens(with_tools) > estimate_input_tokens(plain) + 10
     assert estimate_input_tokens(with_call) >= estimate_input_tokens(plain) + 100
+
+
+async def test_stream_records_tool_calls(exported) -> None:
+    call = ToolCall(id="c1", name="search", arguments='{"query": "report"}')
+    model = ScriptedModel([FakeReply("", tool_calls=(call,))])
+
+    stream = router_with(model).stream("find it", tools=[SEARCH], tool_choice="auto")
+    deltas = [delta async for delta in stream]
+
+    assert deltas == []
+    record = stream.result.record
+    assert record.tool_calls == [call]
+    assert record.tools == [SEARCH]
+    assert record.finish_reason == "tool_calls"
+    assert model.requests[0].tools == (SEARCH,)

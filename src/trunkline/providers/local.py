@@ -170,12 +170,16 @@ class LocalProvider(Provider):
         next token. llama-cpp-python reports no usage for a stream, so the
         tokens are counted with the model's tokenizer (see `_count_stream_usage`).
 
-        Raises:
-            NotImplementedError: the request sends tools, whose constrained
-                reply is parsed only when complete.
+        A request with tools is completed whole, because its constrained
+        reply is parsed only when complete: the answer arrives as one delta,
+        and tool calls only in the response.
         """
         if local_tools.uses_tools(request):
-            raise NotImplementedError("streaming with tools is not supported by the local model; use complete")
+            response = await self.complete(request)
+            if response.text:
+                yield response.text
+            yield response
+            return
         loop = asyncio.get_running_loop()
         model = await loop.run_in_executor(None, self._ensure_loaded)
         queue: asyncio.Queue[str | ModelResponse | Exception] = asyncio.Queue()

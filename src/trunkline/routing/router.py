@@ -303,13 +303,16 @@ class Router:
         tags: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
         budgets: Mapping[str, float] | None = None,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice | None = None,
     ) -> CallStream:
         """Stream the completion of `prompt` as text deltas from the returned object.
 
         Retries and fallbacks happen only before the first delta. Once text
         has reached the caller, a failure ends the call, and its record
         keeps the partial text. After the loop, ``stream.result`` is the
-        `CallResult`. Example::
+        `CallResult`, and its record has the tool calls that `tools`
+        made possible. Example::
 
             stream = router.stream("Tell a story", route="fast")
             async for delta in stream:
@@ -319,6 +322,7 @@ class Router:
         state, base = self._start(
             prompt, route, None, temperature, max_tokens, top_p, stop, seed,
             prompt_name, prompt_version, task, tags, extra, streaming=True, budgets=budgets,
+            tools=tuple(tools), tool_choice=tool_choice,
         )
         return CallStream(self, state, base)
 
