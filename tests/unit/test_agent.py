@@ -7,10 +7,12 @@ import json
 
 import pytest
 
+from otlp_receiver import decode_request
 from trunkline.agents import Agent
 from trunkline.errors import ConfigError, ToolErrorKind
 from trunkline.providers.fake import FakeFailure, FakeReply, ScriptedModel
 from trunkline.tools import Tool
+from trunkline.tracing.otel import encode_request, resource, span_from_record
 from trunkline.types.messages import Message, ToolCall
 from unit.helpers import router_with
 
@@ -332,3 +334,17 @@ def test_invalid_bounds_rejected(options, fragment) -> None:  # noqa: ANN001
 def test_duplicate_tool_names_rejected() -> None:
     with pytest.raises(ConfigError, match="two tools are named 'add'"):
         Agent(router_with(ScriptedModel()), [add, Tool(lookup, name="add")])
+
+
+async def test_tool_span_keeps_genai_names_over_otlp(exported) -> None:
+    model = ScriptedModel([asks(call("add", '{"a": 1, "b": 2}', "c1")), answer("3")])
+    await Agent(router_with(model), [add]).run("go")
+    [tool_span] = [span for span in exported.spans if span.kind == "tool"]
+
+    _, [received] = decode_request(encode_request([span_from_record(tool_span)], resource("test", "0")))
+
+    assert received.name == "execute_tool add"
+    assert received.attributes["gen_ai.tool.name"] == "add"
+    assert received.attributes["gen_ai.tool.call.id"] == "c1"
+    assert received.attributes["trunkline.outcome"] == "ok"
+    assert received.attributes["trunkline.span_kind"] == "tool"
