@@ -348,3 +348,18 @@ async def test_tool_span_keeps_genai_names_over_otlp(exported) -> None:
     assert received.attributes["gen_ai.tool.call.id"] == "c1"
     assert received.attributes["trunkline.outcome"] == "ok"
     assert received.attributes["trunkline.span_kind"] == "tool"
+
+
+async def test_records_redact_tool_arguments(exported) -> None:
+    secret = "sk-live-abcdefghijklmnopqrstuvwxyz"
+    arguments = json.dumps({"key": secret})
+    model = ScriptedModel([asks(call("lookup", arguments, "c1")), answer("done")])
+    result = await Agent(router_with(model), [lookup]).run("go")
+
+    first, second = result.calls
+    assert secret not in first.tool_calls[0].arguments
+    assert "[REDACTED]" in first.tool_calls[0].arguments
+    assert secret not in second.messages[1].tool_calls[0].arguments
+    # The tool itself and the next request received the arguments as the model sent them.
+    assert result.tool_results[0].arguments == arguments
+    assert model.requests[1].messages[1].tool_calls[0].arguments == arguments

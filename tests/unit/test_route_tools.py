@@ -105,3 +105,27 @@ async def test_stream_records_tool_calls(exported) -> None:
     assert record.tools == [SEARCH]
     assert record.finish_reason == "tool_calls"
     assert model.requests[0].tools == (SEARCH,)
+
+
+async def test_record_redacts_tool_arguments(exported) -> None:
+    secret = "sk-live-abcdefghijklmnopqrstuvwxyz"
+    call = ToolCall(id="c1", name="search", arguments=f'{{"query": "{secret}"}}')
+    model = ScriptedModel([FakeReply("", tool_calls=(call,))])
+
+    result = await router_with(model).complete("find it", tools=[SEARCH])
+
+    assert result.tool_calls == (call,)
+    assert secret not in result.record.tool_calls[0].arguments
+    assert exported.calls[0].tool_calls == result.record.tool_calls
+
+
+async def test_stream_result_keeps_raw_tool_calls(exported) -> None:
+    secret = "sk-live-abcdefghijklmnopqrstuvwxyz"
+    call = ToolCall(id="c1", name="search", arguments=f'{{"query": "{secret}"}}')
+    stream = router_with(ScriptedModel([FakeReply("", tool_calls=(call,))])).stream("find it", tools=[SEARCH])
+
+    async for _ in stream:
+        pass
+
+    assert stream.result.tool_calls == (call,)
+    assert secret not in stream.result.record.tool_calls[0].arguments

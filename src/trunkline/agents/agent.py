@@ -225,7 +225,7 @@ class _AgentRun:
         # The output, not the record's text, which has secrets redacted for storage.
         self.output = result.output
         self.conversation.append(
-            Message(role="assistant", content=self.output, tool_calls=tuple(result.record.tool_calls))
+            Message(role="assistant", content=self.output, tool_calls=result.tool_calls)
         )
         return None
 

@@ -281,7 +281,11 @@ class Router:
             finish_call(base, state, live, None, None, error)
             raise
         record = finish_call(base, state, live, response, parsed, None)
-        return CallResult(output=parsed if state.spec is not None else response.text, record=record)
+        return CallResult(
+            output=parsed if state.spec is not None else response.text,
+            record=record,
+            tool_calls=response.tool_calls,
+        )
 
     def complete_sync(self, prompt: MessagesInput, **options: Any) -> CallResult:
         """Run `complete` to the end from synchronous code; not from inside an event loop."""
