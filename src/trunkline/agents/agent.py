@@ -185,10 +185,13 @@ class _AgentRun:
         if self.summary.tool_call_count + len(calls) > self.agent.max_tool_calls:
             return "max_tool_calls"
 
+        scope = asyncio.timeout_at(self.deadline)
         try:
-            async with asyncio.timeout_at(self.deadline):
+            async with scope:
                 results = await self.runner.run_all(calls, step)
         except TimeoutError:
+            if not scope.expired():
+                raise
             live.fail("the agent's deadline passed while its tools ran")
             return "deadline"
         for result in results:
@@ -201,8 +204,10 @@ class _AgentRun:
 
     async def _call_model(self) -> StopReason | None:
         agent = self.agent
+        # Only this scope's expiry is the deadline; any other TimeoutError is a fault to raise.
+        scope = asyncio.timeout_at(self.deadline)
         try:
-            async with asyncio.timeout_at(self.deadline):
+            async with scope:
                 result = await agent.router.complete(
                     self.conversation,
                     route=agent.route,
@@ -213,6 +218,8 @@ class _AgentRun:
                     **agent.call_options,
                 )
         except TimeoutError:
+            if not scope.expired():
+                raise
             self.error = "the agent's deadline passed during a model call"
             return "deadline"
         except CallError as error:
