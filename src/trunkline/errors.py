@@ -9,6 +9,7 @@ The tree, split by whose fault a failure is::
     ├── MlflowLoggingError     a batch run cannot be logged to MLflow
     ├── ScoringError           a scorer cannot score a row (trunkline.evals)
     │   └── JudgeError         the judge's reply held no usable verdict
+    ├── ToolError              one tool call failed; the agent returns it to the model
     └── CallError              a model call ended without a usable response
         ├── ProviderError      one provider attempt failed (HTTP status, timeout, connection)
         ├── OutputInvalid      the output did not match the schema after every repair
@@ -123,6 +124,35 @@ class StoreError(TrunklineError):
 
 class MlflowLoggingError(TrunklineError):
     """MLflow is missing or unreachable, or rejected a batch run's parameters, metrics or rows."""
+
+
+class ToolErrorKind(StrEnum):
+    """The reason a tool call failed."""
+
+    #: The model named a tool that the agent does not have.
+    UNKNOWN_TOOL = "unknown_tool"
+    #: The arguments are not JSON, or not a JSON object.
+    ARGUMENTS_NOT_JSON = "arguments_not_json"
+    #: The arguments are JSON but do not match the tool's parameters.
+    INVALID_ARGUMENTS = "invalid_arguments"
+    #: The tool raised an exception.
+    EXCEPTION = "exception"
+    #: The tool ran past its timeout and was cancelled.
+    TIMEOUT = "timeout"
+    #: The tool returned a value that does not match its return annotation.
+    INVALID_RESULT = "invalid_result"
+
+
+class ToolError(TrunklineError):
+    """A tool call failed; the message is written for the model, which may try again."""
+
+    def __init__(self, message: str, *, kind: ToolErrorKind, tool: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.tool = tool
+
+    def __reduce__(self):  # keeps the keyword-only fields across pickling
+        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class CallError(TrunklineError):

@@ -281,9 +281,8 @@ def test_workers_together_stay_within_one_deployments_rpm(
     write_project(tmp_path, fake_server.openai_base_url, rows=30, rpm=rpm)
     summary, stderr = run_on_three_workers(tmp_path, fake_server, environment(pg_url, redis_url), workers, 30)
     # No limit wait is allowed, so the calls past the shared limit fail at
-    # once. A call refused while another held a slot it then gave back may
-    # leave the window short of full, never over it; one limit per worker
-    # would let up to three times the limit through.
+    # once. Under contention the window may end short of full, but never
+    # over it; one limit per worker would let up to three times as many through.
     assert 0 < summary["ok"] <= rpm
     assert summary["errors"] == 30 - summary["ok"]
     assert len(fake_server.requests) == summary["ok"]

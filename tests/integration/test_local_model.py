@@ -13,11 +13,13 @@ import pytest
 
 from integration.cli import run_trunkline
 
+from trunkline.agents import Agent
 from trunkline.config import Settings, builtin_defaults
 from trunkline.providers.local import LocalProvider, find_bundled_gguf
 from trunkline.recording import recording
 from trunkline.routing import Router
 from trunkline.store.traces import load_trace
+from trunkline.tools import Tool
 from trunkline.tracing import add_exporter, remove_exporter, span, start_run
 from trunkline.types import Message, ModelRequest
 from unit.helpers import ListExporter
@@ -187,3 +189,46 @@ def test_example_on_banking77(tmp_path: Path) -> None:
     assert len(records) == 5
     assert all(record["cost_usd"] == 0.0 for record in records)
     assert all(record["input_tokens"] > 0 for record in records)
+
+
+def capital_of(country: str) -> str:
+    """Return the capital city of a country.
+
+    Args:
+        country: the country's English name.
+    """
+    return {"France": "Paris"}.get(country, "unknown")
+
+
+async def test_agent_calls_tool_on_local_model() -> None:
+    router = Router(Settings.model_validate(builtin_defaults()))
+    try:
+        agent = Agent(router, [capital_of], max_steps=2, call_options={"max_tokens": 64})
+        result = await agent.run("What is the capital of France? Use the tool.")
+    finally:
+        await router.aclose()
+
+    first_call = result.calls[0]
+    assert first_call.tools[0].name == "capital_of"
+    assert [call.name for call in first_call.tool_calls] == ["capital_of"]
+    assert "country" in json.loads(first_call.tool_calls[0].arguments)
+    assert result.tool_results[0].outcome == "ok"
+    assert result.summary.stop_reason in ("answered", "max_steps")
+
+
+async def test_stream_with_tools_returns_calls() -> None:
+    tool = Tool(capital_of)
+    provider = LocalProvider("smollm2-135m-instruct", {"n_threads": 2})
+    request = ModelRequest(
+        model="smollm2-135m-instruct",
+        messages=(Message.user("What is the capital of France? Use the tool."),),
+        tools=(tool.definition,),
+        tool_choice="required",
+        max_tokens=64,
+    )
+
+    parts = [part async for part in provider.stream(request)]
+
+    [response] = parts
+    assert [call.name for call in response.tool_calls] == ["capital_of"]
+    assert response.finish_reason == "tool_calls"

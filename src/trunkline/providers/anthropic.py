@@ -18,7 +18,7 @@ from trunkline.providers.base import (
     translate_sdk_error,
 )
 from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
-from trunkline.types.messages import ToolCall
+from trunkline.types.messages import Message, ToolCall
 from trunkline.types.usage import Usage
 
 #: The Messages API requires max_tokens; this applies when the request sets none.
@@ -140,11 +140,7 @@ class AnthropicProvider(Provider):
         arguments: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-            "messages": [
-                {"role": m.role, "content": m.content}
-                for m in request.messages
-                if m.role in ("user", "assistant")
-            ],
+            "messages": anthropic_messages(request.messages),
             **request.extra,
         }
         if system:
@@ -160,6 +156,10 @@ class AnthropicProvider(Provider):
 
         if request.stop:
             arguments["stop_sequences"] = list(request.stop)
+        if request.tools:
+            arguments["tools"] = [tool.to_anthropic() for tool in request.tools]
+            if request.tool_choice is not None:
+                arguments["tool_choice"] = _anthropic_tool_choice(request.tool_choice)
         if request.output_schema is not None:
             arguments["tools"] = [
                 {
@@ -215,6 +215,72 @@ class AnthropicProvider(Provider):
             provider=self.name,
             model=self.model,
         )
+
+
+def anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Convert the conversation to Messages API turns; system messages go elsewhere.
+
+    An assistant message's tool calls become ``tool_use`` blocks after its
+    text. Tool messages become ``tool_result`` blocks of a user turn, and
+    consecutive ones share that turn, because the API expects every result
+    of one assistant turn in the single user turn that follows it.
+    """
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "tool":
+            block = {
+                "type": "tool_result",
+                "tool_use_id": message.tool_call_id,
+                "content": message.content,
+            }
+            if message.is_error:
+                block["is_error"] = True
+            previous = turns[-1] if turns else None
+            if previous is not None and previous["role"] == "user" and _is_result_turn(previous):
+                previous["content"].append(block)
+            else:
+                turns.append({"role": "user", "content": [block]})
+        elif message.role == "assistant" and message.tool_calls:
+            blocks: list[dict[str, Any]] = []
+            if message.content:
+                blocks.append({"type": "text", "text": message.content})
+            blocks += [
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": _tool_input(call)}
+                for call in message.tool_calls
+            ]
+            turns.append({"role": "assistant", "content": blocks})
+        elif message.role in ("user", "assistant"):
+            turns.append({"role": message.role, "content": message.content})
+    return turns
+
+
+def _is_result_turn(turn: dict[str, Any]) -> bool:
+    content = turn["content"]
+    return isinstance(content, list) and all(block["type"] == "tool_result" for block in content)
+
+
+def _tool_input(call: ToolCall) -> Any:
+    """Decode a call's arguments for a ``tool_use`` block, which takes an object, not JSON text.
+
+    Arguments that are not a JSON object, which the model may have produced
+    on another provider, are sent under ``arguments`` so the turn stays valid.
+    """
+    try:
+        value = json.loads(call.arguments) if call.arguments.strip() else {}
+    except json.JSONDecodeError:
+        return {"arguments": call.arguments}
+    return value if isinstance(value, dict) else {"arguments": value}
+
+
+def _anthropic_tool_choice(choice: str) -> dict[str, Any]:
+    """Map ``auto``, ``none``, ``required`` and a tool name to the Messages API's tool_choice."""
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "none":
+        return {"type": "none"}
+    if choice == "required":
+        return {"type": "any"}
+    return {"type": "tool", "name": choice}
 
 
 def _kind_from_body(body: object) -> ErrorKind | None:

@@ -23,6 +23,7 @@ from typing import Any
 from trunkline.errors import ConfigError, ErrorKind, ProviderError
 from trunkline.providers.base import Provider, estimate_tokens, kind_from_status, parse_retry_after
 from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
+from trunkline.types.messages import ToolCall
 from trunkline.types.usage import Usage
 
 
@@ -54,6 +55,9 @@ class FakeReply:
     break_kind: ErrorKind = ErrorKind.CONNECTION
     #: Number of chunks `stream` yields before it waits until cancelled, or None.
     stall_after: int | None = None
+    #: The tool calls the reply requests. With any, a `finish_reason` left
+    #: at ``stop`` is reported as ``tool_calls``, as providers report it.
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def __post_init__(self) -> None:
         if self.chunks is not None and "".join(self.chunks) != self.text:
@@ -152,12 +156,16 @@ class _FakeBase(Provider):
         yield self._response(item, request)
 
     def _response(self, item: FakeReply, request: ModelRequest) -> ModelResponse:
+        finish = item.finish_reason
+        if item.tool_calls and finish == "stop":
+            finish = "tool_calls"
         return ModelResponse(
             text=item.text,
             model=item.model or self.model,
-            finish_reason=item.finish_reason,
+            finish_reason=finish,
             usage=_usage(item, request),
             response_id=f"fake-{len(self.requests)}",
+            tool_calls=item.tool_calls,
         )
 
     def _error(self, failure: FakeFailure) -> ProviderError:

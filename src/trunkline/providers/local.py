@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from trunkline.errors import ConfigError, ErrorKind, ProviderError
+from trunkline.providers import local_tools
 from trunkline.providers.base import Provider, estimate_tokens, is_context_length_message
 from trunkline.tracing import LiveSpan, TraceContext, active_context, span
 from trunkline.types.calls import FinishReason, ModelRequest, ModelResponse
+from trunkline.types.messages import ToolCall
 from trunkline.types.usage import Usage
 
 logger = logging.getLogger(__name__)
@@ -156,7 +158,7 @@ class LocalProvider(Provider):
                 result = model.llama.create_chat_completion(**arguments)
             except ValueError as error:
                 raise _rejected_request(error, self.name, self.model) from error
-            response = self._response(result)
+            response = self._response(result, request)
             _add_usage(live, response)
             return response
 
@@ -167,7 +169,17 @@ class LocalProvider(Provider):
         When the consumer stops early or is cancelled, generation stops at the
         next token. llama-cpp-python reports no usage for a stream, so the
         tokens are counted with the model's tokenizer (see `_count_stream_usage`).
+
+        A request with tools is completed whole, because its constrained
+        reply is parsed only when complete: the answer arrives as one delta,
+        and tool calls only in the response.
         """
+        if local_tools.uses_tools(request):
+            response = await self.complete(request)
+            if response.text:
+                yield response.text
+            yield response
+            return
         loop = asyncio.get_running_loop()
         model = await loop.run_in_executor(None, self._ensure_loaded)
         queue: asyncio.Queue[str | ModelResponse | Exception] = asyncio.Queue()
@@ -259,12 +271,18 @@ class LocalProvider(Provider):
             model_version=self._version(),
         )
 
-    def _response(self, result: dict[str, Any]) -> ModelResponse:
+    def _response(self, result: dict[str, Any], request: ModelRequest) -> ModelResponse:
         choice = result["choices"][0]
         usage = result.get("usage") or {}
         finish: FinishReason = "length" if choice.get("finish_reason") == "length" else "stop"
+        text = choice["message"].get("content") or ""
+        tool_calls: tuple[ToolCall, ...] = ()
+        if local_tools.uses_tools(request) and finish != "length":
+            text, tool_calls = local_tools.parse_reply(text)
+            finish = "tool_calls" if tool_calls else finish
         return ModelResponse(
-            text=choice["message"].get("content") or "",
+            text=text,
+            tool_calls=tool_calls,
             model=self.model,
             finish_reason=finish,
             usage=Usage(
@@ -301,8 +319,12 @@ def _add_usage(live: LiveSpan | None, response: ModelResponse) -> None:
 
 def _chat_arguments(request: ModelRequest) -> dict[str, Any]:
     """Build the `create_chat_completion` arguments for `request`, without ``stream``."""
+    if request.tools:
+        messages = local_tools.chat_messages(request)
+    else:
+        messages = [message.to_openai() for message in request.messages]
     arguments: dict[str, Any] = {
-        "messages": [message.to_openai() for message in request.messages],
+        "messages": messages,
         "temperature": 0.0 if request.temperature is None else request.temperature,
         "max_tokens": request.max_tokens or 256,
     }
@@ -314,6 +336,8 @@ def _chat_arguments(request: ModelRequest) -> dict[str, Any]:
         arguments["seed"] = request.seed
     if request.output_schema is not None:
         arguments["response_format"] = {"type": "json_object", "schema": request.output_schema}
+    elif local_tools.uses_tools(request):
+        arguments["response_format"] = {"type": "json_object", "schema": local_tools.reply_schema(request)}
     return arguments
 
 

@@ -228,6 +228,10 @@ class OpenAIProvider(Provider):
         if "max_tokens" in arguments and request.extra.get("use_max_completion_tokens"):
             arguments["max_completion_tokens"] = arguments.pop("max_tokens")
         arguments.pop("use_max_completion_tokens", None)
+        if request.tools:
+            arguments["tools"] = [tool.to_openai() for tool in request.tools]
+            if request.tool_choice is not None:
+                arguments["tool_choice"] = _openai_tool_choice(request.tool_choice)
         if request.output_schema is not None:
             schema = request.output_schema
             arguments["response_format"] = {
@@ -283,6 +287,13 @@ class OpenAIProvider(Provider):
             provider=self.name,
             model=self.model,
         )
+
+
+def _openai_tool_choice(choice: str) -> str | dict[str, Any]:
+    """Return ``auto``, ``none`` and ``required`` as they are, and a tool name as the forcing object."""
+    if choice in ("auto", "none", "required"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
 
 
 def _error_body(error: openai.APIStatusError) -> object:

@@ -145,7 +145,11 @@ def finish_batch_call(
         finish_call(base, state, live, response, parsed, error)
         raise error
     record = finish_call(base, state, live, response, parsed, None)
-    return CallResult(output=parsed if state.spec is not None else response.text, record=record)  # type: ignore[union-attr]
+    return CallResult(
+        output=parsed if state.spec is not None else response.text,  # type: ignore[union-attr]
+        record=record,
+        tool_calls=response.tool_calls,  # type: ignore[union-attr]
+    )
 
 
 def _failed(attempt: dict[str, Any], error: CallError) -> Attempt:

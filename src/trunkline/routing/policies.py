@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,8 +15,21 @@ from trunkline.types.usage import Usage
 
 
 def estimate_input_tokens(request: ModelRequest) -> int:
-    """Estimate the prompt's tokens at four characters a token, plus a few per message."""
-    characters = sum(len(message.content) for message in request.messages)
+    """Estimate the prompt's tokens at four characters a token, plus a few per message.
+
+    Tool calls in the conversation and the tool definitions count too,
+    because providers bill them as input.
+    """
+    characters = 0
+    for message in request.messages:
+        characters += len(message.content)
+        if message.tool_calls:
+            characters += sum(len(call.name) + len(call.arguments) for call in message.tool_calls)
+    if request.tools:
+        characters += sum(
+            len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters))
+            for tool in request.tools
+        )
     return characters // 4 + 4 * len(request.messages) + 1
 
 

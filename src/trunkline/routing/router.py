@@ -59,8 +59,16 @@ from trunkline.routing.requests import repair_request, request_for
 from trunkline.routing.state import CallResult, CallState, finish_call
 from trunkline.routing.streaming import CallStream, OpenStream
 from trunkline.tracing import current_context, inside_span, new_span_id, open_span
-from trunkline.types.calls import Attempt, Downgrade, FallbackHop, ModelRequest, ModelResponse, Validation
-from trunkline.types.messages import Message
+from trunkline.types.calls import (
+    Attempt,
+    Downgrade,
+    FallbackHop,
+    ModelRequest,
+    ModelResponse,
+    ToolChoice,
+    Validation,
+)
+from trunkline.types.messages import Message, ToolDefinition
 from trunkline.types.scores import TaskScore
 
 logger = logging.getLogger(__name__)
@@ -92,6 +100,34 @@ def _output_spec(output: type[BaseModel] | dict[str, Any]) -> OutputSpec:
         ) from None
     except TypeError as error:
         raise ConfigError(str(error)) from None
+
+
+_TOOL_CHOICE_MODES = ("auto", "none", "required")
+
+
+def _check_tools(
+    tools: tuple[ToolDefinition, ...], tool_choice: ToolChoice | None, spec: OutputSpec | None
+) -> None:
+    """Raise `ConfigError` for tool definitions or a tool choice that no provider could send."""
+    names = [tool.name for tool in tools]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError(f"tool names must be unique, got {', '.join(duplicates)} more than once")
+    if tools and spec is not None:
+        raise ConfigError(
+            "a call cannot send tools and an output schema together; "
+            "ask for the structured output in a separate call after the tool calls"
+        )
+    if tool_choice is None:
+        return
+    if not tools:
+        raise ConfigError(f"tool_choice {tool_choice!r} was given without tools; pass tools or leave it unset")
+    if tool_choice in _TOOL_CHOICE_MODES or tool_choice in names:
+        return
+    raise ConfigError(
+        f"tool_choice must be one of {', '.join(_TOOL_CHOICE_MODES)} or a tool name "
+        f"({', '.join(names)}), got {tool_choice!r}"
+    )
 
 
 def _to_messages(prompt: MessagesInput) -> tuple[Message, ...]:
@@ -210,6 +246,8 @@ class Router:
         tags: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
         budgets: Mapping[str, float] | None = None,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice | None = None,
     ) -> CallResult:
         """Complete `prompt` on `route` and return the output with its call record.
 
@@ -218,6 +256,10 @@ class Router:
         default the route's ``task``, else the route's name. `budgets` adds
         spending limits in USD by scope name, such as a gateway key's daily
         budget, to those of the configuration and the open run or session.
+        `tools` are sent in each provider's native format; the tool calls
+        the model requests are in ``result.record.tool_calls``, and their
+        arguments reach the caller unchecked, because the caller runs the
+        tools and returns a bad call to the model as a tool error.
 
         Raises:
             CallError: the call failed; ``error.record`` is its record.
@@ -227,6 +269,7 @@ class Router:
         state, base = self._start(
             prompt, route, output, temperature, max_tokens, top_p, stop, seed,
             prompt_name, prompt_version, task, tags, extra, budgets=budgets,
+            tools=tuple(tools), tool_choice=tool_choice,
         )
         live = open_span(f"chat {state.route_name}", "call", state.context, route=state.route_name)
         base.update(span_id=live.span_id, parent_span_id=live.parent_span_id)
@@ -238,7 +281,11 @@ class Router:
             finish_call(base, state, live, None, None, error)
             raise
         record = finish_call(base, state, live, response, parsed, None)
-        return CallResult(output=parsed if state.spec is not None else response.text, record=record)
+        return CallResult(
+            output=parsed if state.spec is not None else response.text,
+            record=record,
+            tool_calls=response.tool_calls,
+        )
 
     def complete_sync(self, prompt: MessagesInput, **options: Any) -> CallResult:
         """Run `complete` to the end from synchronous code; not from inside an event loop."""
@@ -260,13 +307,16 @@ class Router:
         tags: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
         budgets: Mapping[str, float] | None = None,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice | None = None,
     ) -> CallStream:
         """Stream the completion of `prompt` as text deltas from the returned object.
 
         Retries and fallbacks happen only before the first delta. Once text
         has reached the caller, a failure ends the call, and its record
         keeps the partial text. After the loop, ``stream.result`` is the
-        `CallResult`. Example::
+        `CallResult`, and its record has the tool calls that `tools`
+        made possible. Example::
 
             stream = router.stream("Tell a story", route="fast")
             async for delta in stream:
@@ -276,6 +326,7 @@ class Router:
         state, base = self._start(
             prompt, route, None, temperature, max_tokens, top_p, stop, seed,
             prompt_name, prompt_version, task, tags, extra, streaming=True, budgets=budgets,
+            tools=tuple(tools), tool_choice=tool_choice,
         )
         return CallStream(self, state, base)
 
@@ -297,10 +348,13 @@ class Router:
         *,
         streaming: bool = False,
         budgets: Mapping[str, float] | None = None,
+        tools: tuple[ToolDefinition, ...] = (),
+        tool_choice: ToolChoice | None = None,
     ) -> tuple[CallState, dict[str, Any]]:
         route_name = route or self.settings.default_route
         policy = self.settings.route(route_name)
         spec = _output_spec(output) if output is not None else None
+        _check_tools(tools, tool_choice, spec)
         messages = _to_messages(prompt)
         if max_tokens is not None and max_tokens < 1:
             raise ConfigError(f"max_tokens must be 1 or more, got {max_tokens}; leave it unset for the default")
@@ -316,6 +370,8 @@ class Router:
             stop=tuple(stop),
             seed=seed,
             output_schema=spec.json_schema if spec else None,
+            tools=tools,
+            tool_choice=tool_choice,
             extra=dict(extra or {}),
         )
         context = current_context()
@@ -348,6 +404,9 @@ class Router:
             "messages": list(messages),
             "parameters": template.parameters(),
         }
+        if tools:
+            base["tools"] = list(tools)
+            base["tool_choice"] = tool_choice
         return state, base
 
     def _budgets(self, run_id, session_id, tags, context, extra) -> dict[str, float]:  # noqa: ANN001
@@ -520,7 +579,10 @@ class Router:
                 return result, None
             breaker.record_success()
             try:
-                check_tool_arguments(result)
+                # With tools sent, the caller runs them and returns bad
+                # arguments to the model as a tool error it can act on.
+                if not request.tools:
+                    check_tool_arguments(result)
                 parsed = self._validate(state.spec, result, repairs, state) if state.spec else None
             except OutputMismatch as mismatch:
                 # The provider replied, but the output is unusable. The attempt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,7 @@ from trunkline.types.calls import (
     ModelResponse,
     Validation,
 )
+from trunkline.types.messages import ToolCall
 from trunkline.types.usage import Cost, Usage
 
 
@@ -43,6 +45,9 @@ class CallResult:
 
     output: Any
     record: CallRecord
+    #: The tool calls as the model sent them, for the caller to run; the
+    #: record's copies have secrets redacted from their arguments.
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def text(self) -> str:
@@ -172,16 +177,35 @@ def without_secrets(record: CallRecord) -> CallRecord:
     messages = []
     for message in record.messages:
         text = redact(message.content)
-        messages.append(message if text == message.content else message.model_copy(update={"content": text}))
+        update: dict[str, Any] = {} if text == message.content else {"content": text}
+        if message.tool_calls:
+            calls = _redacted_calls(message.tool_calls)
+            if calls is not None:
+                update["tool_calls"] = calls
+        messages.append(message.model_copy(update=update) if update else message)
     changes: dict[str, Any] = {}
     if any(new is not old for new, old in zip(messages, record.messages, strict=True)):
         changes["messages"] = messages
+    if record.tool_calls:
+        calls = _redacted_calls(record.tool_calls)
+        if calls is not None:
+            changes["tool_calls"] = list(calls)
     if record.output_text:
         text = redact(record.output_text)
         if text != record.output_text:
             changes["output_text"] = text
             changes["output_parsed"] = redact_value(record.output_parsed)
     return record.model_copy(update=changes) if changes else record
+
+
+def _redacted_calls(calls: Sequence[ToolCall]) -> tuple[ToolCall, ...] | None:
+    """Return `calls` with secrets redacted from their arguments, or None when none had any."""
+    redacted = tuple(
+        call.model_copy(update={"arguments": redact(call.arguments)}) for call in calls
+    )
+    if all(new.arguments == old.arguments for new, old in zip(redacted, calls, strict=True)):
+        return None
+    return redacted
 
 
 def finish_call(

@@ -117,7 +117,11 @@ async def _run(
         if opened is not None:
             await _finish_attempt(router, state, opened, response, record_error, "".join(parts))
         record = finish_call(base, state, live, response, None, record_error, "".join(parts))
-        outcome.result = CallResult(output=record.output_text or "", record=record)
+        outcome.result = CallResult(
+            output=record.output_text or "",
+            record=record,
+            tool_calls=response.tool_calls if response is not None and error is None else (),
+        )
     if error is not None:
         raise error
 

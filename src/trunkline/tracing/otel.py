@@ -172,8 +172,15 @@ def encode_request(spans: list[bytes], resource_attributes: bytes) -> bytes:
 
 
 def span_from_record(record: SpanRecord) -> bytes:
-    """Encode a run, row, step, tool or provider span."""
-    attributes = {f"trunkline.{key}": value for key, value in record.attributes.items()}
+    """Encode a run, row, step, agent, tool or provider span.
+
+    Attributes go under ``trunkline.``, except those that already carry a
+    GenAI convention name, such as a tool span's ``gen_ai.tool.name``.
+    """
+    attributes = {
+        key if key.startswith("gen_ai.") else f"trunkline.{key}": value
+        for key, value in record.attributes.items()
+    }
     attributes["trunkline.span_kind"] = record.kind
     attributes["trunkline.run_id"] = record.run_id
     attributes["trunkline.session_id"] = record.session_id

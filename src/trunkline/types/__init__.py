@@ -9,7 +9,7 @@ from trunkline.types.calls import (
     ModelResponse,
     Validation,
 )
-from trunkline.types.messages import Message, Role, ToolCall
+from trunkline.types.messages import Message, Role, ToolCall, ToolDefinition
 from trunkline.types.spans import SpanRecord
 from trunkline.types.usage import Cost, Usage
 
@@ -25,6 +25,7 @@ __all__ = [
     "Role",
     "SpanRecord",
     "ToolCall",
+    "ToolDefinition",
     "Usage",
     "Validation",
 ]

@@ -13,12 +13,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from trunkline.errors import ErrorKind
-from trunkline.types.messages import Message, ToolCall
+from trunkline.types.messages import Message, ToolCall, ToolDefinition
 from trunkline.types.usage import Cost, Usage
 
 SCHEMA_VERSION = 1
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+
+#: Whether and which tool the model must call: ``auto`` lets it choose,
+#: ``none`` forbids tool calls, ``required`` demands at least one, and any
+#: other value is the name of the one tool it must call.
+ToolChoice = str
 
 
 class ModelRequest(BaseModel):
@@ -35,6 +40,10 @@ class ModelRequest(BaseModel):
     seed: int | None = None
     #: JSON Schema that the output must match, or None for free text.
     output_schema: dict[str, Any] | None = None
+    #: The tools the model may call; their results come back as ``tool`` messages.
+    tools: tuple[ToolDefinition, ...] = ()
+    #: None leaves the choice to the provider's default, which is ``auto`` when tools are sent.
+    tool_choice: ToolChoice | None = None
     #: Provider-specific parameters passed through unchanged.
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -145,6 +154,9 @@ class CallRecord(BaseModel):
     prompt_version: str | None = None
     messages: list[Message]
     parameters: dict[str, Any] = Field(default_factory=dict)
+    #: The tool definitions sent with the request.
+    tools: list[ToolDefinition] = Field(default_factory=list)
+    tool_choice: ToolChoice | None = None
 
     model_served: str | None = None
     model_version: str | None = None

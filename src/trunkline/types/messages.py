@@ -20,6 +20,31 @@ class ToolCall(BaseModel):
     arguments: str
 
 
+class ToolDefinition(BaseModel):
+    """A tool the model may call: its name, what it does and the JSON Schema of its arguments."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str = ""
+    #: JSON Schema of the arguments object.
+    parameters: dict[str, Any]
+
+    def to_openai(self) -> dict[str, Any]:
+        """Return the definition as an entry of OpenAI's ``tools`` list."""
+        function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
+        if self.description:
+            function["description"] = self.description
+        return {"type": "function", "function": function}
+
+    def to_anthropic(self) -> dict[str, Any]:
+        """Return the definition as an entry of Anthropic's ``tools`` list."""
+        definition: dict[str, Any] = {"name": self.name, "input_schema": self.parameters}
+        if self.description:
+            definition["description"] = self.description
+        return definition
+
+
 class Message(BaseModel):
     """One chat message."""
 
@@ -30,6 +55,8 @@ class Message(BaseModel):
     name: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    #: For a tool message: the tool failed, and `content` describes the failure.
+    is_error: bool = False
 
     @classmethod
     def system(cls, content: str) -> Message:
@@ -42,6 +69,11 @@ class Message(BaseModel):
     @classmethod
     def assistant(cls, content: str) -> Message:
         return cls(role="assistant", content=content)
+
+    @classmethod
+    def tool(cls, tool_call_id: str, content: str, *, is_error: bool = False) -> Message:
+        """Build the message that returns the result of the tool call `tool_call_id`."""
+        return cls(role="tool", content=content, tool_call_id=tool_call_id, is_error=is_error)
 
     def to_openai(self) -> dict[str, Any]:
         """Return the message in the OpenAI chat-completions wire shape."""

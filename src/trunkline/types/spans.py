@@ -8,8 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 #: ``provider`` is work inside a provider during an attempt, such as the
-#: local model's generation on its worker thread.
-SpanKind = Literal["run", "row", "step", "call", "tool", "provider"]
+#: local model's generation on its worker thread. ``agent`` is one run of an
+#: agent's loop, with a ``step`` span per model call and a ``tool`` span per
+#: tool call under it.
+SpanKind = Literal["run", "row", "step", "call", "agent", "tool", "provider"]
 
 
 class SpanRecord(BaseModel):

@@ -55,12 +55,12 @@ class Param(BaseModel):
 
 
 class StepSpec(BaseModel):
-    """One step: a tool, a model call, a post-process function, or a cascade of those."""
+    """One step: a tool, a model call, an agent, a post-process function, or a cascade of those."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    kind: Literal["tool", "model", "post", "cascade"]
+    kind: Literal["tool", "model", "agent", "post", "cascade"]
     #: ``module:function`` for tool and post steps.
     function: str | None = None
     #: Jinja2 template files for model steps, relative to the workflow file:
@@ -92,6 +92,11 @@ class StepSpec(BaseModel):
     threshold: float | str | None = None
     #: The value a cascade stage sets to say how sure it is, from 0 to 1.
     confidence: str = Field(default="confidence", min_length=1)
+    #: An agent step's tools, each ``module:function`` as `function` names one.
+    tools: list[str] = Field(default_factory=list)
+    #: An agent step's maximum model calls and tool calls per row.
+    max_steps: int = Field(default=10, ge=1)
+    max_tool_calls: int = Field(default=32, ge=0)
 
     @field_validator("threshold", mode="before")
     @classmethod
@@ -131,9 +136,16 @@ class StepSpec(BaseModel):
             )
         if self.kind in ("tool", "post") and not self.function:
             raise ValueError(f"{self.kind} step {self.name!r} needs function = \"module:name\"")
-        if self.kind == "model" and not (self.prompt or self.messages or self.prompt_ref):
+        if self.tools and self.kind != "agent":
+            raise ValueError(f"{self.kind} step {self.name!r} lists tools; only an agent step calls tools")
+        if self.kind == "agent" and self.output_schema:
             raise ValueError(
-                f"model step {self.name!r} needs prompt = \"<template file>\", "
+                f"agent step {self.name!r} sets output_schema, but an agent's answer is text; "
+                "parse it in a post step, or add a model step with the schema after it"
+            )
+        if self.kind in ("model", "agent") and not (self.prompt or self.messages or self.prompt_ref):
+            raise ValueError(
+                f"{self.kind} step {self.name!r} needs prompt = \"<template file>\", "
                 "messages = \"<template of a JSON message array>\" or "
                 "prompt_ref = \"<registered prompt, such as triage:production>\""
             )
@@ -212,7 +224,7 @@ class WorkflowSpec(BaseModel):
             for relative in (step.prompt, step.system, step.messages, step.output_schema):
                 if relative and ":" not in relative:
                     files.append(self.resolve(relative))
-            for reference in (step.function, step.output_schema):
+            for reference in (step.function, step.output_schema, *step.tools):
                 if reference and ":" in reference:
                     module = reference.partition(":")[0].replace(".", "/") + ".py"
                     files.append(self.resolve(module))

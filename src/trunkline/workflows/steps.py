@@ -231,6 +231,7 @@ def build_steps(
         WorkflowError: a step refers to a registered prompt and there is no registry.
         ConfigError: the prompt, version or label does not exist.
     """
+    from trunkline.workflows.agent_step import AgentStep  # it subclasses ModelStep
     from trunkline.workflows.cascade import CascadeStep  # it subclasses Step
 
     overrides = dict(prompt_overrides or {})
@@ -245,7 +246,7 @@ def build_steps(
     def build(spec: StepSpec) -> Step:
         if spec.kind == "cascade":
             return CascadeStep(spec, [build(stage) for stage in spec.stages])
-        if spec.kind != "model":
+        if spec.kind not in ("model", "agent"):
             return FunctionStep(spec, workflow)
         reference = overrides.get(spec.name, spec.prompt_ref)
         registered = None
@@ -256,6 +257,8 @@ def build_steps(
                     "the store's prompt registry"
                 )
             registered = registry.get(reference)
+        if spec.kind == "agent":
+            return AgentStep(spec, workflow, registered)
         return ModelStep(spec, workflow, registered)
 
     return [build(spec) for spec in workflow.steps]

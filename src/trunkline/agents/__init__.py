@@ -1,0 +1,6 @@
+"""Agents: a model that calls tools in a loop, within bounds, with every step traced."""
+
+from trunkline.agents.agent import Agent
+from trunkline.agents.results import AgentResult, AgentSummary, StopReason, ToolCallResult
+
+__all__ = ["Agent", "AgentResult", "AgentSummary", "StopReason", "ToolCallResult"]

@@ -1,0 +1,82 @@
+"""The agent step: a model step whose model may call the workflow's tools before it answers.
+
+A minimal declaration::
+
+    [[steps]]
+    name = "research"
+    kind = "agent"
+    prompt = "question.jinja"
+    tools = ["tools:search", "tools:fetch_page"]
+    max_steps = 6
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trunkline.agents import Agent, AgentResult
+from trunkline.errors import TrunklineError
+from trunkline.prompts import PromptVersion
+from trunkline.routing.router import Router
+from trunkline.tools import Tool, load_tool
+from trunkline.workflows.spec import StepSpec, WorkflowSpec
+from trunkline.workflows.steps import ModelStep, StepResult
+
+
+class AgentStopped(TrunklineError):
+    """An agent step ended without an answer because a bound stopped it.
+
+    `partial_result` keeps the calls it made, so the row's record keeps them.
+    """
+
+    def __init__(self, message: str, *, partial_result: StepResult) -> None:
+        super().__init__(message)
+        self.partial_result = partial_result
+
+
+class AgentStep(ModelStep):
+    """Runs an `Agent` on the step's rendered messages and stores its answer under the output name.
+
+    The step's details on the row are the agent's stop reason, steps and
+    tool calls. A row whose agent stops without answering fails with the
+    stop reason, keeping the calls it made.
+    """
+
+    def __init__(self, spec: StepSpec, workflow: WorkflowSpec, registered: PromptVersion | None = None) -> None:
+        super().__init__(spec, workflow, registered)
+        # Loaded up front, so a missing tool fails the run before any row is paid for.
+        self.tools: list[Tool] = [load_tool(reference, workflow.folder) for reference in spec.tools]
+
+    async def run(self, values: dict[str, Any], router: Router) -> StepResult:
+        options = {"temperature": self.spec.temperature, "max_tokens": self.spec.max_tokens}
+        agent = Agent(
+            router,
+            self.tools,
+            route=self.route,
+            name=self.name,
+            max_steps=self.spec.max_steps,
+            max_tool_calls=self.spec.max_tool_calls,
+            call_options={key: value for key, value in options.items() if value is not None},
+        )
+        result = await agent.run(self.messages(values))
+        step_result = StepResult(
+            values={self.output_name: result.output}, calls=result.calls, details=_details(result)
+        )
+        if not result.answered:
+            detail = f": {result.error}" if result.error else ""
+            raise AgentStopped(
+                f"the agent stopped by {result.summary.stop_reason} before answering{detail}",
+                partial_result=step_result,
+            )
+        return step_result
+
+
+def _details(result: AgentResult) -> dict[str, Any]:
+    summary = result.summary
+    return {
+        "stop_reason": summary.stop_reason,
+        "steps": summary.steps,
+        "tool_calls": summary.tool_call_count,
+        "tool_errors": sum(summary.tool_errors.values()),
+        "by_tool": summary.by_tool(),
+    }
