@@ -221,7 +221,7 @@ def run_on_three_workers(
     return json.loads(result.stdout), result.stderr
 
 
-def test_rows_on_two_workers_match_a_local_run(
+def test_two_workers_match_local_run(
     tmp_path: Path, fake_server: FakeServer, redis_url: str, pg_url: str, workers: list[Workers]
 ) -> None:
     write_project(tmp_path, fake_server.openai_base_url, rows=24)
@@ -249,7 +249,7 @@ def test_rows_on_two_workers_match_a_local_run(
     assert len({(span.trace_id, span.parent_span_id) for span in rows}) == 1
 
 
-def test_a_worker_killed_mid_row_leaves_each_row_stored_and_charged_once(
+def test_killed_worker_stores_each_row_once(
     tmp_path: Path, fake_server: FakeServer, redis_url: str, pg_url: str, workers: list[Workers]
 ) -> None:
     rows = 12
@@ -274,22 +274,22 @@ def test_a_worker_killed_mid_row_leaves_each_row_stored_and_charged_once(
     assert summary["output_tokens"] == rows * 5
 
 
-def test_workers_together_stay_within_one_deployments_rpm(
+def test_workers_share_deployment_rpm(
     tmp_path: Path, fake_server: FakeServer, redis_url: str, pg_url: str, workers: list[Workers]
 ) -> None:
     rpm = 7
     write_project(tmp_path, fake_server.openai_base_url, rows=30, rpm=rpm)
     summary, stderr = run_on_three_workers(tmp_path, fake_server, environment(pg_url, redis_url), workers, 30)
     # No limit wait is allowed, so the calls past the shared limit fail at
-    # once. Under contention the window may end short of full, but never
-    # over it; one limit per worker would let up to three times as many through.
+    # once. Under contention the window may end short of full, but never over
+    # it. One limit per worker would let up to three times as many through.
     assert 0 < summary["ok"] <= rpm
     assert summary["errors"] == 30 - summary["ok"]
     assert len(fake_server.requests) == summary["ok"]
     assert "rate_limited" in stderr
 
 
-def test_workers_together_stay_within_the_runs_budget(
+def test_workers_share_run_budget(
     tmp_path: Path, fake_server: FakeServer, redis_url: str, pg_url: str, workers: list[Workers]
 ) -> None:
     budget = 0.0005
@@ -303,7 +303,7 @@ def test_workers_together_stay_within_the_runs_budget(
     assert "budget_exceeded" in stderr
 
 
-def test_run_without_a_worker_says_how_to_start_one(
+def test_run_without_worker_is_rejected(
     tmp_path: Path, fake_server: FakeServer, redis_url: str, pg_url: str
 ) -> None:
     write_project(tmp_path, fake_server.openai_base_url, rows=2)
@@ -316,7 +316,7 @@ def test_run_without_a_worker_says_how_to_start_one(
     assert not fake_server.requests
 
 
-def test_workers_on_another_store_stop_the_run(
+def test_worker_on_other_store_stops_run(
     tmp_path: Path, fake_server: FakeServer, redis_url: str, pg_url: str, workers: list[Workers]
 ) -> None:
     write_project(tmp_path, fake_server.openai_base_url, rows=3)
@@ -331,7 +331,7 @@ def test_workers_on_another_store_stop_the_run(
     assert not fake_server.requests
 
 
-def test_a_worker_with_another_configuration_stops_the_run_until_resumed(
+def test_worker_with_other_configuration_stops_run(
     tmp_path: Path, fake_server: FakeServer, redis_url: str, pg_url: str, workers: list[Workers]
 ) -> None:
     write_project(tmp_path, fake_server.openai_base_url, rows=4)
@@ -357,7 +357,7 @@ def test_a_worker_with_another_configuration_stops_the_run_until_resumed(
     assert summary["rows"] == summary["ok"] == 4
 
 
-def test_unreachable_broker_is_a_clear_error(tmp_path: Path, closed_port_url: str, pg_url: str) -> None:
+def test_unreachable_broker_is_clear_error(tmp_path: Path, closed_port_url: str, pg_url: str) -> None:
     write_project(tmp_path, "http://127.0.0.1:9/v1", rows=2)
     broker = closed_port_url.replace("http://", "redis://") + "/0"
     result = run_trunkline(tmp_path, "run", "flow", "--workers", "celery", env=environment(pg_url, broker), timeout_s=90)
@@ -367,7 +367,7 @@ def test_unreachable_broker_is_a_clear_error(tmp_path: Path, closed_port_url: st
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_stopped_run_resumes_on_workers(
+def test_stopped_run_resumes_on_workers(
     tmp_path: Path, fake_server: FakeServer, redis_url: str, pg_url: str, workers: list[Workers], stop_signal: int
 ) -> None:
     rows = 16
@@ -391,6 +391,7 @@ def test_a_stopped_run_resumes_on_workers(
         assert run.poll() is None, run.communicate()
         assert time.monotonic() < deadline, "no request reached the fake server"
         time.sleep(0.05)
+
     run.send_signal(stop_signal)
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 130, stderr

@@ -56,7 +56,7 @@ async def delivered(tmp_path: Path, redis_url: str, key_prefix: str):  # noqa: A
     store.dispose()
 
 
-async def test_row_held_by_another_worker_waits_and_a_stored_row_is_not_run_again(delivered) -> None:  # noqa: ANN001
+async def test_held_and_stored_rows_not_run(delivered) -> None:  # noqa: ANN001
     executor, message, client, store = delivered
     lease = f"{executor.key_prefix}run:{message.run_id}:row:1"
     await client.set(lease, "another-worker", px=3000)
@@ -71,7 +71,7 @@ async def test_row_held_by_another_worker_waits_and_a_stored_row_is_not_run_agai
     assert run_spend(store, message.run_id)["calls"] == 1
 
 
-async def test_stopped_run_runs_no_row(delivered) -> None:  # noqa: ANN001
+async def test_stopped_run_runs_nothing(delivered) -> None:  # noqa: ANN001
     executor, message, client, store = delivered
     await client.set(f"{executor.key_prefix}run:{message.run_id}:stopped", "1")
     outcomes = await executor.handle(message)

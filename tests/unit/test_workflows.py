@@ -301,7 +301,7 @@ async def test_resume_rejects_changed_template(workflow_folder, tmp_path) -> Non
             await runner.run(load_dataset(spec.default_data()), resume_run_id=first.run_id)
 
 
-def test_tool_module_loaded_by_threads_at_once_is_whole(tmp_path) -> None:
+def test_tool_module_concurrent_load_is_whole(tmp_path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from trunkline.workflows.loading import load_object
@@ -314,7 +314,7 @@ def test_tool_module_loaded_by_threads_at_once_is_whole(tmp_path) -> None:
     assert all(item is found[0] for item in found)
 
 
-def test_csv_field_longer_than_the_csv_modules_default_limit(tmp_path) -> None:
+def test_csv_long_field_is_read(tmp_path) -> None:
     long_text = "word " * 60_000
     (tmp_path / "rows.csv").write_text(f"text,gold\n{long_text},yes\n")
     (row,) = load_dataset(tmp_path / "rows.csv").rows

@@ -4,9 +4,10 @@ A worker process runs Celery's thread pool. Each pool thread takes one task,
 a few rows of a run, and hands the rows to the one asyncio event loop that
 the process keeps in a thread of its own, where they run at the same time. All rows in flight thus share one router (its
 connection pools, limiters and breakers) and one store. Tasks are
-acknowledged only after they end (``acks_late``), so the broker hands the
-row of a worker that died to another worker once the visibility timeout has
-passed; `trunkline.workers.rows` makes that second delivery harmless.
+acknowledged only after they end (``acks_late``). The broker therefore
+hands the rows of a worker that died to another worker once the visibility
+timeout has passed, and `trunkline.workers.rows` makes that second delivery
+harmless.
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ class _WorkerProcess:
         )
         self.capture = RowCapture(self.writer)
         add_exporter(self.capture)
-        # Spans go to a collector as they end, a killed attempt's too, as
-        # in a run in one process; only the store keeps one attempt per row.
+        # Spans go to a collector as they end, a killed attempt's too, as in a
+        # run in one process. Only the store keeps one attempt per row.
         self.otlp = exporter_from_settings(self.settings)
         if self.otlp is not None:
             add_exporter(self.otlp)

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two looks for rows that ended.
 POLL_INTERVAL_S = 0.5
-#: Seconds without a row ending before the run checks that some worker answers.
+#: Seconds without a row ending before the run checks that some worker takes rows from its queue.
 QUIET_BEFORE_PING_S = 15.0
 
 
@@ -44,13 +44,13 @@ def run_on_workers(
     runs at the same time. The workers store the rows and announce each in
     Redis once it is committed. The summary is then built from the stored
     rows and calls, as for a run in one process. `on_quiet` receives a
-    warning when rows stop ending and no worker answers.
+    warning when rows stop ending and no worker takes rows from the queue.
 
     Raises:
         WorkflowError: a worker stopped the run (another store, another configuration,
             other workflow files); the message is the worker's.
-        ConfigError: Celery is missing, no broker is configured, or no
-            worker answers when the run starts.
+        ConfigError: Celery is missing, no broker is configured or reachable,
+            or no worker takes rows from the queue when the run starts.
     """
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -144,7 +144,7 @@ def _stop(signals: Any, runner: BatchRunner, run_id: str, error: BaseException) 
 
 @contextmanager
 def _reaching_broker(settings: Any, run_id: str | None = None) -> Iterator[None]:
-    """Turn a broker that cannot be reached into a `ConfigError` that says which and what to do."""
+    """Raise a broker that cannot be reached as a `ConfigError` naming the broker and the next step."""
     from kombu.exceptions import OperationalError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError

@@ -76,13 +76,14 @@ class RowsMessage(BaseModel):
 
 @dataclass(frozen=True)
 class RowOutcome:
-    """What became of one delivery of a row.
+    """The outcome of one delivery of a row.
 
     `status` is ``stored`` (this delivery ran and stored the row),
-    ``already_stored`` (the run held it as ok, or another copy stored it
-    first), ``held`` (another worker holds its lease: try again in
+    ``already_stored`` (the run had it as ok, or another copy stored it
+    first), ``held`` (another worker has its lease, so retry in
     `retry_in_s`), ``stopped`` (the run was stopped) or ``refused`` (the
-    worker cannot run it; `problem` says why, and the run is told).
+    worker cannot run it; `problem` is the reason, which the run receives).
+    ``taken`` is only the state between taking the lease and running the row.
     """
 
     status: str
@@ -100,7 +101,7 @@ _row_records: ContextVar[_RowRecords | None] = ContextVar("trunkline_row_records
 
 
 class RowCapture:
-    """A tracing exporter that holds the records of the row running in this context.
+    """A tracing exporter that keeps the records of the row running in this context in memory.
 
     Records made outside a row go on to the worker's background writer.
     """
@@ -109,26 +110,26 @@ class RowCapture:
         self.writer = writer
 
     def export_call(self, record: CallRecord) -> None:
-        held = _row_records.get()
-        if held is None:
+        records = _row_records.get()
+        if records is None:
             self.writer.export_call(record)
         else:
-            held.calls.append(record)
+            records.calls.append(record)
 
     def export_span(self, record: SpanRecord) -> None:
-        held = _row_records.get()
-        if held is None:
+        records = _row_records.get()
+        if records is None:
             self.writer.export_span(record)
         else:
-            held.spans.append(record)
+            records.spans.append(record)
 
 
 @contextmanager
 def holding_records() -> Iterator[_RowRecords]:
-    held = _RowRecords()
-    token = _row_records.set(held)
+    records = _RowRecords()
+    token = _row_records.set(records)
     try:
-        yield held
+        yield records
     finally:
         _row_records.reset(token)
 
@@ -202,8 +203,8 @@ def settings_hash(settings: Settings) -> str:
     """Hash the deployments, routes, prices, budgets and redaction of a configuration.
 
     A worker runs a row with its own configuration, so a worker whose
-    configuration differs from the run's would give other answers at other
-    prices than the run's own process.
+    configuration differs from the run's would produce other outputs at
+    other prices than the run's own process.
     """
     encoded = json.dumps(settings.model_dump(mode="json", include=_ROW_SETTINGS), sort_keys=True)
     return hashlib.sha256(encoded.encode()).hexdigest()
@@ -265,36 +266,44 @@ class RowExecutor:
             except TrunklineError as error:
                 outcome = await self._report_problem(message, str(error))
                 return [outcome] * len(message.rows)
-        run_id = message.run_id
         holder = secrets.token_hex(8)
         lease_ms = max(int(self.lease_s * 1000), 1)
-        leases = [run_key(run_id, f"row:{index}", self.key_prefix) for index, _ in message.rows]
+        outcomes = await self._take_leases(message, holder, lease_ms)
+        taken = [position for position, outcome in enumerate(outcomes) if outcome.status == "taken"]
+        if not taken:
+            return outcomes
+
+        leases = [self._lease_key(message.run_id, message.rows[position][0]) for position in taken]
+        renewing = asyncio.create_task(self._keep_leases(leases, holder, lease_ms))
+        try:
+            finished = await asyncio.gather(
+                *(self._handle_row(runner, message, *message.rows[position], holder) for position in taken)
+            )
+        finally:
+            renewing.cancel()
+        for position, outcome in zip(taken, finished, strict=True):
+            outcomes[position] = outcome
+        return outcomes
+
+    async def _take_leases(self, message: RowsMessage, holder: str, lease_ms: int) -> list[RowOutcome]:
+        """Take the leases of the message's rows in one script; a taken row's outcome has status ``taken``."""
+        run_id = message.run_id
         flat = await self._take(
-            keys=[run_key(run_id, "stopped", self.key_prefix), run_key(run_id, "done", self.key_prefix), *leases],
+            keys=[
+                run_key(run_id, "stopped", self.key_prefix),
+                run_key(run_id, "done", self.key_prefix),
+                *(self._lease_key(run_id, index) for index, _ in message.rows),
+            ],
             args=[holder, lease_ms, *(index for index, _ in message.rows)],
         )
-        outcomes: list[RowOutcome | None] = []
-        taken: list[tuple[int, int, dict[str, Any]]] = []
-        for position, (index, row) in enumerate(message.rows):
-            verdict, left_ms = flat[2 * position], int(flat[2 * position + 1])
-            if verdict == "taken":
-                outcomes.append(None)
-                taken.append((position, index, row))
-            else:
-                retry_in_s = max(left_ms, 100) / 1000.0 if verdict == "held" else None
-                outcomes.append(RowOutcome(verdict, retry_in_s=retry_in_s))
-        if taken:
-            running = [leases[position] for position, _, _ in taken]
-            renewing = asyncio.create_task(self._keep_leases(running, holder, lease_ms))
-            try:
-                finished = await asyncio.gather(
-                    *(self._handle_row(runner, message, index, row, holder) for _, index, row in taken)
-                )
-            finally:
-                renewing.cancel()
-            for (position, _, _), outcome in zip(taken, finished, strict=True):
-                outcomes[position] = outcome
-        return [outcome for outcome in outcomes if outcome is not None]
+        outcomes = []
+        for verdict, left_ms in zip(flat[::2], flat[1::2], strict=True):
+            retry_in_s = max(int(left_ms), 100) / 1000.0 if verdict == "held" else None
+            outcomes.append(RowOutcome(verdict, retry_in_s=retry_in_s))
+        return outcomes
+
+    def _lease_key(self, run_id: str, index: int) -> str:
+        return run_key(run_id, f"row:{index}", self.key_prefix)
 
     async def _handle_row(
         self, runner: BatchRunner, message: RowsMessage, index: int, row: dict[str, Any], holder: str
@@ -311,7 +320,7 @@ class RowExecutor:
     ) -> RowOutcome:
         """Run a row whose lease this delivery holds, store it, then mark it and release the lease."""
         run_id = message.run_id
-        lease = run_key(run_id, f"row:{index}", self.key_prefix)
+        lease = self._lease_key(run_id, index)
         finished = False
         ended = ""
         try:
@@ -354,6 +363,7 @@ class RowExecutor:
                 return
 
     async def _report_problem(self, message: RowsMessage, problem: str) -> RowOutcome:
+        logger.warning("run %s stopped by this worker: %s", message.run_id, problem)
         await self._redis.rpush(run_key(message.run_id, "problems", self.key_prefix), problem)
         return RowOutcome("refused", problem=problem)
 
