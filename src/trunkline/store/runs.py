@@ -143,7 +143,7 @@ def store_rows_once(store: Store, items: list[RowWithRecords]) -> list[bool]:
     """Store rows' results with their calls and spans in one transaction, skipping rows already ok.
 
     A row that ended in an error before is replaced, as a resumed run replaces
-    it. A row the run already holds as ok is not written, nor are its calls
+    it. A row the run already has as ok is not written, nor are its calls
     and spans, and its entry in the returned list is False: a row that two
     workers both ran is stored, and its calls counted, once. Rollups grow
     with the new calls in the same transaction, as the background writer
@@ -168,8 +168,12 @@ def _store_rows(connection: Connection, items: list[RowWithRecords], *, exact: b
     values = [{column.name: item.row.get(column.name) for column in run_rows.c} for item in items]
     written = {(row.run_id, row.row_index) for row in connection.execute(statement, values)}
     stored = [(item.row["run_id"], item.row["row_index"]) in written for item in items]
-    new_spans = [span for item, kept in zip(items, stored, strict=True) if kept for span in item.span_rows]
-    new_calls = [call for item, kept in zip(items, stored, strict=True) if kept for call in item.call_rows]
+    new_spans: list[dict[str, Any]] = []
+    new_calls: list[dict[str, Any]] = []
+    for item, kept in zip(items, stored, strict=True):
+        if kept:
+            new_spans.extend(item.span_rows)
+            new_calls.extend(item.call_rows)
     if new_spans:
         insert_rows(connection, spans, new_spans, exact=exact)
     if new_calls:

@@ -85,6 +85,7 @@ def run_on_workers(
             # problem, before: its workers must take rows again.
             signals.delete(run_key(plan.run_id, "stopped"), run_key(plan.run_id, "problems"))
             seen = signals.llen(run_key(plan.run_id, "ended"))
+            configuration = settings_hash(settings)
             try:
                 for start in range(0, len(plan.pending), chunk_size):
                     message = RowsMessage(
@@ -93,7 +94,7 @@ def run_on_workers(
                         run_span_id=live.span_id,
                         workflow_path=workflow_path,
                         workflow_hash=runner.workflow_hash,
-                        settings_hash=settings_hash(settings),
+                        settings_hash=configuration,
                         params=runner.params,
                         prompt_overrides=runner.prompt_overrides,
                         budget_usd=runner.budget_usd,
