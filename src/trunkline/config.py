@@ -205,11 +205,11 @@ class WorkerSettings(BaseModel):
     broker_url: str | None = None
     #: The queue that runs send rows to and workers take them from.
     queue: str = "trunkline"
-    #: Seconds a row may stay taken by a worker that stopped answering before
-    #: the broker hands it to another worker. Rows that take longer than this
-    #: are handed out twice, and the row lease keeps the second copy waiting.
+    #: Seconds a task stays unacknowledged before the broker hands it to
+    #: another worker, as it does for a worker that died. A task whose rows take
+    #: longer is handed out twice, and the row leases keep the second copy waiting.
     visibility_timeout_s: float = Field(default=300.0, gt=0)
-    #: Seconds a worker's hold on a row lasts unless it renews it; a worker
+    #: Seconds a worker's lease on a row lasts unless it renews it; a worker
     #: renews it every third of this while the row runs.
     lease_s: float = Field(default=30.0, gt=0)
 
@@ -258,11 +258,11 @@ class SimulatedUpstream(BaseModel):
     latency_ms: float = Field(default=500.0, ge=0, allow_inf_nan=False)
     #: Sigma of that log-normal; 0 gives every reply the median latency.
     latency_sigma: float = Field(default=0.5, ge=0, le=5, allow_inf_nan=False)
-    #: Share of requests answered 429 with a ``Retry-After`` header.
+    #: Share of requests that get a 429 response with a ``Retry-After`` header.
     rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
     #: Seconds the 429 responses ask the client to wait, sent as ``Retry-After``.
     retry_after_s: float = Field(default=1.0, ge=0, allow_inf_nan=False)
-    #: Share of requests answered with `server_error_status`, in bursts.
+    #: Share of requests that get a `server_error_status` response, in bursts.
     server_error_rate: float = Field(default=0.0, ge=0, lt=1)
     #: Mean number of consecutive requests a burst of server errors lasts;
     #: 1 spreads them at random with no bursts.

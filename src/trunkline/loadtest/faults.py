@@ -1,7 +1,7 @@
 """Seeded draws of what a simulated provider does with each request, and counts of what it did.
 
 One `FaultModel` serves both the in-process simulated provider and the
-fake HTTP upstream, so that a load test against either sees the same
+fake HTTP upstream, so that a load test against either gets the same
 behaviour for the same seed.
 """
 
@@ -19,7 +19,7 @@ Outcome = Literal["ok", "rate_limited", "server_error", "timeout"]
 
 @dataclass(frozen=True, slots=True)
 class Draw:
-    """The fate of one request: its outcome and the seconds before the upstream answers."""
+    """The fate of one request: its outcome and the seconds before the upstream responds."""
 
     outcome: Outcome
     latency_s: float
@@ -92,7 +92,7 @@ class FaultModel:
         setattr(self.counts, draw.outcome, getattr(self.counts, draw.outcome) + 1)
 
     def abandoned(self, draw: Draw) -> None:
-        """Count a request whose client went away before the answer."""
+        """Count a request whose client went away before the response."""
         if draw.outcome == "timeout":
             self.counts.timeout += 1
         else:

@@ -1,4 +1,4 @@
-"""The in-process simulated provider that stands in for a deployment during a load test."""
+"""The in-process simulated provider that replaces a deployment during a load test."""
 
 from __future__ import annotations
 

@@ -152,7 +152,7 @@ class OpenAIBatchClient:
         if isinstance(status, int):
             return http_error(provider=provider, model=model, status=status, body=body, secrets=secrets)
 
-        # No response at all: the job never ran the request, and the line's error says why.
+        # No response at all: the job never ran the request, and the line's error gives the reason.
         parsed = parse_error_body({"error": line.get("error")})
         detail = parsed.message or "the result line has no response and no error message"
         kind = kind_from_codes(parsed) or ErrorKind.SERVER_ERROR
