@@ -113,7 +113,6 @@ def test_missing_tool_fails_build(workflow_folder) -> None:
     ("change", "fragment"),
     [
         (('kind = "agent"', 'kind = "model"'), "model step 'answer' lists tools"),
-        (("max_steps = 3", 'max_steps = 3\noutput_schema = "schema.json"'), "agent step 'answer' sets output_schema"),
         (('prompt = "prompt.jinja"\n', ""), "agent step 'answer' needs prompt"),
     ],
 )
@@ -122,6 +121,30 @@ def test_invalid_agent_steps_rejected(workflow_folder, change, fragment) -> None
 
     with pytest.raises(WorkflowError, match=fragment):
         load_workflow(workflow_folder)
+
+
+async def test_agent_step_output_schema_gives_json(workflow_folder, tmp_path) -> None:
+    (workflow_folder / "workflow.toml").write_text(
+        WORKFLOW.replace("max_steps = 3", 'max_steps = 3\noutput_schema = "schema.json"')
+    )
+    schema = {"type": "object", "properties": {"capital": {"type": "string"}}, "required": ["capital"]}
+    (workflow_folder / "schema.json").write_text(json.dumps(schema))
+    (workflow_folder / "rows.csv").write_text("country,gold\nFrance,Paris\n")
+
+    def structured(request: ModelRequest) -> FakeReply:
+        if request.output_schema is not None:
+            return FakeReply(json.dumps({"capital": request.messages[-3].content.split()[-1]}))
+        return capital_agent(request)
+
+    spec = load_workflow(workflow_folder)
+    router = Router(fake_settings("d0"), providers={"d0": ScriptedModel(default=structured)})
+    with recording(url=f"sqlite:///{tmp_path / 'r.db'}") as recorder:
+        runner = BatchRunner(spec, router=router, store=recorder.store, writer=recorder.writer, params={})
+        summary = await runner.run(load_dataset(spec.default_data()))
+        [row] = all_rows(recorder.store, summary.run_id)
+
+    assert summary.ok == 1
+    assert row["output"] == {"capital": "Paris"}
 
 
 def test_tool_module_in_workflow_hash(workflow_folder) -> None:

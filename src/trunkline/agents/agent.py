@@ -10,15 +10,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from trunkline.agents.execution import ToolRunner, tool_message
 from trunkline.agents.results import AgentResult, AgentSummary, StopReason, ToolCallResult
 from trunkline.errors import BudgetExceeded, CallError, ConfigError
 from trunkline.ids import random_hex
 from trunkline.routing import Router
+from trunkline.routing.output import OutputMismatch, OutputSpec
 from trunkline.tools import Tool
 from trunkline.tracing import LiveSpan, span
 from trunkline.types.calls import CallRecord, ToolChoice
-from trunkline.types.messages import Message
+from trunkline.types.messages import Message, plain_messages
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +53,14 @@ class Agent:
         deadline_s: seconds the whole run may take, or None.
         budget_usd: what the run's model calls may spend together, or None.
             The router refuses a call whose worst-case cost would pass it.
-        tool_choice: ``auto``, ``none``, ``required`` or a tool name, sent
-            with every call; None leaves it to the provider.
+        tool_choice: ``auto``, ``none``, ``required`` or a tool name. A
+            forced choice (``required`` or a name) applies until the model
+            has called a tool, then the loop sends ``auto`` so that the
+            model can answer; None leaves it to the provider.
+        output: a Pydantic model or JSON Schema the answer must match. An
+            answer that does not is sent back once more without tools, with
+            the schema, and the router validates and repairs that reply as
+            it does any structured output.
         record_tool_content: keep tool arguments and results on the tool
             spans, with secrets redacted; False keeps only their lengths.
         call_options: more keyword arguments for `Router.complete`, such as
@@ -80,6 +89,7 @@ class Agent:
         deadline_s: float | None = None,
         budget_usd: float | None = None,
         tool_choice: ToolChoice | None = None,
+        output: type[BaseModel] | dict[str, Any] | None = None,
         record_tool_content: bool = True,
         call_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -110,6 +120,8 @@ class Agent:
         self.deadline_s = deadline_s
         self.budget_usd = budget_usd
         self.tool_choice = tool_choice
+        self.output = output
+        self.output_spec = OutputSpec(output) if output is not None else None
         self.record_tool_content = record_tool_content
         self.call_options = dict(call_options or {})
 
@@ -146,6 +158,8 @@ class _AgentRun:
         self.tool_results: list[ToolCallResult] = []
         self.summary = AgentSummary(stop_reason="answered")
         self.output = ""
+        self.parsed: Any = None
+        self.tool_choice = agent.tool_choice
         self.error: str | None = None
         self.clock = time.perf_counter()
         self.deadline = (
@@ -179,7 +193,14 @@ class _AgentRun:
         calls = self.conversation[-1].tool_calls
         live.attributes["tool_calls"] = len(calls)
         if not calls:
-            return "answered"
+            reason = await self._structured_answer()
+            if reason != "answered":
+                live.fail(self.error or reason)
+            return reason
+        if self.tool_choice not in (None, "auto", "none"):
+            # A forced choice would make every later step call a tool too, so
+            # the loop could only end at a bound.
+            self.tool_choice = "auto"
         if step == self.agent.max_steps:
             return "max_steps"
         if self.summary.tool_call_count + len(calls) > self.agent.max_tool_calls:
@@ -204,37 +225,81 @@ class _AgentRun:
 
     async def _call_model(self) -> StopReason | None:
         agent = self.agent
-        # Only this scope's expiry is the deadline; any other TimeoutError is a fault to raise.
-        scope = asyncio.timeout_at(self.deadline)
-        try:
-            async with scope:
-                result = await agent.router.complete(
-                    self.conversation,
-                    route=agent.route,
-                    tools=[tool.definition for tool in agent.tools.values()],
-                    tool_choice=agent.tool_choice if agent.tools else None,
-                    budgets=self.budgets,
-                    tags=self.tags or None,
-                    **agent.call_options,
-                )
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            self.error = "the agent's deadline passed during a model call"
-            return "deadline"
-        except CallError as error:
-            record = getattr(error, "record", None)
-            if record is not None:
-                self._add_call(record)
-            self.error = str(error)
-            return "budget" if isinstance(error, BudgetExceeded) else "call_failed"
-        self._add_call(result.record)
+        result, reason = await self._complete(
+            self.conversation,
+            tools=[tool.definition for tool in agent.tools.values()],
+            tool_choice=self.tool_choice if agent.tools else None,
+        )
+        if result is None:
+            return reason
         # The output, not the record's text, which has secrets redacted for storage.
         self.output = result.output
         self.conversation.append(
             Message(role="assistant", content=self.output, tool_calls=result.tool_calls)
         )
         return None
+
+    async def _structured_answer(self) -> StopReason:
+        """Check the answer against the output schema; ask once more, without tools, if it fails."""
+        spec = self.agent.output_spec
+        if spec is None:
+            return "answered"
+        try:
+            self.parsed = spec.check_text(self.output, self.calls[-1].finish_reason)
+            return "answered"
+        except OutputMismatch as mismatch:
+            request = Message.user(
+                f"Your answer does not match the required format ({mismatch}). Give the same "
+                "answer again as JSON only."
+            )
+        self.conversation.append(request)
+        # Anthropic rejects tool blocks in the history of a request without
+        # tools, so this call carries the tool calls and results as text.
+        result, reason = await self._complete(
+            plain_messages(self.conversation), output=self.agent.output
+        )
+        if result is None:
+            return "invalid_output" if reason == "call_failed" and self._invalid_output() else reason
+        self.parsed = result.output
+        if isinstance(self.parsed, BaseModel):
+            self.output = self.parsed.model_dump_json()
+        else:
+            self.output = json.dumps(self.parsed, ensure_ascii=False)
+        self.conversation.append(Message.assistant(self.output))
+        return "answered"
+
+    def _invalid_output(self) -> bool:
+        validation = self.calls[-1].validation if self.calls else None
+        return validation is not None and not validation.valid
+
+    async def _complete(self, messages: list[Message], **options: Any) -> tuple[Any, StopReason | None]:
+        """Make one model call; return its result, or None and the stop reason when it failed."""
+        agent = self.agent
+        # Only this scope's expiry is the deadline; any other TimeoutError is a fault to raise.
+        scope = asyncio.timeout_at(self.deadline)
+        try:
+            async with scope:
+                result = await agent.router.complete(
+                    messages,
+                    route=agent.route,
+                    budgets=self.budgets,
+                    tags=self.tags or None,
+                    **options,
+                    **agent.call_options,
+                )
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            self.error = "the agent's deadline passed during a model call"
+            return None, "deadline"
+        except CallError as error:
+            record = getattr(error, "record", None)
+            if record is not None:
+                self._add_call(record)
+            self.error = str(error)
+            return None, "budget" if isinstance(error, BudgetExceeded) else "call_failed"
+        self._add_call(result.record)
+        return result, None
 
     def _add_call(self, record: CallRecord) -> None:
         self.calls.append(record)
@@ -263,6 +328,7 @@ class _AgentRun:
     def result(self) -> AgentResult:
         return AgentResult(
             output=self.output,
+            parsed=self.parsed,
             messages=list(self.conversation),
             calls=self.calls,
             tool_results=self.tool_results,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from trunkline.errors import ToolErrorKind
 from trunkline.types.calls import CallRecord
@@ -21,6 +21,7 @@ StopReason = Literal[
     "deadline",
     "budget",
     "call_failed",
+    "invalid_output",
 ]
 
 ToolOutcome = Literal["ok", "error"]
@@ -106,6 +107,9 @@ class AgentResult:
     calls: list[CallRecord]
     tool_results: list[ToolCallResult]
     summary: AgentSummary
+    #: The answer validated against the agent's output schema: a model
+    #: instance or the decoded JSON; None without a schema.
+    parsed: Any = None
     #: The failed call's error message when the stop reason is ``call_failed`` or ``budget``.
     error: str | None = None
 

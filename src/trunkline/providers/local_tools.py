@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from trunkline.types.calls import ModelRequest
-from trunkline.types.messages import Message, ToolCall, ToolDefinition
+from trunkline.types.messages import ToolCall, ToolDefinition, plain_messages
 
 
 def uses_tools(request: ModelRequest) -> bool:
@@ -27,8 +27,10 @@ def uses_tools(request: ModelRequest) -> bool:
 
 def chat_messages(request: ModelRequest) -> list[dict[str, Any]]:
     """Return the conversation as plain role and text messages, with the tools described first."""
-    names = {call.id: call.name for message in request.messages for call in message.tool_calls}
-    messages = [_plain(message, names) for message in request.messages]
+    messages = [
+        {"role": message.role, "content": message.content}
+        for message in plain_messages(request.messages)
+    ]
     if uses_tools(request):
         messages.insert(0, {"role": "system", "content": _instructions(request)})
     return messages
@@ -113,21 +115,3 @@ def _instructions(request: ModelRequest) -> str:
         'To call tools, reply {"tool_calls": [{"name": "<tool>", "arguments": {...}}]}. '
         'To answer, reply {"answer": "<your answer>"}.'
     )
-
-
-def _plain(message: Message, names: dict[str, str]) -> dict[str, Any]:
-    if message.role == "tool":
-        name = names.get(message.tool_call_id or "", "the tool")
-        outcome = "failed" if message.is_error else "returned"
-        return {"role": "user", "content": f"{name} {outcome}: {message.content}"}
-    if message.role == "assistant" and message.tool_calls:
-        calls = [{"name": call.name, "arguments": _arguments(call)} for call in message.tool_calls]
-        return {"role": "assistant", "content": json.dumps({"tool_calls": calls})}
-    return {"role": message.role, "content": message.content}
-
-
-def _arguments(call: ToolCall) -> Any:
-    try:
-        return json.loads(call.arguments)
-    except json.JSONDecodeError:
-        return call.arguments

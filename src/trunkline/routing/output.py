@@ -69,14 +69,18 @@ class OutputSpec:
 
     def check(self, response: ModelResponse) -> Any:
         """Validate a whole response: not cut short, not empty, then the schema."""
-        if response.finish_reason == "length":
+        return self.check_text(response.text, response.finish_reason)
+
+    def check_text(self, text: str, finish_reason: str | None = None) -> Any:
+        """Validate a reply's text and why it ended, as `check` validates a response."""
+        if finish_reason == "length":
             raise OutputMismatch(
                 "output was cut by the max_tokens limit before it was complete",
                 ErrorKind.OUTPUT_TRUNCATED,
             )
-        if not response.text.strip():
+        if not text.strip():
             raise OutputMismatch("output is empty; a JSON value was required", ErrorKind.EMPTY_OUTPUT)
-        text = response.text.strip()
+        text = text.strip()
         try:
             return self.parse(text)
         except OutputMismatch:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -92,3 +94,32 @@ class Message(BaseModel):
                 for call in self.tool_calls
             ]
         return data
+
+
+def plain_messages(messages: Sequence[Message]) -> list[Message]:
+    """Write tool calls and tool results as plain assistant and user text.
+
+    For a request that must not carry tool blocks: a chat template that
+    renders only roles and text, or a call sent without tools, which
+    providers reject when the history holds tool blocks.
+    """
+    names = {call.id: call.name for message in messages for call in message.tool_calls}
+    return [_plain(message, names) for message in messages]
+
+
+def _plain(message: Message, names: dict[str, str]) -> Message:
+    if message.role == "tool":
+        name = names.get(message.tool_call_id or "", "the tool")
+        outcome = "failed" if message.is_error else "returned"
+        return Message.user(f"{name} {outcome}: {message.content}")
+    if message.role == "assistant" and message.tool_calls:
+        calls = [{"name": call.name, "arguments": _arguments(call)} for call in message.tool_calls]
+        return Message.assistant(json.dumps({"tool_calls": calls}))
+    return Message(role=message.role, content=message.content, name=message.name)
+
+
+def _arguments(call: ToolCall) -> Any:
+    try:
+        return json.loads(call.arguments)
+    except json.JSONDecodeError:
+        return call.arguments

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from trunkline.agents import Agent, AgentResult
 from trunkline.errors import TrunklineError
 from trunkline.prompts import PromptVersion
@@ -49,6 +51,7 @@ class AgentStep(ModelStep):
 
     async def run(self, values: dict[str, Any], router: Router) -> StepResult:
         options = {"temperature": self.spec.temperature, "max_tokens": self.spec.max_tokens}
+        schema = self.output_schema(values)
         agent = Agent(
             router,
             self.tools,
@@ -56,11 +59,15 @@ class AgentStep(ModelStep):
             name=self.name,
             max_steps=self.spec.max_steps,
             max_tool_calls=self.spec.max_tool_calls,
+            output=schema,
             call_options={key: value for key, value in options.items() if value is not None},
         )
         result = await agent.run(self.messages(values))
+        output = result.output if schema is None else result.parsed
+        if isinstance(output, BaseModel):
+            output = output.model_dump(mode="json")
         step_result = StepResult(
-            values={self.output_name: result.output}, calls=result.calls, details=_details(result)
+            values={self.output_name: output}, calls=result.calls, details=_details(result)
         )
         if not result.answered:
             detail = f": {result.error}" if result.error else ""

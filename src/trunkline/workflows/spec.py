@@ -138,11 +138,6 @@ class StepSpec(BaseModel):
             raise ValueError(f"{self.kind} step {self.name!r} needs function = \"module:name\"")
         if self.tools and self.kind != "agent":
             raise ValueError(f"{self.kind} step {self.name!r} lists tools; only an agent step calls tools")
-        if self.kind == "agent" and self.output_schema:
-            raise ValueError(
-                f"agent step {self.name!r} sets output_schema, but an agent's answer is text; "
-                "parse it in a post step, or add a model step with the schema after it"
-            )
         if self.kind in ("model", "agent") and not (self.prompt or self.messages or self.prompt_ref):
             raise ValueError(
                 f"{self.kind} step {self.name!r} needs prompt = \"<template file>\", "

@@ -1,0 +1,113 @@
+"""An agent's answer checked against an output schema, and a forced tool choice used once."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel
+
+from trunkline.agents import Agent
+from trunkline.providers.fake import FakeReply, ScriptedModel
+from trunkline.types.messages import Message, ToolCall, plain_messages
+from unit.helpers import router_with
+
+
+class Sum(BaseModel):
+    total: int
+    explanation: str
+
+
+def add(a: int, b: int) -> int:
+    """Add two whole numbers.
+
+    Args:
+        a: the first number.
+        b: the second number.
+    """
+    return a + b
+
+
+ASK_ADD = FakeReply(
+    "", tool_calls=(ToolCall(id="c1", name="add", arguments='{"a": 2, "b": 3}'),), input_tokens=10, output_tokens=5
+)
+
+
+async def test_matching_answer_one_call(exported) -> None:
+    model = ScriptedModel([ASK_ADD, FakeReply('{"total": 5, "explanation": "2 + 3"}')])
+    result = await Agent(router_with(model), [add], output=Sum).run("2 + 3?")
+
+    assert result.answered
+    assert result.parsed == Sum(total=5, explanation="2 + 3")
+    assert result.summary.model_calls == 2
+
+
+async def test_prose_answer_requested_again(exported) -> None:
+    model = ScriptedModel(
+        [ASK_ADD, FakeReply("The total is 5."), FakeReply('{"total": 5, "explanation": "added"}')]
+    )
+    result = await Agent(router_with(model), [add], output=Sum).run("2 + 3?")
+
+    assert result.answered
+    assert result.parsed == Sum(total=5, explanation="added")
+    assert json.loads(result.output) == {"total": 5, "explanation": "added"}
+    assert result.summary.model_calls == 3
+    assert result.summary.steps == 2
+    last = model.requests[-1]
+    assert last.tools == ()
+    assert last.output_schema == Sum.model_json_schema()
+    # The tool call and its result travel as text, since the call carries no tools.
+    assert [message.role for message in last.messages] == ["user", "assistant", "user", "assistant", "user"]
+    assert "add returned: 5" in last.messages[2].content
+    assert "does not match the required format" in last.messages[-1].content
+    assert result.messages[-1] == Message.assistant(result.output)
+
+
+async def test_mismatch_stops_invalid_output(exported) -> None:
+    model = ScriptedModel([ASK_ADD, FakeReply("five"), FakeReply("still five"), FakeReply("{}")])
+    result = await Agent(router_with(model, max_repairs=1), [add], output=Sum).run("2 + 3?")
+
+    assert not result.answered
+    assert result.summary.stop_reason == "invalid_output"
+    assert result.parsed is None
+    assert result.calls[-1].validation is not None
+    assert not result.calls[-1].validation.valid
+    assert "total" in (result.error or "")
+
+
+async def test_json_schema_dict_gives_decoded_json(exported) -> None:
+    schema = {"type": "object", "properties": {"total": {"type": "integer"}}, "required": ["total"]}
+    model = ScriptedModel([ASK_ADD, FakeReply('Here: {"total": 5}')])
+    result = await Agent(router_with(model), [add], output=schema).run("2 + 3?")
+
+    assert result.parsed == {"total": 5}
+
+
+async def test_forced_tool_choice_used_once(exported) -> None:
+    model = ScriptedModel([ASK_ADD, FakeReply("5")])
+    result = await Agent(router_with(model), [add], tool_choice="required").run("2 + 3?")
+
+    assert result.answered
+    assert [request.tool_choice for request in model.requests] == ["required", "auto"]
+
+
+async def test_forced_choice_answer_ends_run(exported) -> None:
+    model = ScriptedModel([FakeReply("no tool yet"), ASK_ADD, FakeReply("5")])
+    result = await Agent(router_with(model), [add], tool_choice="add", max_steps=2).run("2 + 3?")
+
+    # A reply without tool calls ends the run, forced or not.
+    assert result.answered
+    assert [request.tool_choice for request in model.requests] == ["add"]
+
+
+def test_plain_messages_write_tool_blocks_as_text() -> None:
+    conversation = [
+        Message.user("2 + 3?"),
+        Message(role="assistant", content="", tool_calls=(ToolCall(id="c1", name="add", arguments='{"a": 2}'),)),
+        Message.tool("c1", "missing b", is_error=True),
+    ]
+    plain = plain_messages(conversation)
+
+    assert [message.role for message in plain] == ["user", "assistant", "user"]
+    assert json.loads(plain[1].content) == {"tool_calls": [{"name": "add", "arguments": {"a": 2}}]}
+    assert plain[2].content == "add failed: missing b"
+    assert all(not message.tool_calls and message.tool_call_id is None for message in plain)
