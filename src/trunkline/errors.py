@@ -141,6 +141,9 @@ class ToolErrorKind(StrEnum):
     TIMEOUT = "timeout"
     #: The tool returned a value that does not match its return annotation.
     INVALID_RESULT = "invalid_result"
+    #: The call repeats one the run already made, with the same arguments,
+    #: and the agent does not allow repeats.
+    REPEATED_CALL = "repeated_call"
 
 
 class ToolError(TrunklineError):

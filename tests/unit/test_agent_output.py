@@ -7,6 +7,7 @@ import json
 from pydantic import BaseModel
 
 from trunkline.agents import Agent
+from trunkline.errors import ToolErrorKind
 from trunkline.providers.fake import FakeReply, ScriptedModel
 from trunkline.types.messages import Message, ToolCall, plain_messages
 from unit.helpers import router_with
@@ -111,3 +112,36 @@ def test_plain_messages_write_tool_blocks_as_text() -> None:
     assert json.loads(plain[1].content) == {"tool_calls": [{"name": "add", "arguments": {"a": 2}}]}
     assert plain[2].content == "add failed: missing b"
     assert all(not message.tool_calls and message.tool_call_id is None for message in plain)
+
+
+def ask_add(call_id: str, a: int = 2) -> FakeReply:
+    return FakeReply("", tool_calls=(ToolCall(id=call_id, name="add", arguments=f'{{"a": {a}, "b": 3}}'),))
+
+
+async def test_repeated_call_returns_earlier_result(exported) -> None:
+    model = ScriptedModel([ask_add("c1"), ask_add("c2"), FakeReply("5")])
+    result = await Agent(router_with(model), [add], allow_repeated_calls=False).run("2 + 3?")
+
+    first, second = result.tool_results
+    assert first.outcome == "ok"
+    assert second.outcome == "error"
+    assert second.error_kind == ToolErrorKind.REPEATED_CALL
+    assert "already called with these arguments and returned: 5" in second.content
+    assert result.summary.tool_errors == {ToolErrorKind.REPEATED_CALL: 1}
+
+
+async def test_repeat_in_one_step_runs_once(exported) -> None:
+    both = FakeReply("", tool_calls=(*ask_add("c1").tool_calls, *ask_add("c2").tool_calls))
+    model = ScriptedModel([both, ask_add("c3", a=4), FakeReply("5 and 7")])
+    result = await Agent(router_with(model), [add], allow_repeated_calls=False).run("2 + 3, twice?")
+
+    outcomes = [(item.call_id, item.outcome) for item in result.tool_results]
+    assert outcomes == [("c1", "ok"), ("c2", "error"), ("c3", "ok")]
+    assert "in this step" in result.tool_results[1].content
+
+
+async def test_repeats_run_by_default(exported) -> None:
+    model = ScriptedModel([ask_add("c1"), ask_add("c2"), FakeReply("5")])
+    result = await Agent(router_with(model), [add]).run("2 + 3?")
+
+    assert [item.outcome for item in result.tool_results] == ["ok", "ok"]

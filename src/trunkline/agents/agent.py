@@ -17,6 +17,7 @@ from trunkline.agents.results import AgentResult, AgentSummary, StopReason, Tool
 from trunkline.errors import BudgetExceeded, CallError, ConfigError
 from trunkline.ids import random_hex
 from trunkline.routing import Router
+from trunkline.routing.active import active_router
 from trunkline.routing.output import OutputMismatch, OutputSpec
 from trunkline.tools import Tool
 from trunkline.tracing import LiveSpan, span
@@ -61,6 +62,10 @@ class Agent:
             answer that does not is sent back once more without tools, with
             the schema, and the router validates and repairs that reply as
             it does any structured output.
+        allow_repeated_calls: run a tool call again when the run already
+            made it with the same arguments. False sends the earlier result
+            back as a ``repeated_call`` tool error, which stops small models
+            that call one tool over and over.
         record_tool_content: keep tool arguments and results on the tool
             spans, with secrets redacted; False keeps only their lengths.
         call_options: more keyword arguments for `Router.complete`, such as
@@ -90,6 +95,7 @@ class Agent:
         budget_usd: float | None = None,
         tool_choice: ToolChoice | None = None,
         output: type[BaseModel] | dict[str, Any] | None = None,
+        allow_repeated_calls: bool = True,
         record_tool_content: bool = True,
         call_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -122,6 +128,7 @@ class Agent:
         self.tool_choice = tool_choice
         self.output = output
         self.output_spec = OutputSpec(output) if output is not None else None
+        self.allow_repeated_calls = allow_repeated_calls
         self.record_tool_content = record_tool_content
         self.call_options = dict(call_options or {})
 
@@ -136,9 +143,13 @@ class Agent:
             ConfigError: the route or a call option is invalid.
         """
         run = _AgentRun(self, _to_messages(messages), dict(tags or {}))
-        with span(f"invoke_agent {self.name}", "agent", **{"gen_ai.agent.name": self.name}) as live:
-            await run.loop()
-            run.finish(live)
+        token = active_router.set(self.router)
+        try:
+            with span(f"invoke_agent {self.name}", "agent", **{"gen_ai.agent.name": self.name}) as live:
+                await run.loop()
+                run.finish(live)
+        finally:
+            active_router.reset(token)
         return run.result()
 
     def run_sync(self, messages: MessagesInput, **options: Any) -> AgentResult:
@@ -173,6 +184,7 @@ class _AgentRun:
             timeout_s=agent.tool_timeout_s,
             max_parallel=agent.max_parallel_tools,
             record_content=agent.record_tool_content,
+            allow_repeats=agent.allow_repeated_calls,
         )
 
     async def loop(self) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel
 
 from trunkline.agents.results import ToolCallResult
 from trunkline.errors import ToolError, ToolErrorKind
@@ -26,15 +29,27 @@ class ToolRunner:
         max_parallel: calls of one step that run at the same time.
         record_content: keep the arguments and the result on each span
             (secrets redacted); False keeps only their lengths.
+        allow_repeats: run a call again when the run already made it with
+            the same arguments; False returns a `repeated_call` error.
     """
 
     def __init__(
-        self, tools: Mapping[str, Tool], *, timeout_s: float, max_parallel: int, record_content: bool
+        self,
+        tools: Mapping[str, Tool],
+        *,
+        timeout_s: float,
+        max_parallel: int,
+        record_content: bool,
+        allow_repeats: bool = True,
     ) -> None:
         self.tools = tools
         self.timeout_s = timeout_s
         self.record_content = record_content
+        self.allow_repeats = allow_repeats
         self._slots = asyncio.Semaphore(max_parallel)
+        #: Tool name and canonical arguments of each call made, to its result
+        #: text, or None while the call runs.
+        self._made: dict[tuple[str, str], str | None] = {}
 
     async def run_all(self, calls: Sequence[ToolCall], step: int) -> list[ToolCallResult]:
         """Run `calls` and return their results in the order the model asked for them."""
@@ -80,6 +95,38 @@ class ToolRunner:
                 tool=call.name,
             )
         arguments = tool.parse_arguments(call.arguments)
+        if self.allow_repeats:
+            return await self._call_tool(tool, arguments)
+        key = (tool.name, json.dumps(arguments.model_dump(mode="json"), sort_keys=True))
+        self._check_repeat(key)
+        self._made[key] = None
+        try:
+            text = await self._call_tool(tool, arguments)
+        except ToolError:
+            # A failed call may be tried again with the same arguments.
+            self._made.pop(key, None)
+            raise
+        self._made[key] = text
+        return text
+
+    def _check_repeat(self, key: tuple[str, str]) -> None:
+        if key not in self._made:
+            return
+        name = key[0]
+        earlier = self._made[key]
+        where = (
+            "in this step; its result is in the other tool message"
+            if earlier is None
+            else f"and returned: {earlier}"
+        )
+        raise ToolError(
+            f"{name} was already called with these arguments {where}. "
+            "Use that result: call another tool or answer",
+            kind=ToolErrorKind.REPEATED_CALL,
+            tool=name,
+        )
+
+    async def _call_tool(self, tool: Tool, arguments: BaseModel) -> str:
         timeout_s = tool.timeout_s or self.timeout_s
         try:
             # Only this block's own expiry becomes TimeoutError here; the

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from trunkline.agents import Agent, AgentResult
-from trunkline.errors import TrunklineError
+from trunkline.errors import TrunklineError, WorkflowError
 from trunkline.prompts import PromptVersion
 from trunkline.routing.router import Router
 from trunkline.tools import Tool, load_tool
@@ -48,6 +48,12 @@ class AgentStep(ModelStep):
         super().__init__(spec, workflow, registered)
         # Loaded up front, so a missing tool fails the run before any row is paid for.
         self.tools: list[Tool] = [load_tool(reference, workflow.folder) for reference in spec.tools]
+        names = [tool.name for tool in self.tools]
+        if spec.tool_choice not in (None, "auto", "none", "required", *names):
+            raise WorkflowError(
+                f"agent step {spec.name!r}: tool_choice {spec.tool_choice!r} is not auto, none, "
+                f"required or one of its tools ({', '.join(names) or 'none'})"
+            )
 
     async def run(self, values: dict[str, Any], router: Router) -> StepResult:
         options = {"temperature": self.spec.temperature, "max_tokens": self.spec.max_tokens}
@@ -59,6 +65,8 @@ class AgentStep(ModelStep):
             name=self.name,
             max_steps=self.spec.max_steps,
             max_tool_calls=self.spec.max_tool_calls,
+            tool_choice=self.spec.tool_choice,
+            allow_repeated_calls=self.spec.allow_repeated_calls,
             output=schema,
             call_options={key: value for key, value in options.items() if value is not None},
         )

@@ -97,6 +97,12 @@ class StepSpec(BaseModel):
     #: An agent step's maximum model calls and tool calls per row.
     max_steps: int = Field(default=10, ge=1)
     max_tool_calls: int = Field(default=32, ge=0)
+    #: An agent step's tool choice: ``auto``, ``none``, ``required`` or a
+    #: tool's name; a forced one applies until the model has called a tool.
+    tool_choice: str | None = None
+    #: Whether an agent step runs a tool call again that the row's agent
+    #: already made with the same arguments.
+    allow_repeated_calls: bool = True
 
     @field_validator("threshold", mode="before")
     @classmethod
@@ -136,6 +142,8 @@ class StepSpec(BaseModel):
             )
         if self.kind in ("tool", "post") and not self.function:
             raise ValueError(f"{self.kind} step {self.name!r} needs function = \"module:name\"")
+        if self.tool_choice is not None and self.kind != "agent":
+            raise ValueError(f"{self.kind} step {self.name!r} sets tool_choice; only an agent step calls tools")
         if self.tools and self.kind != "agent":
             raise ValueError(f"{self.kind} step {self.name!r} lists tools; only an agent step calls tools")
         if self.kind in ("model", "agent") and not (self.prompt or self.messages or self.prompt_ref):

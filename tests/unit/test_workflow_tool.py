@@ -1,0 +1,121 @@
+"""A workflow run on one row as a tool: its schema, its calls through the agent's router, its spans."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trunkline.agents import Agent
+from trunkline.errors import ConfigError, WorkflowError
+from trunkline.providers.fake import FakeReply, ScriptedModel
+from trunkline.types.calls import ModelRequest
+from trunkline.types.messages import ToolCall
+from trunkline.workflows import workflow_function, workflow_tool
+from unit.helpers import router_with
+
+WORKFLOW = """
+name = "shout-back"
+description = "Repeat a message in capitals, with a model's comment."
+output = "comment"
+
+[inputs]
+message = "text"
+
+[params]
+suffix = { default = "!", description = "Appended to the capitals." }
+
+[[steps]]
+name = "capitals"
+kind = "tool"
+function = "steps:capitals"
+
+[[steps]]
+name = "comment"
+kind = "model"
+prompt = "prompt.jinja"
+"""
+
+STEPS = '''
+def capitals(message: str, suffix: str) -> dict:
+    return {"loud": message.upper() + suffix}
+'''
+
+
+@pytest.fixture
+def folder(tmp_path):
+    folder = tmp_path / "shout-back"
+    folder.mkdir()
+    (folder / "workflow.toml").write_text(WORKFLOW)
+    (folder / "steps.py").write_text(STEPS)
+    (folder / "prompt.jinja").write_text("Comment on: {{ loud }}")
+    return folder
+
+
+def commenter(request: ModelRequest) -> FakeReply:
+    """Play the agent and the workflow's model step on one scripted deployment."""
+    if request.tools:
+        if request.messages[-1].role == "tool":
+            return FakeReply(f"The tool said {request.messages[-1].content}")
+        return FakeReply("", tool_calls=(ToolCall(id="c1", name="shout_back", arguments='{"message": "hi"}'),))
+    return FakeReply(f"so loud: {request.messages[-1].content}")
+
+
+def test_schema_has_workflow_inputs(folder) -> None:
+    tool = workflow_tool(folder)
+
+    assert tool.name == "shout_back"
+    assert tool.description == "Repeat a message in capitals, with a model's comment."
+    parameters = tool.definition.parameters
+    assert parameters["required"] == ["message"]
+    assert parameters["properties"]["message"]["type"] == "string"
+    assert "'text' value" in parameters["properties"]["message"]["description"]
+
+
+async def test_agent_runs_workflow_tool(folder, exported) -> None:
+    model = ScriptedModel(default=commenter)
+    tool = workflow_tool(folder, descriptions={"message": "what to repeat"})
+    result = await Agent(router_with(model), [tool]).run("Shout hi")
+
+    assert result.answered
+    assert result.output == "The tool said so loud: Comment on: HI!"
+    assert tool.definition.parameters["properties"]["message"]["description"] == "what to repeat"
+    # The workflow's model call went through the agent's router.
+    assert len(model.requests) == 3
+    tool_span = next(span for span in exported.spans if span.kind == "tool")
+    inner = [span for span in exported.spans if span.name.startswith("shout-back ")]
+    assert [span.name for span in inner] == ["shout-back capitals", "shout-back comment"]
+    assert {span.parent_span_id for span in inner} == {tool_span.span_id}
+
+
+async def test_outputs_and_params(folder) -> None:
+    run = workflow_function(
+        folder, params={"suffix": "?"}, outputs=["loud", "comment"], router=router_with(ScriptedModel(default=commenter))
+    )
+
+    assert await run(message="ok") == {"loud": "OK?", "comment": "so loud: Comment on: OK?"}
+
+
+async def test_missing_output_named(folder) -> None:
+    run = workflow_function(folder, outputs=["quiet"], router=router_with(ScriptedModel(default=commenter)))
+
+    with pytest.raises(WorkflowError, match="produced no value named 'quiet'; its values are: comment, loud"):
+        await run(message="ok")
+
+
+async def test_no_router_outside_agent(folder) -> None:
+    run = workflow_function(folder)
+
+    with pytest.raises(ConfigError, match="needs a router"):
+        await run(message="ok")
+
+
+def test_missing_workflow_rejected(tmp_path) -> None:
+    with pytest.raises(WorkflowError):
+        workflow_tool(tmp_path / "nowhere")
+
+
+def test_result_is_json_for_outputs(folder) -> None:
+    tool = workflow_tool(folder, outputs=["loud"], router=router_with(ScriptedModel(default=commenter)))
+
+    assert json.loads(tool.serialise({"loud": "A!"})) == {"loud": "A!"}
