@@ -65,7 +65,7 @@ def test_plan_table_shows_agent_worst_case(project) -> None:
     assert completed.returncode == 0, completed.stderr
     assert "answer: not batch: an agent needs each reply before its next call" in completed.stdout
     assert "answer: typical per row: 2 model calls" in completed.stdout
-    assert "answer: worst case per row: 4 model calls" in completed.stdout
+    assert "answer: worst case per row, of the row with the largest prompt: 4 model calls" in completed.stdout
     # Piped output is as wide as the table, so the worst-case row stays on one line.
     worst = [line for line in lines if "answer, worst case" in line]
     assert len(worst) == 1

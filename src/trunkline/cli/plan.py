@@ -139,7 +139,7 @@ def plan_notes(plan: WorkflowPlan) -> list[str]:
             lines.extend(f"{step.step}: {line}" for line in agent_lines(step.agent))
         if step.batch_wait:
             lines.append(f"{step.step}: as batch, rows wait up to {step.batch_wait}, the job's completion window")
-        if step.kind == "model" and step.online_cost_usd is None and step.input_tokens is not None:
+        if step.kind in ("model", "agent") and step.online_cost_usd is None and step.input_tokens is not None:
             lines.append(f"{step.step}: no price known for {step.model}; add [prices.{step.model}] to trunkline.toml")
     for mode, label in (("declared", "as declared"), ("online", "all online"), ("best", "batch wherever possible")):
         lines.append(f"total {label}: {_usd(plan.total(mode))}")
@@ -154,7 +154,7 @@ def agent_lines(estimate: AgentEstimate) -> list[str]:
     if estimate.typical_row is not None:
         lines.append(f"typical per row: {_figures(estimate.typical_row)}")
     if estimate.worst_row is not None:
-        lines.append(f"worst case per row: {_figures(estimate.worst_row)}")
+        lines.append(f"worst case per row, of the row with the largest prompt: {_figures(estimate.worst_row)}")
         lines.append(
             f"worst case: every row makes max_steps = {estimate.max_steps} model calls, each "
             f"sending the prompt, the tool definitions ({estimate.tool_tokens:,} tokens) and "
