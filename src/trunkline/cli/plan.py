@@ -14,6 +14,7 @@ from rich.table import Table
 from trunkline.cli.run import parse_params
 from trunkline.config import Settings, load_settings
 from trunkline.store.database import open_store
+from trunkline.workflows.agent_plan import AgentEstimate, AgentFigures
 from trunkline.workflows.datasets import load_dataset
 from trunkline.workflows.plan import WorkflowPlan, plan_workflow
 from trunkline.workflows.runner import map_inputs
@@ -64,7 +65,13 @@ def plan_command(
         typer.echo(json.dumps(body))
         return
     console = Console()
-    console.print(plan_table(plan))
+    table = plan_table(plan)
+    if not console.is_terminal:
+        # Piped output has no terminal width, and Rich's 80-column default would wrap the figures.
+        unbounded = console.options.update_width(10_000)
+        width = console.measure(table, options=unbounded).maximum
+        console = Console(width=max(console.width, width))
+    console.print(table)
     for line in plan_notes(plan):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
@@ -97,6 +104,20 @@ def plan_table(plan: WorkflowPlan) -> Table:
             _duration(step.online_wait_s),
             f"<= {step.batch_wait}" if step.batch_wait else "-",
         )
+        worst = step.agent.worst_run if step.agent is not None else None
+        if worst is not None:
+            table.add_row(
+                f"{step.step}, worst case",
+                step.kind,
+                step.mode,
+                "no",
+                _count(round(worst.input_tokens)),
+                _count(round(worst.output_tokens)),
+                _usd(worst.cost_usd, table=True),
+                "-",
+                "-",
+                "-",
+            )
     return table
 
 
@@ -104,20 +125,51 @@ def plan_notes(plan: WorkflowPlan) -> list[str]:
     """Return the lines under the table: why steps cannot be batch, estimate sources, totals."""
     lines = []
     for step in plan.steps:
-        if step.reason and step.kind in ("model", "cascade"):
+        if step.reason and step.kind in ("model", "cascade", "agent"):
             lines.append(f"{step.step}: not batch: {step.reason}")
-        if step.input_source:
-            lines.append(f"{step.step}: input tokens from {step.input_source}")
-        if step.output_source:
-            lines.append(f"{step.step}: output tokens from {step.output_source}")
+        if step.agent is not None and step.agent.typical_source:
+            lines.append(f"{step.step}: typical figures from {step.agent.typical_source}")
+        elif step.agent is None:
+            if step.input_source:
+                lines.append(f"{step.step}: input tokens from {step.input_source}")
+            if step.output_source:
+                lines.append(f"{step.step}: output tokens from {step.output_source}")
         lines.extend(f"{step.step}: {note}" for note in step.notes)
+        if step.agent is not None:
+            lines.extend(f"{step.step}: {line}" for line in agent_lines(step.agent))
         if step.batch_wait:
             lines.append(f"{step.step}: as batch, rows wait up to {step.batch_wait}, the job's completion window")
-        if step.kind == "model" and step.online_cost_usd is None and step.input_tokens is not None:
+        if step.kind in ("model", "agent") and step.online_cost_usd is None and step.input_tokens is not None:
             lines.append(f"{step.step}: no price known for {step.model}; add [prices.{step.model}] to trunkline.toml")
     for mode, label in (("declared", "as declared"), ("online", "all online"), ("best", "batch wherever possible")):
         lines.append(f"total {label}: {_usd(plan.total(mode))}")
+    if any(step.agent is not None for step in plan.steps):
+        lines.append("totals count agent steps at their typical cost")
     return lines
+
+
+def agent_lines(estimate: AgentEstimate) -> list[str]:
+    """Return an agent step's per-row figures and what its worst case assumes."""
+    lines = []
+    if estimate.typical_row is not None:
+        lines.append(f"typical per row: {_figures(estimate.typical_row)}")
+    if estimate.worst_row is not None:
+        lines.append(f"worst case per row, of the row with the largest prompt: {_figures(estimate.worst_row)}")
+        lines.append(
+            f"worst case: every row makes max_steps = {estimate.max_steps} model calls, each "
+            f"sending the prompt, the tool definitions ({estimate.tool_tokens:,} tokens) and "
+            f"every earlier reply at its {estimate.reply_tokens:,}-token output cap; tool results "
+            "are not counted"
+        )
+    return lines
+
+
+def _figures(figures: AgentFigures) -> str:
+    calls = "model call" if figures.model_calls == 1 else "model calls"
+    return (
+        f"{figures.model_calls:g} {calls}, {figures.input_tokens:,.0f} input and "
+        f"{figures.output_tokens:,.0f} output tokens, {_usd(figures.cost_usd)}"
+    )
 
 
 def _duration(seconds: float | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,6 +11,7 @@ from trunkline.config import Deployment, Route, Settings
 from trunkline.errors import CallError, ErrorKind
 from trunkline.pricing import price_usage
 from trunkline.types.calls import ModelRequest
+from trunkline.types.messages import ToolDefinition
 from trunkline.types.scores import TaskScore
 from trunkline.types.usage import Usage
 
@@ -25,12 +27,18 @@ def estimate_input_tokens(request: ModelRequest) -> int:
         characters += len(message.content)
         if message.tool_calls:
             characters += sum(len(call.name) + len(call.arguments) for call in message.tool_calls)
-    if request.tools:
-        characters += sum(
-            len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters))
-            for tool in request.tools
-        )
+    characters += tool_definition_characters(request.tools)
     return characters // 4 + 4 * len(request.messages) + 1
+
+
+def tool_definition_characters(tools: Sequence[ToolDefinition]) -> int:
+    """Return the characters that input estimates count for tool definitions.
+
+    Each definition counts its name, description and JSON Schema.
+    """
+    return sum(
+        len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters)) for tool in tools
+    )
 
 
 def reserved_tokens(request: ModelRequest, deployment: Deployment) -> int:

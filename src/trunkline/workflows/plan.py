@@ -6,7 +6,8 @@ earlier step sets renders empty, and the plan names it. Output tokens come
 from the mean of the step's recorded calls of earlier runs where there are
 some, else from the step's ``max_tokens``, else from the deployment's
 ``max_output_tokens``. The last two are upper bounds. Each step is priced
-as if every row reached it.
+as if every row reached it. Agent steps are estimated by
+`trunkline.workflows.agent_plan`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from trunkline.config import Settings
 from trunkline.pricing import batch_cost, price_usage
 from trunkline.providers.base import estimate_tokens
 from trunkline.providers.openai_batch import BATCH_PROVIDERS, COMPLETION_WINDOW
+from trunkline.routing.policies import tool_definition_characters
+from trunkline.store.agent_rows import agent_row_usage
 from trunkline.store.database import Store
 from trunkline.store.tables import calls
-from trunkline.types.usage import Usage
+from trunkline.tools import load_tool
+from trunkline.types.usage import Cost, Usage
+from trunkline.workflows.agent_plan import AgentEstimate, estimate_agent
 from trunkline.workflows.spec import StepSpec, WorkflowSpec
 from trunkline.workflows.steps import FunctionStep
 
@@ -58,6 +63,9 @@ class StepPlan(BaseModel):
     #: The maximum time a batch job may take: the Batch API's completion window, such as ``24h``.
     batch_wait: str | None = None
     notes: list[str] = []
+    #: An agent step's typical and worst-case figures. For an agent step, the
+    #: token and cost fields above are its typical figures for the whole run.
+    agent: AgentEstimate | None = None
 
 
 class WorkflowPlan(BaseModel):
@@ -68,14 +76,15 @@ class WorkflowPlan(BaseModel):
     steps: list[StepPlan]
 
     def total(self, mode: str) -> float | None:
-        """Return the cost of the model steps as declared (``declared``), all ``online``, or ``best``.
+        """Return the cost of the model and agent steps: as ``declared``, all ``online``, or ``best``.
 
         ``best`` takes the batch price wherever a step can run as batch.
-        None when any model step's price is unknown.
+        Agent steps count at their typical cost. None when any of these
+        steps' price is unknown.
         """
         total = 0.0
         for step in self.steps:
-            if step.kind != "model":
+            if step.kind not in ("model", "agent"):
                 continue
             batch = (mode == "declared" and step.mode == "batch") or (mode == "best" and step.batchable)
             cost = step.batch_cost_usd if batch else step.online_cost_usd
@@ -158,12 +167,18 @@ class _Planner:
         )
 
     async def run_functions(self) -> None:
-        """Run the tool and post steps before the last model step on every row, keeping what they return.
+        """Run the tool and post steps before the last model or agent step on every row.
+
+        What they return is kept in the row's values.
 
         Steps after the last model step render no prompt, and they would
         need the model's answers, so they are left out.
         """
-        calling = [position for position, spec in enumerate(self.spec.steps) if spec.kind in ("model", "cascade")]
+        calling = [
+            position
+            for position, spec in enumerate(self.spec.steps)
+            if spec.kind in ("model", "cascade", "agent")
+        ]
         for spec in self.spec.steps[: calling[-1] if calling else 0]:
             if spec.kind not in ("tool", "post"):
                 continue
@@ -203,6 +218,12 @@ class _Planner:
         plan.deployment, plan.provider, plan.model = name, deployment.provider, deployment.model
         plan.rows = len(self.rows)
 
+        if step.kind == "agent":
+            plan.reason = (
+                "an agent needs each reply before its next call, so its calls cannot wait for a batch job"
+            )
+            self._estimate_agent(step, plan, deployment.max_output_tokens)
+            return plan
         if cascade is not None:
             plan.reason = f"a stage of cascade {cascade!r}, which decides row by row"
             plan.notes.append("priced as if every row reached this stage, an upper bound")
@@ -264,15 +285,69 @@ class _Planner:
 
     def _rendered_tokens(self, step: StepSpec) -> tuple[int | None, set[str]]:
         """Return the input tokens of every row's rendered prompts, and the variables none could fill."""
+        per_row, missing = self._rendered_row_tokens(step)
+        return (None if per_row is None else sum(per_row)), missing
+
+    def _rendered_row_tokens(self, step: StepSpec) -> tuple[list[int] | None, set[str]]:
+        """Return each row's rendered prompt tokens, and the variables none could fill.
+
+        None for a step whose prompt is registered (``prompt_ref``), which the plan does
+        not render.
+        """
         files = [name for name in (step.system, step.prompt, step.messages) if name]
         if not files:
             return None, set()
         templates = [self.environment.get_template(name) for name in files]
         self.undefined.found = set()
-        tokens = 0
-        for values in self.values:
-            tokens += sum(estimate_tokens(template.render(**values)) for template in templates)
+        tokens = [
+            sum(estimate_tokens(template.render(**values)) for template in templates)
+            for values in self.values
+        ]
         return tokens, set(self.undefined.found)
+
+    def _estimate_agent(self, step: StepSpec, plan: StepPlan, max_output_tokens: int) -> None:
+        """Fill `plan` with the agent step's estimate, setting its tokens and cost to the typical run's."""
+        definitions = [load_tool(name, self.spec.folder).definition for name in step.tools]
+        try:
+            per_row, missing = self._rendered_row_tokens(step)
+        except (jinja2.TemplateError, TypeError, ValueError) as error:
+            per_row, missing = None, set()
+            plan.notes.append(
+                f"its prompts cannot be rendered without the values of earlier steps "
+                f"({type(error).__name__}: {error}), so there is no worst case; add --run-tools "
+                "to run the earlier steps first"
+            )
+        if missing:
+            plan.notes.append(
+                f"its prompts render without {', '.join(sorted(missing))}, which earlier steps set, "
+                "so the estimates leave out their tokens"
+            )
+        registered = step.prompt_ref and not (step.system or step.prompt or step.messages)
+        if per_row is None and registered:
+            plan.notes.append(
+                "its prompt is registered (prompt_ref), which the plan does not render, so there "
+                "is no worst case"
+            )
+        recorded = []
+        if self.store is not None:
+            recorded = agent_row_usage(self.store, self.spec.name, step.name)
+        estimate = estimate_agent(
+            max_steps=step.max_steps,
+            tool_tokens=tool_definition_characters(definitions) // 4,
+            reply_tokens=step.max_tokens if step.max_tokens is not None else max_output_tokens,
+            row_prompt_tokens=per_row,
+            recorded=recorded,
+            row_count=len(self.rows),
+            price=lambda input_tokens, output_tokens: self._cost(
+                plan, input_tokens, output_tokens
+            ).total_usd,
+        )
+        plan.agent = estimate
+        if estimate.typical_run is not None:
+            plan.input_tokens = round(estimate.typical_run.input_tokens)
+            plan.output_tokens = round(estimate.typical_run.output_tokens)
+            plan.online_cost_usd = estimate.typical_run.cost_usd
+            plan.input_source = plan.output_source = estimate.typical_source
 
     def _recorded(self, step: StepSpec) -> dict[str, Any] | None:
         """Return the mean tokens and latency of the step's successful calls in earlier runs."""
@@ -295,13 +370,17 @@ class _Planner:
             return None
         return {key: None if value is None else float(value) for key, value in row.items()}
 
+    def _cost(self, plan: StepPlan, input_tokens: int, output_tokens: int) -> Cost:
+        """Price tokens online on the step's first deployment."""
+        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)
+        return price_usage(
+            usage, plan.model or "", provider=plan.provider, at=self.now, overrides=self.settings.prices
+        )
+
     def _price(self, plan: StepPlan, factor: float) -> None:
         if plan.model is None or plan.input_tokens is None or plan.output_tokens is None:
             return
-        usage = Usage(input_tokens=plan.input_tokens, output_tokens=plan.output_tokens, estimated=True)
-        cost = price_usage(
-            usage, plan.model, provider=plan.provider, at=self.now, overrides=self.settings.prices
-        )
+        cost = self._cost(plan, plan.input_tokens, plan.output_tokens)
         plan.online_cost_usd = cost.total_usd
         if plan.batchable:
             plan.batch_cost_usd = batch_cost(cost, factor).total_usd
