@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from gateway.agent_trace import LONG_NOTE, agent_gateway
 from gateway.test_dashboard import Dashboard, direct_totals, start_dashboard
 from trunkline.server.dashboard.overview import _windows
 from trunkline.server.dashboard.rendering import format_count, format_usd
+from trunkline.store.keys import Role
 from trunkline.store.tables import experiments
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -166,6 +168,27 @@ def test_traces_and_trace_pages(session, dashboard) -> None:
     assert session.page.locator("#waterfall .row").count() == 2
     message = session.page.locator(".messages pre").nth(1).inner_text()
     assert message == "<script>alert('x')</script>"
+
+
+def test_agent_trace_expands_tool_result(browser, tmp_path) -> None:
+    # A gateway of its own, so the agent's calls leave the other tests' lists as they are.
+    with agent_gateway(tmp_path, f"sqlite:///{tmp_path / 'agent.db'}") as (server, trace):
+        session = Session(browser, server.url)
+        try:
+            session.sign_in(server.key(Role.VIEWER), f"/traces/{trace.trace_id}")
+            session.open(f"/traces/{trace.trace_id}", "agent-trace")
+            assert session.page.locator(".agent-tree > li.step").count() == 3
+            assert session.page.locator(".agent-tree li.tool-call.failed").count() == 2
+            describe = session.page.locator('li.tool-call[data-tool="describe"]')
+            result = describe.locator("details").nth(1)
+            full_text = result.locator("pre")
+            assert not full_text.is_visible()
+            result.locator("summary").click()
+            assert full_text.is_visible()
+            assert LONG_NOTE.strip() in full_text.inner_text()
+            session.shot("agent-trace-expanded")
+        finally:
+            session.close()
 
 
 def test_quality_prompts_and_audit_pages(session, dashboard) -> None:

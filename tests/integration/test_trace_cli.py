@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, update
 
+from gateway.agent_trace import record_agent_trace
 from integration.cli import run_trunkline
 from integration.test_cli import CONFIG, write_project
 from trunkline.store.database import open_store
@@ -224,3 +225,29 @@ def test_prune_keeps_trace_of_running_run(traced_run) -> None:
     assert completed.returncode == 0, completed.stderr
     [root] = json.loads(completed.stdout)["roots"]
     assert count_spans(root) == 9
+
+
+def test_trace_of_agent_names_tools_and_outcomes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'agent.db'}"
+    store = open_store(url)
+    try:
+        trace = record_agent_trace(store)
+    finally:
+        store.dispose()
+    completed = run_trunkline(
+        tmp_path, "trace", trace.trace_id, env={**WIDE, "TRUNKLINE_DATABASE_URL": url}
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    tool_lines = [line for line in lines if "(tool)" in line]
+    assert len(tool_lines) == 4
+    assert "tool add ok" in tool_lines[0]
+    assert "tool describe ok" in tool_lines[1]
+    assert "tool explode error (exception)" in tool_lines[2]
+    assert "tool divide error (unknown_tool)" in tool_lines[3]
+    [agent_line] = [line for line in lines if "(agent)" in line]
+    assert "stop reason max_steps" in agent_line
+    assert "steps 3" in agent_line
+    step_lines = [line for line in lines if "(step)" in line]
+    assert ["tool calls 2" in line for line in step_lines] == [True, True, False]
+    assert "tool calls 1" in step_lines[2]

@@ -111,6 +111,7 @@ def _first_spans(roots: list[TraceNode], max_nodes: int) -> tuple[list[TraceNode
 def _label(node: TraceNode) -> str:
     status = "[green]ok[/]" if node.status == "ok" else f"[red]{escape(node.error or 'error')}[/]"
     parts = [f"[bold]{escape(node.name)}[/] ({node.kind})", format_ms(node.duration_ms), status]
+    parts.extend(_agent_parts(node))
     call = node.call
     if call is not None:
         usage = call.usage
@@ -127,6 +128,25 @@ def _label(node: TraceNode) -> str:
             moves = ", ".join(f"{d.from_deployment}->{d.to_deployment} ({d.reason})" for d in call.downgrades)
             parts.append(f"downgrades \\[{escape(moves)}]")
     return "  ".join(parts)
+
+
+def _agent_parts(node: TraceNode) -> list[str]:
+    """Describe an agent, step or tool span by the attributes an `Agent` records on it."""
+    attributes = node.attributes
+    if node.kind == "tool":
+        tool = escape(str(attributes.get("gen_ai.tool.name") or node.name))
+        error_kind = attributes.get("error_kind")
+        label = f"tool {tool} {escape(node.outcome)}"
+        return [f"{label} ({escape(str(error_kind))})" if error_kind else label]
+    if node.kind == "step" and attributes.get("tool_calls") is not None:
+        return [f"tool calls {attributes['tool_calls']}"]
+    if node.kind == "agent" and attributes.get("stop_reason") is not None:
+        return [
+            f"stop reason {escape(str(attributes['stop_reason']))}",
+            f"steps {attributes.get('steps')}",
+            f"tool calls {attributes.get('tool_calls')}",
+        ]
+    return []
 
 
 def _add(parent: Tree, node: TraceNode) -> None:

@@ -79,7 +79,8 @@ def list_calls(request: Request, key: ApiKey = Depends(viewer)) -> dict[str, Any
     """Return calls newest first, filtered like the traces page, one page at a time.
 
     Query parameters: run, session, model, route, outcome (ok or error), key,
-    from and to (ISO dates or times, UTC unless given), limit (1 to 200), and
+    from and to (ISO dates or times, UTC unless given), trace (``agent``
+    keeps calls whose trace contains an agent run), limit (1 to 200), and
     before or after, the cursors that a previous response returned.
     """
     filters, limit, before, after = page_request(request.query_params)

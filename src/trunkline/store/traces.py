@@ -33,6 +33,14 @@ class TraceNode:
     def duration_ms(self) -> float:
         return (self.ended_at - self.started_at).total_seconds() * 1000.0
 
+    @property
+    def outcome(self) -> str:
+        """The ``outcome`` attribute that tool spans carry, else ok or error from the status."""
+        recorded = self.attributes.get("outcome")
+        if recorded:
+            return str(recorded)
+        return "ok" if self.status == "ok" else "error"
+
 
 @dataclass(frozen=True)
 class TraceReference:

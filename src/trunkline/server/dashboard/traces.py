@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -12,7 +12,13 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from trunkline.server.auth import require
-from trunkline.server.dashboard.calls import CallPage, list_calls_page, page_request
+from trunkline.server.dashboard.agents import AgentView, find_agents
+from trunkline.server.dashboard.calls import (
+    CallPage,
+    agent_trace_ids,
+    list_calls_page,
+    page_request,
+)
 from trunkline.server.dashboard.params import NotFound
 from trunkline.server.dashboard.rendering import page_errors, render
 from trunkline.store.database import Store
@@ -52,6 +58,8 @@ class TraceView:
     #: Spans left out past the limit.
     omitted: int
     run_ids: list[str]
+    #: The agent runs among the shown spans, each as its loop of steps and calls.
+    agents: list[AgentView]
 
 
 def load_trace_view(store: Store, trace_id: str, *, max_spans: int = MAX_SPANS) -> TraceView:
@@ -93,7 +101,10 @@ def load_trace_view(store: Store, trace_id: str, *, max_spans: int = MAX_SPANS) 
         )
     records = [node.call for node in nodes if node.call is not None]
     run_ids = sorted({record.run_id for record in records if record.run_id})
-    return TraceView(trace_id, start, duration_ms, bars, records, total - len(ordered), run_ids)
+    agents = find_agents(nodes, {node.span_id for node in nodes})
+    return TraceView(
+        trace_id, start, duration_ms, bars, records, total - len(ordered), run_ids, agents
+    )
 
 
 def _calls_without_spans(store: Store, trace_id: str) -> list[TraceNode]:
@@ -118,7 +129,12 @@ def _calls_without_spans(store: Store, trace_id: str) -> list[TraceNode]:
 
 
 def trace_json(view: TraceView) -> dict[str, Any]:
-    """Return the trace as flat spans in depth-first order, each call's record in full."""
+    """Return the trace as flat spans in depth-first order, each call's record in full.
+
+    ``agents`` contains each agent run's loop as the page's agent section shows
+    it. A model call there carries its call id and figures, and its full
+    record is in ``spans``.
+    """
     return {
         "trace_id": view.trace_id,
         "started_at": view.started_at.isoformat(),
@@ -142,6 +158,27 @@ def trace_json(view: TraceView) -> dict[str, Any]:
             }
             for bar in view.bars
         ],
+        "agents": [_agent_json(agent) for agent in view.agents],
+    }
+
+
+def _agent_json(agent: AgentView) -> dict[str, Any]:
+    data = asdict(agent)
+    for step, view in zip(data["steps"], agent.steps, strict=True):
+        call = view.call
+        step["call"] = None if call is None else _call_summary(call)
+    return data
+
+
+def _call_summary(call: CallRecord) -> dict[str, Any]:
+    return {
+        "call_id": call.call_id,
+        "model": call.model_served or call.model_requested,
+        "outcome": call.outcome,
+        "input_tokens": call.usage.input_tokens,
+        "output_tokens": call.usage.output_tokens,
+        "cost_usd": None if call.cost.price_missing else call.cost.total_usd,
+        "tool_calls_requested": len(call.tool_calls),
     }
 
 
@@ -157,7 +194,11 @@ def _page_links(page: CallPage, query: dict[str, str]) -> dict[str, str | None]:
 @router.get("/traces", response_class=HTMLResponse)
 @page_errors
 def traces_page(request: Request, key: ApiKey = Depends(viewer)) -> HTMLResponse:
-    """Render calls newest first, filtered by run, session, model, route, outcome, key and time."""
+    """Render calls newest first, filtered by run, session, model, route, outcome, key and time.
+
+    The ``trace=agent`` filter keeps calls whose trace contains an agent
+    span, and the page marks such calls.
+    """
     filters, limit, before, after = page_request(request.query_params)
     store = request.app.state.store
     page = list_calls_page(store, filters, limit=limit, before=before, after=after)
@@ -168,6 +209,7 @@ def traces_page(request: Request, key: ApiKey = Depends(viewer)) -> HTMLResponse
         page=page,
         filters=filters,
         links=_page_links(page, filters.query()),
+        agent_traces=agent_trace_ids(store, [row["trace_id"] for row in page.rows]),
     )
 
 
