@@ -18,7 +18,7 @@ and the same accuracy, tokens and time for the workflow alone, with the
 agent-to-workflow ratios. It exits with a message, and status 0, when the
 BANKING77 files are missing.
 
-    python benchmarks/support_agent.py [--rows 30] [--every 103] [--route ROUTE] [--json]
+    python benchmarks/support_agent.py [--rows 30] [--every 103] [--route ROUTE] [--store URL] [--json]
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings(args.config)
     with tempfile.TemporaryDirectory() as folder:
         data, messages = sample_rows(args.every, args.rows, Path(folder))
-        with recording(settings, url=f"sqlite:///{folder}/bench.db") as recorder:
+        with recording(settings, url=args.store or f"sqlite:///{folder}/bench.db") as recorder:
             router = Router(settings)
             spans = ToolSpans()
             add_exporter(spans)
@@ -221,6 +221,7 @@ def main() -> None:
     parser.add_argument("--route", help="the agent's route; by default the example's (local)")
     parser.add_argument("--concurrency", type=int, default=1, help="rows in flight at once")
     parser.add_argument("--config", help="trunkline.toml to load; by default the usual search")
+    parser.add_argument("--store", help="store URL to keep the runs in; by default a throwaway SQLite file")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args()
     if not (DATA / "test.csv").is_file():

@@ -14,10 +14,11 @@ import csv
 import uuid
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from trunkline.tools import tool
 from trunkline.workflows import workflow_function
 
 HERE = Path(__file__).resolve().parent
@@ -28,10 +29,25 @@ MIN_CONFIDENCE = 0.4
 _triage = workflow_function(HERE.parent / "intent-triage", outputs=["intent", "candidates", "votes"])
 
 
+def _intents() -> tuple[str, ...]:
+    with (HERE.parent / "intent-triage" / "memory.csv").open(newline="", encoding="utf-8") as handle:
+        return tuple(sorted({row["category"] for row in csv.DictReader(handle)}))
+
+
+#: The 77 intent names. As a Literal, they become an enum in the tools' and
+#: the answer's JSON Schema, which a grammar-constrained model cannot leave.
+Intent = Literal[_intents()]  # type: ignore[valid-type]
+
+#: Bounds on free text, so that a small model's repetition ends inside the
+#: output cap instead of being cut off mid-JSON.
+Message = Annotated[str, Field(max_length=400)]
+Reply = Annotated[str, Field(max_length=400)]
+
+
 class Triage(BaseModel):
     """The intent of a message, how sure the classifier is, and the tool to call next."""
 
-    intent: str
+    intent: Intent
     confidence: float
     next_tool: Literal["policy_answer", "escalate"]
 
@@ -39,9 +55,17 @@ class Triage(BaseModel):
 class Policy(BaseModel):
     """What the bank's policy says to do about an intent."""
 
-    intent: str
+    intent: Intent
     action: Literal["answer", "escalate"]
     reply: str
+
+
+class Answer(BaseModel):
+    """The agent's answer to a customer message: the step's output schema."""
+
+    intent: Intent
+    action: Literal["answered", "escalated"]
+    reply: Reply
 
 
 class Ticket(BaseModel):
@@ -51,7 +75,10 @@ class Ticket(BaseModel):
     queue: str
 
 
-async def classify_intent(message: str) -> Triage:
+# Each tool is needed once per message. Offering it only once keeps a small
+# model, which tends to repeat its first call, moving on to the next tool.
+@tool(max_uses=1)
+async def classify_intent(message: Message) -> Triage:
     """Classify an online-banking customer message into one of 77 intents.
 
     Args:
@@ -65,20 +92,19 @@ async def classify_intent(message: str) -> Triage:
     return Triage(intent=found["intent"], confidence=confidence, next_tool=next_tool)
 
 
-def policy_answer(intent: str) -> Policy:
+@tool(max_uses=1)
+def policy_answer(intent: Intent) -> Policy:
     """Look up the bank's canned reply for an intent, or learn that a person must answer it.
 
     Args:
         intent: an intent name that classify_intent returned, such as "card_arrival".
     """
-    policies = _policies()
-    if intent not in _intents():
-        raise ValueError(f"{intent!r} is not an intent; call classify_intent and pass the intent it returns")
-    action, reply = policies.get(intent, ("escalate", ""))
+    action, reply = _policies().get(intent, ("escalate", ""))
     return Policy(intent=intent, action=action, reply=reply)
 
 
-def escalate(reason: str) -> Ticket:
+@tool(max_uses=1)
+def escalate(reason: Message) -> Ticket:
     """Hand the customer's message to a person, when no canned reply fits or the intent is unsure.
 
     Args:
@@ -91,12 +117,6 @@ def escalate(reason: str) -> Ticket:
 def _policies() -> dict[str, tuple[str, str]]:
     with (HERE / "policies.csv").open(newline="", encoding="utf-8") as handle:
         return {row["intent"]: (row["action"], row["reply"]) for row in csv.DictReader(handle)}
-
-
-@lru_cache(maxsize=1)
-def _intents() -> frozenset[str]:
-    with (HERE.parent / "intent-triage" / "memory.csv").open(newline="", encoding="utf-8") as handle:
-        return frozenset(row["category"] for row in csv.DictReader(handle))
 
 
 def outcome(answer: dict) -> dict:

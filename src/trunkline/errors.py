@@ -144,6 +144,8 @@ class ToolErrorKind(StrEnum):
     #: The call repeats one the run already made, with the same arguments,
     #: and the agent does not allow repeats.
     REPEATED_CALL = "repeated_call"
+    #: The tool has made all the successful calls its `max_uses` allows.
+    USED_UP = "used_up"
 
 
 class ToolError(TrunklineError):

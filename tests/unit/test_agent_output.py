@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from pydantic import BaseModel
 
 from trunkline.agents import Agent
-from trunkline.errors import ToolErrorKind
+from trunkline.errors import ConfigError, ToolErrorKind
 from trunkline.providers.fake import FakeReply, ScriptedModel
+from trunkline.tools import Tool
 from trunkline.types.messages import Message, ToolCall, plain_messages
 from unit.helpers import router_with
 
@@ -145,3 +147,41 @@ async def test_repeats_run_by_default(exported) -> None:
     result = await Agent(router_with(model), [add]).run("2 + 3?")
 
     assert [item.outcome for item in result.tool_results] == ["ok", "ok"]
+
+
+async def test_used_up_tool_not_offered(exported) -> None:
+    once = Tool(add, max_uses=1)
+    model = ScriptedModel([ask_add("c1"), FakeReply("5")])
+    result = await Agent(router_with(model), [once, Tool(add, name="plus")]).run("2 + 3?")
+
+    assert result.answered
+    offered = [[tool.name for tool in request.tools] for request in model.requests]
+    assert offered == [["add", "plus"], ["plus"]]
+
+
+async def test_used_up_tool_called_again(exported) -> None:
+    both = FakeReply("", tool_calls=(*ask_add("c1").tool_calls, *ask_add("c2", a=4).tool_calls))
+    model = ScriptedModel([both, FakeReply("5")])
+    result = await Agent(router_with(model), [Tool(add, max_uses=1)]).run("2 + 3?")
+
+    first, second = result.tool_results
+    assert first.outcome == "ok"
+    assert second.error_kind == ToolErrorKind.USED_UP
+    assert "may be called 1 time(s) in a run" in second.content
+    # With no tool left to offer, the next call carries no tools and no tool choice.
+    assert model.requests[1].tools == ()
+    assert model.requests[1].tool_choice is None
+
+
+async def test_failed_call_uses_nothing(exported) -> None:
+    bad = FakeReply("", tool_calls=(ToolCall(id="c0", name="add", arguments='{"a": "x", "b": 3}'),))
+    model = ScriptedModel([bad, ask_add("c1"), FakeReply("5")])
+    result = await Agent(router_with(model), [Tool(add, max_uses=1)]).run("2 + 3?")
+
+    assert [item.outcome for item in result.tool_results] == ["error", "ok"]
+    assert result.answered
+
+
+def test_max_uses_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="max_uses of tool 'add' must be a whole number of 1 or more, got 0"):
+        Tool(add, max_uses=0)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from trunkline.config import Settings
+from trunkline.errors import ToolError
 from trunkline.providers.fake import FakeReply, ScriptedModel
 from trunkline.recording import recording
 from trunkline.routing import Router
@@ -97,9 +98,9 @@ async def test_example_answers_or_escalates(router, model, tmp_path) -> None:
     assert any('"ticket":"ESC-' in content for content in tool_results)
 
 
-async def test_policy_rejects_unknown_intent() -> None:
+def test_policy_rejects_unknown_intent() -> None:
     from trunkline.tools import load_tool
 
     policy = load_tool("tools:policy_answer", EXAMPLE)
-    with pytest.raises(Exception, match="is not an intent; call classify_intent"):
-        await policy.call(policy.parse_arguments('{"intent": "pizza"}'))
+    with pytest.raises(ToolError, match="invalid arguments for policy_answer"):
+        policy.parse_arguments('{"intent": "pizza"}')

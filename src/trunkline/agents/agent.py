@@ -236,11 +236,11 @@ class _AgentRun:
         return None
 
     async def _call_model(self) -> StopReason | None:
-        agent = self.agent
+        # A tool whose uses are spent is no longer offered, so a model that
+        # keeps calling it must turn to another tool or answer.
+        offered = [tool.definition for tool in self.runner.available()]
         result, reason = await self._complete(
-            self.conversation,
-            tools=[tool.definition for tool in agent.tools.values()],
-            tool_choice=self.tool_choice if agent.tools else None,
+            self.conversation, tools=offered, tool_choice=self.tool_choice if offered else None
         )
         if result is None:
             return reason

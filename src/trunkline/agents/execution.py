@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel
@@ -50,6 +51,14 @@ class ToolRunner:
         #: Tool name and canonical arguments of each call made, to its result
         #: text, or None while the call runs.
         self._made: dict[tuple[str, str], str | None] = {}
+        #: Calls per tool that succeeded or are running, against `Tool.max_uses`.
+        self._uses: Counter[str] = Counter()
+
+    def available(self) -> list[Tool]:
+        """Return the tools that can still be called: those with uses left."""
+        return [
+            tool for tool in self.tools.values() if tool.max_uses is None or self._uses[tool.name] < tool.max_uses
+        ]
 
     async def run_all(self, calls: Sequence[ToolCall], step: int) -> list[ToolCallResult]:
         """Run `calls` and return their results in the order the model asked for them."""
@@ -95,6 +104,24 @@ class ToolRunner:
                 tool=call.name,
             )
         arguments = tool.parse_arguments(call.arguments)
+        if tool.max_uses is not None:
+            if self._uses[tool.name] >= tool.max_uses:
+                raise ToolError(
+                    f"{tool.name} may be called {tool.max_uses} time(s) in a run, and that is used up; "
+                    "use the results you have: call another tool or answer",
+                    kind=ToolErrorKind.USED_UP,
+                    tool=tool.name,
+                )
+            self._uses[tool.name] += 1
+        try:
+            return await self._call_once(tool, arguments)
+        except ToolError:
+            # Only a successful call uses up a use, so a failed one may be tried again.
+            if tool.max_uses is not None:
+                self._uses[tool.name] -= 1
+            raise
+
+    async def _call_once(self, tool: Tool, arguments: BaseModel) -> str:
         if self.allow_repeats:
             return await self._call_tool(tool, arguments)
         key = (tool.name, json.dumps(arguments.model_dump(mode="json"), sort_keys=True))

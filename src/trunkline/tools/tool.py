@@ -36,6 +36,8 @@ class Tool:
             docstring's text before its first section.
         timeout_s: seconds a call may run before it is cancelled and
             reported to the model as timed out; None for the agent's default.
+        max_uses: successful calls an agent run may make; once they are
+            made, the agent stops offering the tool. None for no limit.
 
     Raises:
         ConfigError: a parameter has no annotation, is variadic, or the
@@ -62,6 +64,7 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         timeout_s: float | None = None,
+        max_uses: int | None = None,
     ) -> None:
         self.function = function
         self.name = function.__name__ if name is None else name
@@ -69,6 +72,9 @@ class Tool:
         if timeout_s is not None and not timeout_s > 0:
             raise ConfigError(f"timeout_s of tool {self.name!r} must be above 0 seconds, got {timeout_s!r}")
         self.timeout_s = timeout_s
+        if max_uses is not None and (not isinstance(max_uses, int) or max_uses < 1):
+            raise ConfigError(f"max_uses of tool {self.name!r} must be a whole number of 1 or more, got {max_uses!r}")
+        self.max_uses = max_uses
         docstring = parse_docstring(inspect.getdoc(function) or "")
         self.description = description if description is not None else docstring.summary
         signature = _signature(function, self.name)
@@ -169,7 +175,11 @@ def tool(function: Callable[..., Any], /) -> Tool: ...
 
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, timeout_s: float | None = None
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout_s: float | None = None,
+    max_uses: int | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -180,13 +190,14 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout_s: float | None = None,
+    max_uses: int | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Turn a function into a `Tool`, as ``@tool`` or ``@tool(name=..., timeout_s=...)``."""
+    """Turn a function into a `Tool`, as ``@tool`` or ``@tool(name=..., timeout_s=..., max_uses=...)``."""
     if function is not None:
         return Tool(function)
 
     def decorate(target: Callable[..., Any]) -> Tool:
-        return Tool(target, name=name, description=description, timeout_s=timeout_s)
+        return Tool(target, name=name, description=description, timeout_s=timeout_s, max_uses=max_uses)
 
     return decorate
 
