@@ -46,7 +46,7 @@ class ToolCallPart(BaseModel):
 
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    #: None only in an assistant message with tool calls, which `_message` checks.
+    #: None only in an assistant message with tool calls, which `_tool_message` checks.
     content: UnicodeText | list[TextPart] | None = None
     name: UnicodeText | None = None
     tool_calls: list[ToolCallPart] | None = None
@@ -94,20 +94,29 @@ class ChatCompletionRequest(BaseModel):
 
 
 def _messages(body: ChatCompletionRequest) -> tuple[Message, ...]:
-    return tuple(_message(index, message) for index, message in enumerate(body.messages))
+    messages = []
+    for index, message in enumerate(body.messages):
+        # Plain text messages skip the tool checks, which keeps requests without tools fast.
+        if message.role == "tool" or message.tool_calls or message.content is None:
+            messages.append(_tool_message(index, message))
+            continue
+        role = "system" if message.role == "developer" else message.role
+        messages.append(Message(role=role, content=_text(message.content), name=message.name))
+    return tuple(messages)
 
 
-def _message(index: int, message: ChatMessage) -> Message:
-    content = message.content
-    if content is None:
-        if message.role != "assistant" or not message.tool_calls:
-            raise invalid(
-                f"messages[{index}].content", "a string or a list of text parts", None,
-                "only an assistant message with tool_calls may leave out its content",
-            )
-        content = ""
-    elif not isinstance(content, str):
-        content = "".join(part.text for part in content)
+def _text(content: str | list[TextPart]) -> str:
+    return content if isinstance(content, str) else "".join(part.text for part in content)
+
+
+def _tool_message(index: int, message: ChatMessage) -> Message:
+    """Convert a tool message, an assistant message with tool calls, or a message without content."""
+    if message.content is None and (message.role != "assistant" or not message.tool_calls):
+        raise invalid(
+            f"messages[{index}].content", "a string or a list of text parts", None,
+            "only an assistant message with tool_calls may leave out its content",
+        )
+    content = "" if message.content is None else _text(message.content)
     if message.role == "tool":
         if message.tool_call_id is None:
             raise invalid(
@@ -122,14 +131,11 @@ def _message(index: int, message: ChatMessage) -> Message:
             f"messages[{index}].role", '"assistant" in a message with tool_calls', message.role,
             "send tool calls in assistant messages only",
         )
-    role = "system" if message.role == "developer" else message.role
-    if not message.tool_calls:
-        return Message(role=role, content=content, name=message.name)
     calls = tuple(
         ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
-        for call in message.tool_calls
+        for call in message.tool_calls or ()
     )
-    return Message(role=role, content=content, name=message.name, tool_calls=calls)
+    return Message(role="assistant", content=content, name=message.name, tool_calls=calls)
 
 
 def _output_schema(body: ChatCompletionRequest) -> dict[str, Any] | None:
