@@ -259,12 +259,14 @@ def test_image_part(client: httpx.Client, fake_server: FakeServer) -> None:
     assert fake_server.requests == []
 
 
-def test_tool_result_part(client: httpx.Client) -> None:
-    block = {"type": "tool_result", "tool_use_id": "t1", "content": "42"}
+def test_document_part(client: httpx.Client) -> None:
+    source = {"type": "text", "media_type": "text/plain", "data": "42"}
+    block = {"type": "document", "source": source}
     body = {"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": [block]}]}
     response = client.post("/v1/messages", json=body)
     assert response.status_code == 422
-    assert "content parts of type 'tool_result' are not supported" in response.json()["error"]["message"]
+    message = response.json()["error"]["message"]
+    assert "content parts of type 'document' are not supported" in message
 
 
 # The size limit of request bodies

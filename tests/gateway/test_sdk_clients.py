@@ -540,23 +540,3 @@ def test_anthropic_context_length(
     assert caught.value.body["error"]["type"] == "invalid_request_error"
     assert only_call(gateway, developer)["error_kind"] == "context_length"
 
-
-def test_openai_tools_rejected(
-    gateway: GatewayServer, developer: NewKey, fake_server: FakeServer
-) -> None:
-    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
-    client = openai_client(gateway, developer.secret)
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="chat", messages=USER, tools=[tool])
-    assert caught.value.param == "tools"
-    assert fake_server.requests == []
-
-
-def test_anthropic_tools_rejected(
-    gateway: GatewayServer, developer: NewKey, fake_server: FakeServer
-) -> None:
-    tool = {"name": "lookup", "input_schema": {"type": "object"}}
-    client = anthropic_client(gateway, developer.secret)
-    with pytest.raises(anthropic.BadRequestError):
-        client.messages.create(model="claude", max_tokens=100, messages=USER, tools=[tool])
-    assert fake_server.requests == []

@@ -245,7 +245,7 @@ def anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
             if message.content:
                 blocks.append({"type": "text", "text": message.content})
             blocks += [
-                {"type": "tool_use", "id": call.id, "name": call.name, "input": _tool_input(call)}
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": call.input_object()}
                 for call in message.tool_calls
             ]
             turns.append({"role": "assistant", "content": blocks})
@@ -257,19 +257,6 @@ def anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
 def _is_result_turn(turn: dict[str, Any]) -> bool:
     content = turn["content"]
     return isinstance(content, list) and all(block["type"] == "tool_result" for block in content)
-
-
-def _tool_input(call: ToolCall) -> Any:
-    """Decode a call's arguments for a ``tool_use`` block, which takes an object, not JSON text.
-
-    Arguments that are not a JSON object, which the model may have produced
-    on another provider, are sent under ``arguments`` so the turn stays valid.
-    """
-    try:
-        value = json.loads(call.arguments) if call.arguments.strip() else {}
-    except json.JSONDecodeError:
-        return {"arguments": call.arguments}
-    return value if isinstance(value, dict) else {"arguments": value}
 
 
 def _anthropic_tool_choice(choice: str) -> dict[str, Any]:

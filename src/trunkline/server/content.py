@@ -18,6 +18,8 @@ LONE_SURROGATE = "lone_surrogate"
 #: The error type of a content part that is not text.
 UNSUPPORTED_CONTENT = "unsupported_content"
 
+#: The content part types of text only.
+TEXT_PARTS = frozenset({"text"})
 #: Content part types that carry an image, in the OpenAI and the Anthropic API.
 _IMAGE_PARTS = frozenset({"image_url", "image"})
 
@@ -42,8 +44,8 @@ def check_unicode(text: str) -> str:
 UnicodeText = Annotated[str, AfterValidator(check_unicode)]
 
 
-def check_text_content(value: Any) -> Any:
-    """Reject content parts other than text with a message a client can act on.
+def check_text_content(value: Any, allowed: frozenset[str] = TEXT_PARTS) -> Any:
+    """Reject content parts whose type is not `allowed`, with a message a client can act on.
 
     Runs before the content is parsed as a string or a list of text parts,
     so a request with an image gets one clear problem instead of one per
@@ -60,7 +62,7 @@ def check_text_content(value: Any) -> Any:
             raise PydanticCustomError(
                 UNSUPPORTED_CONTENT, "images are not supported by this gateway; send text content"
             )
-        if kind != "text":
+        if kind not in allowed:
             raise PydanticCustomError(
                 UNSUPPORTED_CONTENT,
                 "content parts of type {kind} are not supported by this gateway; send text content",

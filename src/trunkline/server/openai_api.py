@@ -16,9 +16,10 @@ from trunkline.server.auth import require
 from trunkline.server.content import UnicodeText, check_text_content
 from trunkline.server.errors import ApiError, from_call_error, openai_body
 from trunkline.server.gateway import Admission, Gateway
+from trunkline.server.tool_requests import invalid, openai_tool_choice, openai_tools
 from trunkline.store.keys import ApiKey, Role
 from trunkline.types.calls import CallRecord
-from trunkline.types.messages import Message
+from trunkline.types.messages import Message, ToolCall
 from trunkline.types.usage import Usage
 
 router = APIRouter()
@@ -31,10 +32,25 @@ class TextPart(BaseModel):
     text: UnicodeText
 
 
+class FunctionCall(BaseModel):
+    name: UnicodeText
+    #: JSON text, passed on as the model produced it.
+    arguments: UnicodeText
+
+
+class ToolCallPart(BaseModel):
+    id: UnicodeText
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: UnicodeText | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    #: None only in an assistant message with tool calls, which `_tool_message` checks.
+    content: UnicodeText | list[TextPart] | None = None
     name: UnicodeText | None = None
+    tool_calls: list[ToolCallPart] | None = None
+    tool_call_id: UnicodeText | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -69,19 +85,57 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     user: UnicodeText | None = Field(default=None, max_length=200)
-    #: Read only to reject it, because tool calls are not forwarded.
+    #: Checked by `tool_requests`, which rejects each problem with a 400 of its own.
     tools: list[Any] | None = None
+    tool_choice: Any = None
+    #: Accepted but not forwarded: the router has no such option, so the
+    #: deployment's default applies, which allows parallel tool calls.
+    parallel_tool_calls: bool | None = None
 
 
 def _messages(body: ChatCompletionRequest) -> tuple[Message, ...]:
     messages = []
-    for message in body.messages:
-        content = message.content
-        if not isinstance(content, str):
-            content = "".join(part.text for part in content)
+    for index, message in enumerate(body.messages):
+        # Plain text messages skip the tool checks, which keeps requests without tools fast.
+        if message.role == "tool" or message.tool_calls or message.content is None:
+            messages.append(_tool_message(index, message))
+            continue
         role = "system" if message.role == "developer" else message.role
-        messages.append(Message(role=role, content=content, name=message.name))
+        messages.append(Message(role=role, content=_text(message.content), name=message.name))
     return tuple(messages)
+
+
+def _text(content: str | list[TextPart]) -> str:
+    return content if isinstance(content, str) else "".join(part.text for part in content)
+
+
+def _tool_message(index: int, message: ChatMessage) -> Message:
+    """Convert a tool message, an assistant message with tool calls, or a message without content."""
+    if message.content is None and (message.role != "assistant" or not message.tool_calls):
+        raise invalid(
+            f"messages[{index}].content", "a string or a list of text parts", None,
+            "only an assistant message with tool_calls may leave out its content",
+        )
+    content = "" if message.content is None else _text(message.content)
+    if message.role == "tool":
+        if message.tool_call_id is None:
+            raise invalid(
+                f"messages[{index}].tool_call_id",
+                "the id of the tool call whose result this message returns",
+                None,
+                "copy the id from the assistant message's tool_calls",
+            )
+        return Message.tool(message.tool_call_id, content)
+    if message.tool_calls and message.role != "assistant":
+        raise invalid(
+            f"messages[{index}].role", '"assistant" in a message with tool_calls', message.role,
+            "send tool calls in assistant messages only",
+        )
+    calls = tuple(
+        ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+        for call in message.tool_calls or ()
+    )
+    return Message(role="assistant", content=content, name=message.name, tool_calls=calls)
 
 
 def _output_schema(body: ChatCompletionRequest) -> dict[str, Any] | None:
@@ -112,12 +166,12 @@ def usage_body(usage: Usage) -> dict[str, Any]:
 
 
 def _completion(record: CallRecord, model: str) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": record.output_text or "", "refusal": None}
+    text = record.output_text or ""
+    # OpenAI sends null content beside tool calls when the model wrote no text.
+    content = None if record.tool_calls and not text else text
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if record.tool_calls:
-        message["tool_calls"] = [
-            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-            for call in record.tool_calls
-        ]
+        message["tool_calls"] = [_tool_call(call) for call in record.tool_calls]
     return {
         "id": f"chatcmpl-{record.call_id}",
         "object": "chat.completion",
@@ -134,6 +188,11 @@ def _completion(record: CallRecord, model: str) -> dict[str, Any]:
         ],
         "usage": usage_body(record.usage),
     }
+
+
+def _tool_call(call: ToolCall) -> dict[str, Any]:
+    function = {"name": call.name, "arguments": call.arguments}
+    return {"id": call.id, "type": "function", "function": function}
 
 
 def _headers(record: CallRecord) -> dict[str, str]:
@@ -159,11 +218,8 @@ async def chat_completions(
     max_tokens = body.max_completion_tokens or body.max_tokens
     stop = [body.stop] if isinstance(body.stop, str) else body.stop or ()
     schema = _output_schema(body)
-    if body.tools is not None:
-        raise ApiError(
-            400, "invalid_request", "tools are not supported by this gateway; "
-            "send the request without tools and tool_choice", param="tools",
-        )
+    tools = openai_tools(body.tools) if body.tools else ()
+    tool_choice = openai_tool_choice(body.tool_choice, tools)
     if body.stream and schema is not None:
         raise ApiError(
             400, "invalid_request", "response_format with stream: true is not supported; "
@@ -174,6 +230,7 @@ async def chat_completions(
     options = dict(
         route=body.model, temperature=body.temperature, max_tokens=max_tokens, top_p=body.top_p,
         stop=stop, seed=body.seed, tags=tags, budgets=admission.budgets,
+        tools=tools, tool_choice=tool_choice,
     )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -203,6 +260,14 @@ def _chunk(call_id: str, created: int, model: str, delta: dict | None, finish: s
     return b"data: " + to_json(payload) + b"\n\n"
 
 
+def _tool_call_deltas(index: int, call: ToolCall) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return one tool call's deltas as OpenAI streams them: id and name, then arguments."""
+    function = {"name": call.name, "arguments": ""}
+    opening = {"index": index, "id": call.id, "type": "function", "function": function}
+    arguments = {"index": index, "function": {"arguments": call.arguments}}
+    return {"tool_calls": [opening]}, {"tool_calls": [arguments]}
+
+
 def _usage_chunk(call_id: str, created: int, model: str, usage: Usage) -> bytes:
     """Build the last chunk that ``stream_options.include_usage`` requests: no choices, the call's usage."""
     payload = {
@@ -226,12 +291,18 @@ async def _stream(
     async def events() -> AsyncIterator[bytes]:
         record, kind = None, None
         try:
-            yield _chunk(call_id, created, model, {"role": "assistant", "content": ""})
+            # A stream without text has ended before its first chunk, so its tool calls are known.
+            tool_only = first is None and bool(stream.result.record.tool_calls)
+            opening = {"role": "assistant", "content": None if tool_only else ""}
+            yield _chunk(call_id, created, model, opening)
             if first is not None:
                 yield _chunk(call_id, created, model, {"content": first})
             async for delta in deltas:
                 yield _chunk(call_id, created, model, {"content": delta})
             record = stream.result.record
+            for index, call in enumerate(record.tool_calls):
+                for delta in _tool_call_deltas(index, call):
+                    yield _chunk(call_id, created, model, delta)
             yield _chunk(call_id, created, model, {}, _FINISH.get(record.finish_reason or "stop", "stop"))
             if include_usage:
                 yield _usage_chunk(call_id, created, model, record.usage)

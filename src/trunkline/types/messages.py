@@ -21,6 +21,18 @@ class ToolCall(BaseModel):
     #: The arguments as the model produced them, JSON text that may be invalid.
     arguments: str
 
+    def input_object(self) -> dict[str, Any]:
+        """Decode the arguments for a ``tool_use`` block, which takes an object, not JSON text.
+
+        Arguments that are not a JSON object, which the model may have produced
+        on another provider, are returned under ``arguments`` so the turn stays valid.
+        """
+        try:
+            value = json.loads(self.arguments) if self.arguments.strip() else {}
+        except json.JSONDecodeError:
+            return {"arguments": self.arguments}
+        return value if isinstance(value, dict) else {"arguments": value}
+
 
 class ToolDefinition(BaseModel):
     """A tool the model may call: its name, what it does and the JSON Schema of its arguments."""
@@ -31,12 +43,16 @@ class ToolDefinition(BaseModel):
     description: str = ""
     #: JSON Schema of the arguments object.
     parameters: dict[str, Any]
+    #: OpenAI's strict mode for the arguments, sent to OpenAI only; None leaves it unset.
+    strict: bool | None = None
 
     def to_openai(self) -> dict[str, Any]:
         """Return the definition as an entry of OpenAI's ``tools`` list."""
         function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
         if self.description:
             function["description"] = self.description
+        if self.strict is not None:
+            function["strict"] = self.strict
         return {"type": "function", "function": function}
 
     def to_anthropic(self) -> dict[str, Any]:
