@@ -128,6 +128,7 @@ def test_openai_forced_tool(
     )
     sent = fake_server.requests[-1].body
     assert sent["tool_choice"] == forced
+    assert sent["parallel_tool_calls"] is False
     assert "strict" not in sent["tools"][0]["function"]
 
 
@@ -363,7 +364,7 @@ def test_anthropic_client_openai_upstream(
         max_tokens=200,
         messages=QUESTION,
         tools=ANTHROPIC_TOOLS,
-        tool_choice={"type": "auto"},
+        tool_choice={"type": "auto", "disable_parallel_tool_use": True},
     ) as stream:
         message = stream.get_final_message()
 
@@ -374,6 +375,7 @@ def test_anthropic_client_openai_upstream(
     assert [tool["function"]["name"] for tool in sent["tools"]] == ["weather", "clock"]
     assert sent["tools"][0]["function"]["parameters"] == WEATHER_SCHEMA
     assert sent["tool_choice"] == "auto"
+    assert sent["parallel_tool_calls"] is False
 
 
 # The call record and the request paths

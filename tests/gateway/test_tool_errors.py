@@ -145,6 +145,10 @@ ANTHROPIC_CASES = {
         messages(tools=[ANTHROPIC_TOOL], tool_choice={"type": "required"}),
         ['tool_choice must be an object of type "auto", "any" or "none"', '{"type": "required"}'],
     ),
+    "parallel switch not a boolean": (
+        messages(tools=[ANTHROPIC_TOOL], tool_choice={"type": "auto", "disable_parallel_tool_use": "yes"}),
+        ["tool_choice.disable_parallel_tool_use must be true or false", "send a JSON boolean"],
+    ),
 }
 
 

@@ -133,6 +133,14 @@ async def test_openai_tool_choice_by_name(provider: OpenAIProvider, fake_server:
     assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
 
 
+async def test_openai_parallel_tool_calls_off(provider: OpenAIProvider, fake_server: FakeServer) -> None:
+    await provider.complete(
+        ModelRequest(model=OPENAI_MODEL, messages=CONVERSATION[:2], tools=(WEATHER,), parallel_tool_calls=False)
+    )
+
+    assert fake_server.requests[-1].body["parallel_tool_calls"] is False
+
+
 async def test_openai_without_tools_sends_none(provider: OpenAIProvider, fake_server: FakeServer) -> None:
     await provider.complete(ModelRequest(model=OPENAI_MODEL, messages=CONVERSATION[:2]))
 
@@ -190,6 +198,26 @@ async def test_anthropic_tool_choice_modes(
         await anthropic_provider.complete(
             ModelRequest(model=ANTHROPIC_MODEL, messages=CONVERSATION[:2], tools=(WEATHER,), tool_choice=choice)
         )
+        assert fake_server.requests[-1].body["tool_choice"] == sent
+
+
+async def test_anthropic_parallel_tool_use_off(
+    anthropic_provider: AnthropicProvider, fake_server: FakeServer
+) -> None:
+    expected = {
+        None: {"type": "auto", "disable_parallel_tool_use": True},
+        "required": {"type": "any", "disable_parallel_tool_use": True},
+        "none": {"type": "none"},
+    }
+    for choice, sent in expected.items():
+        request = ModelRequest(
+            model=ANTHROPIC_MODEL,
+            messages=CONVERSATION[:2],
+            tools=(WEATHER,),
+            tool_choice=choice,
+            parallel_tool_calls=False,
+        )
+        await anthropic_provider.complete(request)
         assert fake_server.requests[-1].body["tool_choice"] == sent
 
 

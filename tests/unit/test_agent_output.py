@@ -185,3 +185,18 @@ async def test_failed_call_uses_nothing(exported) -> None:
 def test_max_uses_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="max_uses of tool 'add' must be a whole number of 1 or more, got 0"):
         Tool(add, max_uses=0)
+
+
+async def test_parallel_tool_calls_sent_with_tools(exported) -> None:
+    model = ScriptedModel([ask_add("c1"), FakeReply("5")])
+    await Agent(router_with(model), [Tool(add, max_uses=1)], parallel_tool_calls=False).run("2 + 3?")
+
+    # The second call offers no tool, so it carries no parallel_tool_calls either.
+    assert [request.parallel_tool_calls for request in model.requests] == [False, None]
+
+
+async def test_parallel_tool_calls_need_tools() -> None:
+    router = router_with(ScriptedModel([FakeReply("5")]))
+
+    with pytest.raises(ConfigError, match="parallel_tool_calls was given without tools"):
+        await router.complete("2 + 3?", parallel_tool_calls=False)

@@ -104,3 +104,11 @@ def test_parse_reply(text: str, answer: str, names: list[str]) -> None:
     assert parsed_answer == answer
     assert [call.name for call in calls] == names
     assert len({call.id for call in calls}) == len(calls)
+
+
+def test_one_call_without_parallel_calls() -> None:
+    single = reply_schema(request_with(tools=(SEARCH,), tool_choice="required", parallel_tool_calls=False))
+    several = reply_schema(request_with(tools=(SEARCH,), tool_choice="required"))
+
+    assert single["properties"]["tool_calls"]["maxItems"] == 1
+    assert "maxItems" not in several["properties"]["tool_calls"]

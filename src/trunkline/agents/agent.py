@@ -62,6 +62,9 @@ class Agent:
             answer that does not is sent back once more without tools, with
             the schema, and the router validates and repairs that reply as
             it does any structured output.
+        parallel_tool_calls: False asks for at most one tool call a step,
+            which helps models that request the same call several times
+            at once; None leaves the provider's default.
         allow_repeated_calls: run a tool call again when the run already
             made it with the same arguments. False sends the earlier result
             back as a ``repeated_call`` tool error, which stops small models
@@ -95,6 +98,7 @@ class Agent:
         budget_usd: float | None = None,
         tool_choice: ToolChoice | None = None,
         output: type[BaseModel] | dict[str, Any] | None = None,
+        parallel_tool_calls: bool | None = None,
         allow_repeated_calls: bool = True,
         record_tool_content: bool = True,
         call_options: Mapping[str, Any] | None = None,
@@ -108,7 +112,9 @@ class Agent:
             _check_seconds("deadline_s", deadline_s)
         if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd > 0):
             raise ConfigError(f"budget_usd must be a finite amount above 0 USD, got {budget_usd!r}")
-        reserved = {"tools", "tool_choice", "route", "budgets", "output"} & set(call_options or {})
+        reserved = {"tools", "tool_choice", "parallel_tool_calls", "route", "budgets", "output"} & set(
+            call_options or {}
+        )
         if reserved:
             raise ConfigError(
                 f"call_options cannot set {', '.join(sorted(reserved))}; pass them to Agent instead"
@@ -128,6 +134,7 @@ class Agent:
         self.tool_choice = tool_choice
         self.output = output
         self.output_spec = OutputSpec(output) if output is not None else None
+        self.parallel_tool_calls = parallel_tool_calls
         self.allow_repeated_calls = allow_repeated_calls
         self.record_tool_content = record_tool_content
         self.call_options = dict(call_options or {})
@@ -240,7 +247,10 @@ class _AgentRun:
         # keeps calling it must turn to another tool or answer.
         offered = [tool.definition for tool in self.runner.available()]
         result, reason = await self._complete(
-            self.conversation, tools=offered, tool_choice=self.tool_choice if offered else None
+            self.conversation,
+            tools=offered,
+            tool_choice=self.tool_choice if offered else None,
+            parallel_tool_calls=self.agent.parallel_tool_calls if offered else None,
         )
         if result is None:
             return reason

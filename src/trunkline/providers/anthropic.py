@@ -160,6 +160,10 @@ class AnthropicProvider(Provider):
             arguments["tools"] = [tool.to_anthropic() for tool in request.tools]
             if request.tool_choice is not None:
                 arguments["tool_choice"] = _anthropic_tool_choice(request.tool_choice)
+            if request.parallel_tool_calls is False and request.tool_choice != "none":
+                # Anthropic sets this on the tool choice, which is then needed even for auto.
+                choice = arguments.get("tool_choice", {"type": "auto"})
+                arguments["tool_choice"] = {**choice, "disable_parallel_tool_use": True}
         if request.output_schema is not None:
             arguments["tools"] = [
                 {

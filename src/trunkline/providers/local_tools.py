@@ -48,6 +48,7 @@ def reply_schema(request: ModelRequest) -> dict[str, Any]:
             "tool_calls": {
                 "type": "array",
                 "minItems": 1,
+                **({"maxItems": 1} if request.parallel_tool_calls is False else {}),
                 "items": {"anyOf": [_call_schema(tool, definitions) for tool in tools]},
             }
         },

@@ -232,6 +232,8 @@ class OpenAIProvider(Provider):
             arguments["tools"] = [tool.to_openai() for tool in request.tools]
             if request.tool_choice is not None:
                 arguments["tool_choice"] = _openai_tool_choice(request.tool_choice)
+            if request.parallel_tool_calls is not None:
+                arguments["parallel_tool_calls"] = request.parallel_tool_calls
         if request.output_schema is not None:
             schema = request.output_schema
             arguments["response_format"] = {

@@ -248,6 +248,7 @@ class Router:
         budgets: Mapping[str, float] | None = None,
         tools: Sequence[ToolDefinition] = (),
         tool_choice: ToolChoice | None = None,
+        parallel_tool_calls: bool | None = None,
     ) -> CallResult:
         """Complete `prompt` on `route` and return the output with its call record.
 
@@ -260,6 +261,8 @@ class Router:
         the model requests are in ``result.record.tool_calls``, and their
         arguments reach the caller unchecked, because the caller runs the
         tools and returns a bad call to the model as a tool error.
+        `parallel_tool_calls` False allows at most one tool call a reply;
+        None leaves the provider's default, which allows several.
 
         Raises:
             CallError: the call failed; ``error.record`` is its record.
@@ -269,7 +272,7 @@ class Router:
         state, base = self._start(
             prompt, route, output, temperature, max_tokens, top_p, stop, seed,
             prompt_name, prompt_version, task, tags, extra, budgets=budgets,
-            tools=tuple(tools), tool_choice=tool_choice,
+            tools=tuple(tools), tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
         )
         live = open_span(f"chat {state.route_name}", "call", state.context, route=state.route_name)
         base.update(span_id=live.span_id, parent_span_id=live.parent_span_id)
@@ -309,6 +312,7 @@ class Router:
         budgets: Mapping[str, float] | None = None,
         tools: Sequence[ToolDefinition] = (),
         tool_choice: ToolChoice | None = None,
+        parallel_tool_calls: bool | None = None,
     ) -> CallStream:
         """Stream the completion of `prompt` as text deltas from the returned object.
 
@@ -326,7 +330,7 @@ class Router:
         state, base = self._start(
             prompt, route, None, temperature, max_tokens, top_p, stop, seed,
             prompt_name, prompt_version, task, tags, extra, streaming=True, budgets=budgets,
-            tools=tuple(tools), tool_choice=tool_choice,
+            tools=tuple(tools), tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
         )
         return CallStream(self, state, base)
 
@@ -350,11 +354,14 @@ class Router:
         budgets: Mapping[str, float] | None = None,
         tools: tuple[ToolDefinition, ...] = (),
         tool_choice: ToolChoice | None = None,
+        parallel_tool_calls: bool | None = None,
     ) -> tuple[CallState, dict[str, Any]]:
         route_name = route or self.settings.default_route
         policy = self.settings.route(route_name)
         spec = _output_spec(output) if output is not None else None
         _check_tools(tools, tool_choice, spec)
+        if parallel_tool_calls is not None and not tools:
+            raise ConfigError("parallel_tool_calls was given without tools; pass tools or leave it unset")
         messages = _to_messages(prompt)
         if max_tokens is not None and max_tokens < 1:
             raise ConfigError(f"max_tokens must be 1 or more, got {max_tokens}; leave it unset for the default")
@@ -372,6 +379,7 @@ class Router:
             output_schema=spec.json_schema if spec else None,
             tools=tools,
             tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
             extra=dict(extra or {}),
         )
         context = current_context()

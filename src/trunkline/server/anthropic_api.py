@@ -16,7 +16,12 @@ from trunkline.server.auth import require
 from trunkline.server.content import UnicodeText, check_text_content
 from trunkline.server.errors import anthropic_body, from_call_error
 from trunkline.server.gateway import Admission, Gateway
-from trunkline.server.tool_requests import anthropic_tool_choice, anthropic_tools, invalid
+from trunkline.server.tool_requests import (
+    anthropic_parallel_tool_calls,
+    anthropic_tool_choice,
+    anthropic_tools,
+    invalid,
+)
 from trunkline.store.keys import ApiKey, Role
 from trunkline.types.calls import CallRecord
 from trunkline.types.messages import Message, ToolCall
@@ -86,7 +91,7 @@ class MessagesRequest(BaseModel):
     metadata: Metadata | None = None
     #: Checked by `tool_requests`, which rejects each problem with a 400 of its own.
     tools: list[Any] | None = None
-    #: ``disable_parallel_tool_use`` in it is accepted but not forwarded.
+    #: Its ``disable_parallel_tool_use`` allows at most one tool call in the reply.
     tool_choice: Any = None
 
 
@@ -203,6 +208,7 @@ async def create_message(
         route=body.model, temperature=body.temperature, max_tokens=body.max_tokens, top_p=body.top_p,
         stop=body.stop_sequences or (), tags={**admission.tags, "user": user} if user else admission.tags,
         budgets=admission.budgets, tools=tools, tool_choice=tool_choice,
+        parallel_tool_calls=anthropic_parallel_tool_calls(body.tool_choice) if tools else None,
     )
     if body.stream:
         return await _stream(gateway, admission, messages, options)

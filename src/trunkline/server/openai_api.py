@@ -88,8 +88,7 @@ class ChatCompletionRequest(BaseModel):
     #: Checked by `tool_requests`, which rejects each problem with a 400 of its own.
     tools: list[Any] | None = None
     tool_choice: Any = None
-    #: Accepted but not forwarded: the router has no such option, so the
-    #: deployment's default applies, which allows parallel tool calls.
+    #: False allows at most one tool call in the reply; ignored without tools.
     parallel_tool_calls: bool | None = None
 
 
@@ -230,7 +229,7 @@ async def chat_completions(
     options = dict(
         route=body.model, temperature=body.temperature, max_tokens=max_tokens, top_p=body.top_p,
         stop=stop, seed=body.seed, tags=tags, budgets=admission.budgets,
-        tools=tools, tool_choice=tool_choice,
+        tools=tools, tool_choice=tool_choice, parallel_tool_calls=body.parallel_tool_calls if tools else None,
     )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -190,6 +190,18 @@ def anthropic_tool_choice(value: Any, tools: tuple[ToolDefinition, ...]) -> Tool
     return _checked_choice(name, tools)
 
 
+def anthropic_parallel_tool_calls(value: Any) -> bool | None:
+    """Read ``disable_parallel_tool_use`` from Anthropic's ``tool_choice``: True gives False."""
+    disable = value.get("disable_parallel_tool_use") if isinstance(value, dict) else None
+    if disable is None:
+        return None
+    if not isinstance(disable, bool):
+        raise invalid(
+            "tool_choice.disable_parallel_tool_use", "true or false", disable, "send a JSON boolean"
+        )
+    return False if disable else None
+
+
 def _checked_choice(choice: str, tools: tuple[ToolDefinition, ...]) -> ToolChoice:
     if not tools:
         raise ApiError(

@@ -44,6 +44,8 @@ class ModelRequest(BaseModel):
     tools: tuple[ToolDefinition, ...] = ()
     #: None leaves the choice to the provider's default, which is ``auto`` when tools are sent.
     tool_choice: ToolChoice | None = None
+    #: False allows at most one tool call in the reply; None leaves the provider's default.
+    parallel_tool_calls: bool | None = None
     #: Provider-specific parameters passed through unchanged.
     extra: dict[str, Any] = Field(default_factory=dict)
 

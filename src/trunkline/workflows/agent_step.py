@@ -67,6 +67,7 @@ class AgentStep(ModelStep):
             max_tool_calls=self.spec.max_tool_calls,
             tool_choice=self.spec.tool_choice,
             allow_repeated_calls=self.spec.allow_repeated_calls,
+            parallel_tool_calls=self.spec.parallel_tool_calls,
             output=schema,
             call_options={key: value for key, value in options.items() if value is not None},
         )
