@@ -23,7 +23,8 @@ from trunkline.workflows import workflow_function
 
 HERE = Path(__file__).resolve().parent
 
-#: Below this share of the retrieval vote the intent is a guess, so a person answers (README.md).
+#: Below this share of the retrieval vote the intent is a guess, so a person
+#: replies; README.md gives the figures behind the value.
 MIN_CONFIDENCE = 0.4
 
 _triage = workflow_function(HERE.parent / "intent-triage", outputs=["intent", "candidates", "votes"])
@@ -53,7 +54,7 @@ class Triage(BaseModel):
 
 
 class Policy(BaseModel):
-    """What the bank's policy says to do about an intent."""
+    """The bank's policy for an intent: a canned reply, or a person."""
 
     intent: Intent
     action: Literal["answer", "escalate"]

@@ -102,6 +102,15 @@ async def test_agent_worst_case_by_hand(folder) -> None:
     assert estimate.worst_run.cost_usd == pytest.approx(3 * usd(row_input, row_output))
 
 
+async def test_output_schema_adds_worst_case_call(folder) -> None:
+    toml = folder / "workflow.toml"
+    toml.write_text(toml.read_text().replace("max_steps = 3", 'max_steps = 3\noutput_schema = "schema.json"'))
+    (folder / "schema.json").write_text('{"type": "object", "properties": {"city": {"type": "string"}}}')
+    answer, _ = await plan_of(folder)
+
+    assert answer.agent.worst_row.model_calls == 4
+
+
 async def test_agent_typical_without_history(folder) -> None:
     answer, _ = await plan_of(folder)
     tools = tool_tokens(folder)

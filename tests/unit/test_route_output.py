@@ -160,3 +160,19 @@ async def test_raw_newline_inside_json_string_is_accepted(exported) -> None:
     model = ScriptedModel([FakeReply('{"note": "line one\nline two\tend"}')])
     result = await router_with(model, max_repairs=0).complete("write", output=schema)
     assert result.output == {"note": "line one\nline two\tend"}
+
+
+class Note(BaseModel):
+    note: str
+
+
+async def test_raw_newline_accepted_by_model(exported) -> None:
+    model = ScriptedModel([FakeReply('{"note": "line one\nline two"}')])
+    result = await router_with(model, max_repairs=0).complete("write", output=Note)
+    assert result.output == Note(note="line one\nline two")
+
+
+async def test_raw_newline_model_mismatch_reported(exported) -> None:
+    model = ScriptedModel([FakeReply('{"note": 3, "x": "a\nb"}')])
+    with pytest.raises(OutputInvalid, match="note: Input should be a valid string"):
+        await router_with(model, max_repairs=0).complete("write", output=Note)

@@ -26,7 +26,7 @@ def call(name: str, arguments: dict, step: int) -> FakeReply:
 
 
 def follows_instructions(request: ModelRequest) -> FakeReply:
-    """Classify, then look up the policy or escalate, then answer, as the example's system prompt says."""
+    """Classify, then look up the policy or escalate, then answer, as the example's system prompt asks."""
     properties = (request.output_schema or {}).get("properties", {})
     if "intent" in properties and "action" not in properties:
         # The intent-triage workflow's own model step: take the strongest retrieval candidate.

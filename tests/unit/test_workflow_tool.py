@@ -115,7 +115,8 @@ def test_missing_workflow_rejected(tmp_path) -> None:
         workflow_tool(tmp_path / "nowhere")
 
 
-def test_result_is_json_for_outputs(folder) -> None:
+async def test_tool_returns_outputs_as_json(folder) -> None:
     tool = workflow_tool(folder, outputs=["loud"], router=router_with(ScriptedModel(default=commenter)))
+    value = await tool.call(tool.parse_arguments('{"message": "a"}'))
 
-    assert json.loads(tool.serialise({"loud": "A!"})) == {"loud": "A!"}
+    assert json.loads(tool.serialise(value)) == {"loud": "A!"}

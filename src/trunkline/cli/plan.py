@@ -156,7 +156,8 @@ def agent_lines(estimate: AgentEstimate) -> list[str]:
     if estimate.worst_row is not None:
         lines.append(f"worst case per row, of the row with the largest prompt: {_figures(estimate.worst_row)}")
         lines.append(
-            f"worst case: every row makes max_steps = {estimate.max_steps} model calls, each "
+            f"worst case: every row makes {estimate.max_steps} model calls (max_steps, plus one "
+            "where an output_schema may ask for the answer again), each "
             f"sending the prompt, the tool definitions ({estimate.tool_tokens:,} tokens) and "
             f"every earlier reply at its {estimate.reply_tokens:,}-token output cap; tool results "
             "are not counted"

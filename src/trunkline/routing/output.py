@@ -101,18 +101,35 @@ class OutputSpec:
             try:
                 return self.model.model_validate_json(text)
             except ValidationError as error:
+                if not _raw_control_character(error):
+                    raise OutputMismatch(_summarise(error)) from error
+            try:
+                return self.model.model_validate(_lenient_json(text))
+            except ValidationError as error:
                 raise OutputMismatch(_summarise(error)) from error
-        try:
-            # Small models put raw newlines and tabs inside JSON strings; reading them as
-            # the characters they are loses nothing.
-            value = json.loads(text, strict=False)
-        except json.JSONDecodeError as error:
-            raise OutputMismatch(f"output is not valid JSON: {error}") from error
+        value = _lenient_json(text)
         problems = sorted(self._validator.iter_errors(value), key=lambda item: list(item.path))
         if problems:
             where = "/".join(str(part) for part in problems[0].path) or "(root)"
             raise OutputMismatch(f"output does not match the schema at {where}: {problems[0].message}")
         return value
+
+
+def _lenient_json(text: str) -> Any:
+    try:
+        # Small models put raw newlines and tabs inside JSON strings; reading them as
+        # the characters they are loses nothing.
+        return json.loads(text, strict=False)
+    except json.JSONDecodeError as error:
+        raise OutputMismatch(f"output is not valid JSON: {error}") from error
+
+
+def _raw_control_character(error: ValidationError) -> bool:
+    """Tell whether Pydantic's JSON parser failed only on a raw control character in a string."""
+    return any(
+        item["type"] == "json_invalid" and "control character" in item.get("ctx", {}).get("error", "")
+        for item in error.errors()
+    )
 
 
 _FENCE = re.compile(r"```[\w+-]*[ \t]*\n?(.*?)```", re.DOTALL)

@@ -331,8 +331,9 @@ class _Planner:
         recorded = []
         if self.store is not None:
             recorded = agent_row_usage(self.store, self.spec.name, step.name)
+        # An answer that misses the output schema costs one more call, without tools.
         estimate = estimate_agent(
-            max_steps=step.max_steps,
+            max_steps=step.max_steps + (1 if step.output_schema else 0),
             tool_tokens=tool_definition_characters(definitions) // 4,
             reply_tokens=step.max_tokens if step.max_tokens is not None else max_output_tokens,
             row_prompt_tokens=per_row,
