@@ -11,7 +11,7 @@ from fakeserver import (
     openai_completion,
     openai_tool_call,
 )
-from trunkline.agents import Agent
+from trunkline.agents import Agent, TextDelta, ToolCallFinished
 from trunkline.config import Settings
 from trunkline.routing import Router
 from trunkline.tools import Tool
@@ -96,3 +96,29 @@ async def test_agent_runs_on_anthropic(fake_server: FakeServer) -> None:
         {"type": "tool_result", "tool_use_id": "toolu_a", "content": "21.5"},
         {"type": "tool_result", "tool_use_id": "toolu_b", "content": "9.0"},
     ]
+
+
+async def test_agent_streams_on_both_providers(fake_server: FakeServer) -> None:
+    openai_calls = [openai_tool_call("temperature", '{"city": "Paris"}', call_id="call_a")]
+    anthropic_calls = [anthropic_tool_use_block("temperature", {"city": "Paris"}, block_id="toolu_a")]
+    fake_server.plan(
+        PlannedReply(body=openai_completion(None, tool_calls=openai_calls)),
+        PlannedReply(body=openai_completion("It is 21.5 in Paris.")),
+        PlannedReply(body=anthropic_message(anthropic_calls)),
+        PlannedReply(body=anthropic_message([anthropic_text_block("It is 21.5 in Paris.")])),
+    )
+    router = Router(http_settings(fake_server))
+    try:
+        for route in ("gpt", "claude"):
+            agent = Agent(router, [Tool(temperature)], route=route)
+            events = [event async for event in agent.stream("How warm is Paris?")]
+
+            text = "".join(event.text for event in events if isinstance(event, TextDelta))
+            assert text == "It is 21.5 in Paris."
+            [finished] = [event for event in events if isinstance(event, ToolCallFinished)]
+            assert finished.result.content == "21.5"
+            assert events[-1].result.summary.stop_reason == "answered"
+    finally:
+        await router.aclose()
+
+    assert all(request.body.get("stream") is True for request in fake_server.requests)

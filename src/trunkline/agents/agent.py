@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
+from trunkline.agents.events import (
+    AgentEvent,
+    AgentFinished,
+    StepStarted,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallsRequested,
+)
 from trunkline.agents.execution import ToolRunner, tool_message
 from trunkline.agents.results import AgentResult, AgentSummary, StopReason, ToolCallResult
 from trunkline.errors import BudgetExceeded, CallError, ConfigError
@@ -62,7 +71,7 @@ class Agent:
             answer that does not is sent back once more without tools, with
             the schema, and the router validates and repairs that reply as
             it does any structured output.
-        parallel_tool_calls: False asks for at most one tool call a step,
+        parallel_tool_calls: False requests at most one tool call a step,
             which helps models that request the same call several times
             at once; None leaves the provider's default.
         allow_repeated_calls: run a tool call again when the run already
@@ -150,6 +159,48 @@ class Agent:
             ConfigError: the route or a call option is invalid.
         """
         run = _AgentRun(self, _to_messages(messages), dict(tags or {}))
+        await self._drive(run)
+        return run.result()
+
+    async def stream(
+        self, messages: MessagesInput, *, tags: Mapping[str, str] | None = None
+    ) -> AsyncIterator[AgentEvent]:
+        """Run the loop on `messages`, yielding its events as they happen; the last is `AgentFinished`.
+
+        Each step's model call is streamed, so its text arrives as
+        `TextDelta` events, then the tool calls it requests and each tool
+        result as its call ends. The structured answer's extra call, when
+        the output schema needs one, is not streamed. Leaving the loop
+        early cancels the run, and its model call is recorded as cancelled.
+
+        Example::
+
+            async for event in agent.stream("Is it warmer in Paris or in Oslo?"):
+                if isinstance(event, TextDelta):
+                    print(event.text, end="")
+        """
+        queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
+        run = _AgentRun(self, _to_messages(messages), dict(tags or {}), emit=queue.put_nowait)
+
+        async def drive() -> None:
+            try:
+                await self._drive(run)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(drive())
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            await task
+            yield AgentFinished(run.result())
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _drive(self, run: _AgentRun) -> None:
         token = active_router.set(self.router)
         try:
             with span(f"invoke_agent {self.name}", "agent", **{"gen_ai.agent.name": self.name}) as live:
@@ -157,7 +208,6 @@ class Agent:
                 run.finish(live)
         finally:
             active_router.reset(token)
-        return run.result()
 
     def run_sync(self, messages: MessagesInput, **options: Any) -> AgentResult:
         """Run `run` to the end from synchronous code; not from inside an event loop."""
@@ -167,9 +217,17 @@ class Agent:
 class _AgentRun:
     """The state of one run of the loop."""
 
-    def __init__(self, agent: Agent, messages: list[Message], tags: dict[str, str]) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        messages: list[Message],
+        tags: dict[str, str],
+        emit: Callable[[AgentEvent], None] | None = None,
+    ) -> None:
         self.agent = agent
         self.tags = tags
+        #: Receives the run's events when it is streamed; None when it is not.
+        self.emit = emit
         prefix = [Message.system(agent.instructions)] if agent.instructions else []
         self.conversation: list[Message] = [*prefix, *messages]
         self.calls: list[CallRecord] = []
@@ -197,6 +255,8 @@ class _AgentRun:
     async def loop(self) -> None:
         for step in range(1, self.agent.max_steps + 1):
             self.summary.steps = step
+            if self.emit is not None:
+                self.emit(StepStarted(step))
             with span(f"agent step {step}", "step", step=step) as live:
                 reason = await self._step(step, live)
             if reason is not None:
@@ -205,12 +265,14 @@ class _AgentRun:
 
     async def _step(self, step: int, live: LiveSpan) -> StopReason | None:
         """Make one model call and run the tool calls it requests; return a stop reason or None."""
-        reason = await self._call_model()
+        reason = await self._call_model(step)
         if reason is not None:
             live.fail(self.error or reason)
             return reason
         calls = self.conversation[-1].tool_calls
         live.attributes["tool_calls"] = len(calls)
+        if calls and self.emit is not None:
+            self.emit(ToolCallsRequested(step, calls))
         if not calls:
             reason = await self._structured_answer()
             if reason != "answered":
@@ -228,7 +290,7 @@ class _AgentRun:
         scope = asyncio.timeout_at(self.deadline)
         try:
             async with scope:
-                results = await self.runner.run_all(calls, step)
+                results = await self.runner.run_all(calls, step, self._tool_finished(step))
         except TimeoutError:
             if not scope.expired():
                 raise
@@ -242,12 +304,19 @@ class _AgentRun:
             return "max_tool_errors"
         return None
 
-    async def _call_model(self) -> StopReason | None:
+    def _tool_finished(self, step: int) -> Callable[[ToolCallResult], None] | None:
+        emit = self.emit
+        if emit is None:
+            return None
+        return lambda result: emit(ToolCallFinished(step, result))
+
+    async def _call_model(self, step: int) -> StopReason | None:
         # A tool whose uses are spent is no longer offered, so a model that
         # keeps calling it must turn to another tool or answer.
         offered = [tool.definition for tool in self.runner.available()]
         result, reason = await self._complete(
             self.conversation,
+            stream_step=step if self.emit is not None else None,
             tools=offered,
             tool_choice=self.tool_choice if offered else None,
             parallel_tool_calls=self.agent.parallel_tool_calls if offered else None,
@@ -290,25 +359,33 @@ class _AgentRun:
         self.conversation.append(Message.assistant(self.output))
         return "answered"
 
+    async def _stream(self, messages: list[Message], step: int, options: dict[str, Any]) -> Any:
+        assert self.emit is not None
+        async with self.agent.router.stream(messages, **options) as stream:
+            async for delta in stream:
+                self.emit(TextDelta(step, delta))
+        return stream.result
+
     def _invalid_output(self) -> bool:
         validation = self.calls[-1].validation if self.calls else None
         return validation is not None and not validation.valid
 
-    async def _complete(self, messages: list[Message], **options: Any) -> tuple[Any, StopReason | None]:
-        """Make one model call; return its result, or None and the stop reason when it failed."""
+    async def _complete(
+        self, messages: list[Message], stream_step: int | None = None, **options: Any
+    ) -> tuple[Any, StopReason | None]:
+        """Make one model call, streamed for `stream_step`; return its result, or None and the stop reason."""
         agent = self.agent
+        options = {
+            "route": agent.route, "budgets": self.budgets, "tags": self.tags or None, **options, **agent.call_options
+        }
         # Only this scope's expiry is the deadline; any other TimeoutError is a fault to raise.
         scope = asyncio.timeout_at(self.deadline)
         try:
             async with scope:
-                result = await agent.router.complete(
-                    messages,
-                    route=agent.route,
-                    budgets=self.budgets,
-                    tags=self.tags or None,
-                    **options,
-                    **agent.call_options,
-                )
+                if stream_step is None:
+                    result = await agent.router.complete(messages, **options)
+                else:
+                    result = await self._stream(messages, stream_step, options)
         except TimeoutError:
             if not scope.expired():
                 raise

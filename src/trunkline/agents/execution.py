@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel
 
@@ -60,11 +60,21 @@ class ToolRunner:
             tool for tool in self.tools.values() if tool.max_uses is None or self._uses[tool.name] < tool.max_uses
         ]
 
-    async def run_all(self, calls: Sequence[ToolCall], step: int) -> list[ToolCallResult]:
-        """Run `calls` and return their results in the order the model asked for them."""
-        return list(await asyncio.gather(*(self._run_queued(call, step) for call in calls)))
+    async def run_all(
+        self,
+        calls: Sequence[ToolCall],
+        step: int,
+        on_result: Callable[[ToolCallResult], None] | None = None,
+    ) -> list[ToolCallResult]:
+        """Run `calls` and return their results in the order the model asked for them.
 
-    async def _run_queued(self, call: ToolCall, step: int) -> ToolCallResult:
+        `on_result` receives each result as its call ends, in the order they end.
+        """
+        return list(await asyncio.gather(*(self._run_queued(call, step, on_result) for call in calls)))
+
+    async def _run_queued(
+        self, call: ToolCall, step: int, on_result: Callable[[ToolCallResult], None] | None
+    ) -> ToolCallResult:
         async with self._slots:
             with span(
                 f"execute_tool {call.name}",
@@ -73,6 +83,8 @@ class ToolRunner:
             ) as live:
                 result = await self._run(call, step)
                 self._record(live, result)
+        if on_result is not None:
+            on_result(result)
         return result
 
     async def _run(self, call: ToolCall, step: int) -> ToolCallResult:
