@@ -74,8 +74,10 @@ def format_usd(value: float | None) -> str:
         return f"${value:,.2f}"
     if abs(value) >= 0.01:
         return f"${value:.4f}"
-    # Single calls often cost fractions of a cent; four significant digits keep them apart.
-    return f"${value:.4g}"
+    # Single calls often cost fractions of a cent; four significant digits keep
+    # them apart, written out in full because "$3.6e-05" reads as a typo.
+    decimals = 3 - math.floor(math.log10(abs(value)))
+    return f"${value:.{decimals}f}".rstrip("0")
 
 
 def format_count(value: int | float | None) -> str:
