@@ -251,3 +251,25 @@ def test_trace_of_agent_names_tools_and_outcomes(tmp_path: Path) -> None:
     step_lines = [line for line in lines if "(step)" in line]
     assert ["tool calls 2" in line for line in step_lines] == [True, True, False]
     assert "tool calls 1" in step_lines[2]
+
+
+def test_show_prints_tool_calls_and_results(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'agent.db'}"
+    store = open_store(url)
+    try:
+        trace = record_agent_trace(store)
+    finally:
+        store.dispose()
+    env = {**WIDE, "TRUNKLINE_DATABASE_URL": url}
+    first, second = trace.result.calls[0], trace.result.calls[1]
+
+    asked = run_trunkline(tmp_path, "show", first.call_id, env=env)
+    answered = run_trunkline(tmp_path, "show", second.call_id, env=env)
+
+    assert asked.returncode == 0, asked.stderr
+    assert "tools add, describe, explode; tool choice default" in asked.stdout
+    output = asked.stdout.split(" output ")[1]
+    assert "tool call c1: add(" in output
+    assert "tool call c2: describe(" in output
+    assert "tool (c1): 5" in answered.stdout
+    assert "tool call c1: add(" in answered.stdout.split(" output ")[0]

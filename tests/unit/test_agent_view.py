@@ -66,3 +66,24 @@ def test_view_follows_span_limit(tmp_path: Path) -> None:
     assert agent.steps[1].tools == []
     assert agent.steps[1].call is not None
     assert agent.steps[1].stopped_by is None
+
+
+async def test_answer_asked_again_shows_both_calls(exported, tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"total": {"type": "integer"}}, "required": ["total"]}
+    model = ScriptedModel([FakeReply("forty-two"), FakeReply('{"total": 42}')])
+    result = await Agent(router_with(model), [add], output=schema).run("20 + 22?")
+    store = open_store(f"sqlite:///{tmp_path / 'view.db'}")
+    writer = StoreWriter(store, flush_interval_s=0.01)
+    for record in exported.calls:
+        writer.export_call(record)
+    for span in exported.spans:
+        writer.export_span(span)
+    writer.close()
+
+    view = load_trace_view(store, exported.spans[0].trace_id)
+    store.dispose()
+    assert result.parsed == {"total": 42}
+    [agent] = view.agents
+    [step] = agent.steps
+    assert [record.output_text for _, record in step.model_calls] == ["forty-two", '{"total": 42}']
+    assert step.call.output_text == "forty-two"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -18,6 +19,7 @@ from trunkline.store.database import open_store
 from trunkline.store.queries import cost_summary, get_call, list_calls
 from trunkline.store.retention import MAX_AGE_DAYS, parse_age, prune, retention_age
 from trunkline.store.runs import get_run, list_runs
+from trunkline.types.messages import ToolCall
 
 console = Console()
 
@@ -88,6 +90,11 @@ def runs_command(
     console.print(table)
 
 
+def _print_tool_calls(console: Console, calls: Sequence[ToolCall]) -> None:
+    for call in calls:
+        console.print(f"  tool call {call.id}: {call.name}({call.arguments})", markup=False, highlight=False)
+
+
 def show_command(
     call_id: Annotated[str, typer.Argument(help="A call id, or a unique prefix of one.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
@@ -115,12 +122,20 @@ def show_command(
         version = f"@{record.prompt_version}" if record.prompt_version else ""
         console.print(f"prompt {escape(record.prompt_name)}{version}", highlight=False)
 
+    if record.tools:
+        names = ", ".join(tool.name for tool in record.tools)
+        console.print(f"tools {escape(names)}; tool choice {record.tool_choice or 'default'}", highlight=False)
+
     console.rule("messages")
     for message in record.messages:
-        console.print(f"[bold]{message.role}[/]: {escape(message.content)}", highlight=False)
+        role = message.role if message.tool_call_id is None else f"{message.role} ({message.tool_call_id})"
+        error = " [red]error[/]" if message.is_error else ""
+        console.print(f"[bold]{escape(role)}[/]{error}: {escape(message.content)}", highlight=False)
+        _print_tool_calls(console, message.tool_calls)
 
     console.rule("output")
     console.print(record.output_text or "", markup=False, highlight=False)
+    _print_tool_calls(console, record.tool_calls)
     if record.outcome != "ok":
         console.print(f"[red]error {record.error_kind}: {escape(record.error_message or '')}[/]", highlight=False)
 

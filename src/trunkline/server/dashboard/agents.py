@@ -65,13 +65,18 @@ class StepView:
     duration_ms: float
     #: Tool calls the step's model reply requested, as the span records it.
     requested_tool_calls: int | None
-    #: The model call's record, or None when the store has no record for it.
-    call: CallRecord | None = None
-    #: The model call's span name, shown when its record is missing.
-    call_span_name: str | None = None
+    #: The step's model calls in order, each its span name and its record, or
+    #: None when the store has no record. A step has two when the answer was
+    #: asked for again to match the agent's output schema.
+    model_calls: list[tuple[str, CallRecord | None]] = field(default_factory=list)
     tools: list[ToolCallView] = field(default_factory=list)
     #: The stop reason, when the loop ended at this step with a stop reason other than ``answered``.
     stopped_by: str | None = None
+
+    @property
+    def call(self) -> CallRecord | None:
+        """The record of the step's first model call, the one that chose the tools."""
+        return self.model_calls[0][1] if self.model_calls else None
 
     @property
     def not_run(self) -> int:
@@ -168,9 +173,8 @@ def _step_view(node: TraceNode, shown_span_ids: Collection[str]) -> StepView:
     for child in node.children:
         if child.span_id not in shown_span_ids:
             continue
-        if child.kind == "call" and step.call_span_name is None:
-            step.call = child.call
-            step.call_span_name = child.name
+        if child.kind == "call":
+            step.model_calls.append((child.name, child.call))
         elif child.kind == "tool":
             step.tools.append(_tool_view(child))
     return step

@@ -165,8 +165,10 @@ def trace_json(view: TraceView) -> dict[str, Any]:
 def _agent_json(agent: AgentView) -> dict[str, Any]:
     data = asdict(agent)
     for step, view in zip(data["steps"], agent.steps, strict=True):
-        call = view.call
-        step["call"] = None if call is None else _call_summary(call)
+        calls = [None if record is None else _call_summary(record) for _, record in view.model_calls]
+        step.pop("model_calls")
+        step["call"] = calls[0] if calls else None
+        step["calls"] = calls
     return data
 
 
