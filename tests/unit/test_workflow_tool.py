@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -11,7 +12,8 @@ from trunkline.errors import ConfigError, WorkflowError
 from trunkline.providers.fake import FakeReply, ScriptedModel
 from trunkline.types.calls import ModelRequest
 from trunkline.types.messages import ToolCall
-from trunkline.workflows import workflow_function, workflow_tool
+from trunkline.recording import recording
+from trunkline.workflows import BatchRunner, load_workflow, workflow_function, workflow_tool
 from unit.helpers import router_with
 
 WORKFLOW = """
@@ -120,3 +122,38 @@ async def test_tool_returns_outputs_as_json(folder) -> None:
     value = await tool.call(tool.parse_arguments('{"message": "a"}'))
 
     assert json.loads(tool.serialise(value)) == {"loud": "A!"}
+
+
+def test_resume_notices_tool_workflow_change(folder, tmp_path) -> None:
+    agent_folder = tmp_path / "asker"
+    agent_folder.mkdir()
+    (agent_folder / "tools.py").write_text(
+        "from trunkline.workflows import workflow_tool\n"
+        f"shout = workflow_tool({str(folder)!r})\n"
+    )
+    (agent_folder / "prompt.jinja").write_text("{{ text }}")
+    (agent_folder / "workflow.toml").write_text(
+        'name = "asker"\noutput = "answer"\n[inputs]\ntext = "text"\n'
+        '[[steps]]\nname = "answer"\nkind = "agent"\nprompt = "prompt.jinja"\ntools = ["tools:shout"]\n'
+    )
+
+    def workflow_hash() -> str:
+        with recording(url=f"sqlite:///{tmp_path / 'r.db'}") as recorder:
+            runner = BatchRunner(
+                load_workflow(agent_folder),
+                router=router_with(ScriptedModel([])),
+                store=recorder.store,
+                writer=recorder.writer,
+                params={},
+            )
+            return runner.workflow_hash
+
+    before = workflow_hash()
+    (folder / "prompt.jinja").write_text("Say something about: {{ loud }}")
+    # The tool module is loaded again, as a resumed run in a new process loads it.
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", "")).startswith(str(agent_folder)):
+            del sys.modules[name]
+    after = workflow_hash()
+
+    assert before != after

@@ -80,6 +80,8 @@ def workflow_function(
         f"    {name}: {notes.get(name, f'the {column!r} value of a row')}"
         for name, column in workflow.inputs.items()
     )
+    # A resumed run that calls this workflow notices when its files change.
+    run.workflow_hash = workflow.content_hash()  # type: ignore[attr-defined]
     run.__name__ = workflow.name.replace("-", "_")
     run.__doc__ = f"{workflow.description or workflow.name}\n\nArgs:\n{documented}\n"
     # Tools read parameters from the signature, and a workflow's inputs are known only now.

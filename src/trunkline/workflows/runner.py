@@ -492,13 +492,35 @@ def _span_details(details: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in details.items() if isinstance(value, (str, int, float, bool))}
 
 
+def _tool_workflow_hashes(steps: list[Step]) -> list[str]:
+    """Return the content hashes of the workflows that agent steps' tools run, as `workflow_function` marks them.
+
+    A tool may be such a function, or a function whose module holds one, as
+    a tool that post-processes a workflow's result does.
+    """
+    hashes: set[str] = set()
+    for step in steps:
+        for tool in getattr(step, "tools", ()):
+            # A function's globals are its module's, found even for a module
+            # loaded from a workflow folder that is not in sys.modules.
+            module_values = getattr(tool.function, "__globals__", {}).values()
+            candidates = [tool.function, *module_values]
+            hashes.update(
+                value.workflow_hash
+                for value in candidates
+                if isinstance(getattr(value, "workflow_hash", None), str)
+            )
+    return [f"tool workflow {value}" for value in sorted(hashes)]
+
+
 def _workflow_hash(workflow: WorkflowSpec, steps: list[Step]) -> str:
-    """Hash the workflow's files and the registered prompt versions its steps resolved to."""
+    """Hash the workflow's files, the registered prompt versions its steps resolved to, and the workflows its tools run."""
     registered = [
         f"{step.name}={step.registered.name}@{step.registered.version}:{step.registered.content_hash}"
         for step in model_steps(steps)
         if step.registered is not None
     ]
+    registered.extend(_tool_workflow_hashes(steps))
     if not registered:
         return workflow.content_hash()
     digest = hashlib.sha256(workflow.content_hash().encode())
