@@ -7,6 +7,7 @@ from statistics import median
 
 import pytest
 
+from trunkline.errors import WorkflowError
 from trunkline.providers.fake import FakeReply, ScriptedModel
 from trunkline.recording import recording
 from trunkline.routing import Router
@@ -208,3 +209,19 @@ async def test_agent_plan_runs_earlier_tools(folder) -> None:
     assert after.notes == []
     # Forty more characters, ten more tokens, sent with each of the three calls.
     assert after.agent.worst_row.input_tokens == before.agent.worst_row.input_tokens + 3 * 10
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (("max_steps = 3", 'max_steps = 3\ntool_choice = "capital_off"'), "tool_choice 'capital_off' is not auto"),
+        (("max_steps = 3", 'max_steps = 3\noutput_schema = "tools:Missing"'), "has no attribute 'Missing'"),
+        (('tools = ["tools:capital_of"]', 'tools = ["tools:capital_of", "tools:capital_of"]'), "more than once"),
+    ],
+)
+async def test_plan_rejects_what_run_rejects(folder, change, fragment) -> None:  # noqa: ANN001
+    toml = folder / "workflow.toml"
+    toml.write_text(toml.read_text().replace(*change))
+
+    with pytest.raises(WorkflowError, match=fragment):
+        await plan_of(folder)

@@ -49,6 +49,12 @@ class AgentStep(ModelStep):
         # Loaded up front, so a missing tool fails the run before any row is paid for.
         self.tools: list[Tool] = [load_tool(reference, workflow.folder) for reference in spec.tools]
         names = [tool.name for tool in self.tools]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise WorkflowError(
+                f"agent step {spec.name!r} lists the tool {', '.join(repeated)} more than once; "
+                "list each tool once"
+            )
         if spec.tool_choice not in (None, "auto", "none", "required", *names):
             raise WorkflowError(
                 f"agent step {spec.name!r}: tool_choice {spec.tool_choice!r} is not auto, none, "

@@ -29,6 +29,7 @@ from trunkline.store.agent_rows import agent_row_usage
 from trunkline.store.database import Store
 from trunkline.store.tables import calls
 from trunkline.tools import load_tool
+from trunkline.workflows.steps import build_steps
 from trunkline.types.usage import Cost, Usage
 from trunkline.workflows.agent_plan import AgentEstimate, estimate_agent
 from trunkline.workflows.spec import StepSpec, WorkflowSpec
@@ -113,8 +114,14 @@ async def plan_workflow(
     model step's output, is left out for that row.
 
     Raises:
-        WorkflowError: a tool or post function cannot be loaded.
+        WorkflowError: a tool or post function cannot be loaded, or a step
+            is invalid as a run would find it.
     """
+    if not any(step.prompt_ref for step in spec.all_steps()):
+        # Built as a run builds them, so a workflow that `run` would reject
+        # (an unknown tool choice, a missing schema) fails here too. Steps
+        # with registered prompts are left out, since a plan may have no store.
+        build_steps(spec)
     planner = _Planner(spec, settings, rows, params, store, concurrency)
     if run_tools:
         await planner.run_functions()
