@@ -200,3 +200,30 @@ async def test_parallel_tool_calls_need_tools() -> None:
 
     with pytest.raises(ConfigError, match="parallel_tool_calls was given without tools"):
         await router.complete("2 + 3?", parallel_tool_calls=False)
+
+
+def reserved_name(model_config: str) -> str:
+    """Return nothing.
+
+    Args:
+        model_config: a name Pydantic keeps for itself.
+    """
+    return model_config
+
+
+@pytest.mark.parametrize(
+    ("build", "fragment"),
+    [
+        (lambda: Tool(add, max_uses=True), "max_uses of tool 'add' must be a whole number"),
+        (lambda: Tool(add, timeout_s="5"), "timeout_s of tool 'add' must be a number of seconds"),
+        (lambda: Tool(reserved_name), "parameter 'model_config' of tool 'reserved_name' has a name that Pydantic reserves"),
+        (lambda: Agent(router_with(ScriptedModel([])), Tool(add)), "tools must be a list of tools or functions"),
+        (lambda: Agent(router_with(ScriptedModel([])), ["tools:add"]), "is a string; pass the function or Tool"),
+        (lambda: Agent(router_with(ScriptedModel([])), [add], max_steps=True), "max_steps must be a whole number"),
+        (lambda: Agent(router_with(ScriptedModel([])), [add], deadline_s="5"), "deadline_s must be a finite number"),
+        (lambda: Agent(router_with(ScriptedModel([])), [add], output=int), "JSON Schema dict, got int"),
+    ],
+)
+def test_invalid_settings_rejected(build, fragment) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigError, match=fragment):
+        build()

@@ -157,3 +157,30 @@ def test_resume_notices_tool_workflow_change(folder, tmp_path) -> None:
     after = workflow_hash()
 
     assert before != after
+
+
+@pytest.mark.parametrize(
+    ("change", "options", "fragment"),
+    [
+        (('message = "text"', 'class = "text"'), {}, "inputs that cannot be parameter names: 'class'"),
+        (('message = "text"', '"customer-message" = "text"'), {}, "'customer-message'; rename them"),
+        (None, {"outputs": []}, "outputs is empty"),
+        (None, {"descriptions": {"mesage": "typo"}}, "descriptions names 'mesage', not inputs"),
+    ],
+)
+def test_unusable_options_rejected(folder, change, options, fragment) -> None:  # noqa: ANN001
+    if change is not None:
+        toml = folder / "workflow.toml"
+        toml.write_text(toml.read_text().replace(*change))
+
+    with pytest.raises(ConfigError, match=fragment):
+        workflow_tool(folder, **options)
+
+
+async def test_tool_steps_need_no_router(folder) -> None:
+    toml = folder / "workflow.toml"
+    toml.write_text(toml.read_text().split("[[steps]]\nname = \"comment\"")[0].replace('output = "comment"', 'output = "loud"'))
+    tool = workflow_tool(folder, max_uses=2)
+
+    assert tool.max_uses == 2
+    assert await workflow_function(folder)(message="hey") == "HEY!"

@@ -142,7 +142,10 @@ class Agent:
         self.budget_usd = budget_usd
         self.tool_choice = tool_choice
         self.output = output
-        self.output_spec = OutputSpec(output) if output is not None else None
+        try:
+            self.output_spec = OutputSpec(output) if output is not None else None
+        except TypeError as error:
+            raise ConfigError(f"output: {error}") from None
         self.parallel_tool_calls = parallel_tool_calls
         self.allow_repeated_calls = allow_repeated_calls
         self.record_tool_content = record_tool_content
@@ -437,8 +440,14 @@ class _AgentRun:
 
 
 def _tools_by_name(tools: Sequence[Tool | Callable[..., Any]]) -> dict[str, Tool]:
+    if isinstance(tools, Tool) or callable(tools) or isinstance(tools, str):
+        raise ConfigError(f"tools must be a list of tools or functions, got {tools!r}; wrap it as [{tools!r}]")
     by_name: dict[str, Tool] = {}
     for item in tools:
+        if isinstance(item, str):
+            raise ConfigError(
+                f"tool {item!r} is a string; pass the function or Tool, or load_tool({item!r}) for an import path"
+            )
         built = item if isinstance(item, Tool) else Tool(item)
         if built.name in by_name:
             raise ConfigError(f"two tools are named {built.name!r}; pass name= to tell them apart")
@@ -453,10 +462,11 @@ def _to_messages(messages: MessagesInput) -> list[Message]:
 
 
 def _check_count(name: str, value: int, *, minimum: int) -> None:
-    if not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be a whole number of {minimum} or more, got {value!r}")
 
 
 def _check_seconds(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (is_number and math.isfinite(value) and value > 0):
         raise ConfigError(f"{name} must be a finite number of seconds above 0, got {value!r}")

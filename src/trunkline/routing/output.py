@@ -57,7 +57,7 @@ class OutputSpec:
         else:
             raise TypeError(
                 "output schema must be a pydantic BaseModel subclass or a JSON Schema dict, "
-                f"got {type(schema).__name__}"
+                f"got {schema.__name__ if isinstance(schema, type) else type(schema).__name__}"
             )
 
     def instructions(self) -> str:

@@ -69,10 +69,12 @@ class Tool:
         self.function = function
         self.name = function.__name__ if name is None else name
         _check_name(self.name)
-        if timeout_s is not None and not timeout_s > 0:
-            raise ConfigError(f"timeout_s of tool {self.name!r} must be above 0 seconds, got {timeout_s!r}")
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0
+        ):
+            raise ConfigError(f"timeout_s of tool {self.name!r} must be a number of seconds above 0, got {timeout_s!r}")
         self.timeout_s = timeout_s
-        if max_uses is not None and (not isinstance(max_uses, int) or max_uses < 1):
+        if max_uses is not None and (isinstance(max_uses, bool) or not isinstance(max_uses, int) or max_uses < 1):
             raise ConfigError(f"max_uses of tool {self.name!r} must be a whole number of 1 or more, got {max_uses!r}")
         self.max_uses = max_uses
         docstring = parse_docstring(inspect.getdoc(function) or "")
@@ -246,6 +248,8 @@ def _arguments_model(
             raise ConfigError(f"{where} is variadic; a tool takes named parameters only")
         if parameter.kind is parameter.POSITIONAL_ONLY:
             raise ConfigError(f"{where} is positional-only; a tool's arguments arrive by name")
+        if parameter.name.startswith("_") or (parameter.name.startswith("model_") and hasattr(BaseModel, parameter.name)):
+            raise ConfigError(f"{where} has a name that Pydantic reserves; rename the parameter")
         if parameter.annotation is inspect.Parameter.empty:
             raise ConfigError(f"{where} has no type annotation; annotate it so the model knows what to send")
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default

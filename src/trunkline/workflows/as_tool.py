@@ -9,6 +9,7 @@ that agent's limits and budget, and their spans sit under the tool call's.
 from __future__ import annotations
 
 import inspect
+import keyword
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,16 +46,33 @@ def workflow_function(
         WorkflowError: the workflow cannot be loaded or a step's function
             is missing. The function raises it when a row ends without one
             of `outputs`.
-        ConfigError: a parameter override is invalid.
+        ConfigError: a parameter override is invalid, an input is not a
+            valid Python name, `outputs` is empty, or `descriptions` names
+            something that is not an input.
     """
     workflow = load_workflow(path)
+    unusable = [name for name in workflow.inputs if not name.isidentifier() or keyword.iskeyword(name)]
+    if unusable:
+        raise ConfigError(
+            f"workflow {workflow.name!r} has inputs that cannot be parameter names: "
+            f"{', '.join(map(repr, unusable))}; rename them in its [inputs] to letters, digits and underscores"
+        )
+    if outputs is not None and not outputs:
+        raise ConfigError("outputs is empty; name the values to return, or leave it out for the workflow's output")
+    unknown = sorted(set(descriptions or {}) - set(workflow.inputs))
+    if unknown:
+        raise ConfigError(
+            f"descriptions names {', '.join(map(repr, unknown))}, not inputs of workflow {workflow.name!r} "
+            f"({', '.join(workflow.inputs)})"
+        )
     values = workflow.parameters(params)
     steps = build_steps(workflow)
+    calls_models = any(step.spec.kind in ("model", "agent", "cascade") for step in steps)
     wanted = list(outputs) if outputs is not None else [workflow.output]
 
     async def run(**inputs: str) -> Any:
         current = router or active_router.get()
-        if current is None:
+        if current is None and calls_models:
             raise ConfigError(
                 f"workflow {workflow.name!r} needs a router to run its model steps: "
                 "call it from an agent's tool call, or pass router="
@@ -63,7 +81,7 @@ def workflow_function(
         # The steps' spans sit under the caller's span, such as an agent's tool call.
         for step in steps:
             with span(f"{workflow.name} {step.name}", "step", step_kind=step.spec.kind):
-                result = await step.run(row, current)
+                result = await step.run(row, current)  # type: ignore[arg-type]
             row.update(result.values)
         missing = [name for name in wanted if name not in row]
         if missing:
@@ -98,6 +116,7 @@ def workflow_tool(
     name: str | None = None,
     description: str | None = None,
     timeout_s: float | None = None,
+    max_uses: int | None = None,
     **options: Any,
 ) -> Tool:
     """Return a tool that runs the workflow on the model's arguments; `options` as `workflow_function`.
@@ -110,4 +129,10 @@ def workflow_tool(
         triage = workflow_tool("examples/intent-triage", name="classify_intent")
         agent = Agent(router, [triage, policy_answer, escalate])
     """
-    return Tool(workflow_function(path, **options), name=name, description=description, timeout_s=timeout_s)
+    return Tool(
+        workflow_function(path, **options),
+        name=name,
+        description=description,
+        timeout_s=timeout_s,
+        max_uses=max_uses,
+    )
