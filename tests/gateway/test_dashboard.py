@@ -368,6 +368,15 @@ def test_page_without_key_redirects_to_login(dashboard, path) -> None:
     assert response.headers["location"] == f"/login?next={path}"
 
 
+def test_login_redirect_keeps_query(dashboard) -> None:
+    with dashboard.client() as client:
+        response = client.get("/traces?trace=agent&status=error", follow_redirects=False)
+    assert response.headers["location"] == "/login?next=/traces%3Ftrace%3Dagent%26status%3Derror"
+    with dashboard.client() as client:
+        form = client.get(response.headers["location"])
+    assert 'value="/traces?trace=agent&amp;status=error"' in form.text
+
+
 def test_viewer_opens_every_page(dashboard) -> None:
     with dashboard.client(dashboard.viewer) as client:
         for path in (*PAGES, "/traces/" + "e" * 32, "/prompts/support/triage"):

@@ -73,6 +73,11 @@ OPENAI_CASES = {
         "tool_choice",
         ["was sent without tools"],
     ),
+    "parameters not an object schema": (
+        chat(tools=[{"type": "function", "function": {"name": "weather", "parameters": {"type": "string"}}}]),
+        "tools[0].function.parameters",
+        ["must be a JSON Schema object", '"type": "string"'],
+    ),
     "duplicate tool names": (
         chat(tools=[OPENAI_TOOL, OPENAI_TOOL]),
         "tools[1].name",

@@ -227,3 +227,14 @@ def reserved_name(model_config: str) -> str:
 def test_invalid_settings_rejected(build, fragment) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match=fragment):
         build()
+
+
+async def test_no_tool_left_asks_in_schema(exported) -> None:
+    model = ScriptedModel([ask_add("c1"), FakeReply('{"total": 5, "explanation": "2 + 3"}')])
+    result = await Agent(router_with(model), [Tool(add, max_uses=1)], output=Sum).run("2 + 3?")
+
+    assert result.parsed == Sum(total=5, explanation="2 + 3")
+    assert result.summary.model_calls == 2
+    second = model.requests[1]
+    assert second.tools == ()
+    assert second.output_schema == Sum.model_json_schema()

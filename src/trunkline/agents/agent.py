@@ -317,6 +317,10 @@ class _AgentRun:
         # A tool whose uses are spent is no longer offered, so a model that
         # keeps calling it must turn to another tool or answer.
         offered = [tool.definition for tool in self.runner.available()]
+        if not offered and self.agent.output_spec is not None:
+            # With no tool left to call, the reply can only be the answer, so
+            # it is asked for in the schema at once instead of checked after.
+            return await self._ask_in_schema()
         result, reason = await self._complete(
             self.conversation,
             stream_step=step if self.emit is not None else None,
@@ -336,7 +340,7 @@ class _AgentRun:
     async def _structured_answer(self) -> StopReason:
         """Check the answer against the output schema; ask once more, without tools, if it fails."""
         spec = self.agent.output_spec
-        if spec is None:
+        if spec is None or self.parsed is not None:
             return "answered"
         try:
             self.parsed = spec.check_text(self.output, self.calls[-1].finish_reason)
@@ -347,6 +351,10 @@ class _AgentRun:
                 "answer again as JSON only."
             )
         self.conversation.append(request)
+        return await self._ask_in_schema() or "answered"
+
+    async def _ask_in_schema(self) -> StopReason | None:
+        """Ask for the answer in the output schema, without tools; return a stop reason if that fails."""
         # Anthropic rejects tool blocks in the history of a request without
         # tools, so this call carries the tool calls and results as text.
         result, reason = await self._complete(
@@ -360,7 +368,7 @@ class _AgentRun:
         else:
             self.output = json.dumps(self.parsed, ensure_ascii=False)
         self.conversation.append(Message.assistant(self.output))
-        return "answered"
+        return None
 
     async def _stream(self, messages: list[Message], step: int, options: dict[str, Any]) -> Any:
         assert self.emit is not None

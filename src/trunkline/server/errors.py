@@ -265,8 +265,10 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_la
 
 async def handle_auth_failure(request: Request, error: AuthFailure) -> Response:
     if is_page(request) and error.status == 401:
-        # Quoted, so a path holding "&", "?" or "#" comes back whole as one parameter.
-        return RedirectResponse(f"/login?next={quote(request.url.path, safe='/')}", status_code=303)
+        # Quoted, so a path holding "&", "?" or "#" comes back whole as one
+        # parameter; the query is kept, so filters survive the sign-in.
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
     if is_page(request) and error.status == 403:
         return error_page(request, 403, error.message)
     return error_response(request, ApiError(error.status, error.code, error.message))

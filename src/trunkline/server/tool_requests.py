@@ -112,7 +112,9 @@ def _definition(
             "send the description as text, or leave it out",
         )
     schema = entry.get(schema_field, default)
-    if not isinstance(schema, dict) or not _is_unicode(json.dumps(schema, ensure_ascii=False)):
+    # Both APIs take a tool's arguments as one JSON object.
+    not_object = isinstance(schema, dict) and schema.get("type", "object") != "object"
+    if not isinstance(schema, dict) or not_object or not _is_unicode(json.dumps(schema, ensure_ascii=False)):
         raise invalid(
             f"{where}.{schema_field}",
             "a JSON Schema object",

@@ -68,7 +68,7 @@ def workflow_function(
     values = workflow.parameters(params)
     steps = build_steps(workflow)
     calls_models = any(step.spec.kind in ("model", "agent", "cascade") for step in steps)
-    wanted = list(outputs) if outputs is not None else [workflow.output]
+    returned = list(outputs) if outputs is not None else [workflow.output]
 
     async def run(**inputs: str) -> Any:
         current = router or active_router.get()
@@ -83,7 +83,7 @@ def workflow_function(
             with span(f"{workflow.name} {step.name}", "step", step_kind=step.spec.kind):
                 result = await step.run(row, current)  # type: ignore[arg-type]
             row.update(result.values)
-        missing = [name for name in wanted if name not in row]
+        missing = [name for name in returned if name not in row]
         if missing:
             raise WorkflowError(
                 f"workflow {workflow.name!r} produced no value named {', '.join(map(repr, missing))}; "
@@ -91,7 +91,7 @@ def workflow_function(
             )
         if outputs is None:
             return row[workflow.output]
-        return {name: row[name] for name in wanted}
+        return {name: row[name] for name in returned}
 
     notes = descriptions or {}
     documented = "\n".join(

@@ -495,7 +495,7 @@ def _span_details(details: dict[str, Any]) -> dict[str, Any]:
 def _tool_workflow_hashes(steps: list[Step]) -> list[str]:
     """Return the content hashes of the workflows that agent steps' tools run, as `workflow_function` marks them.
 
-    A tool may be such a function, or a function whose module holds one, as
+    A tool may be such a function, or a function whose module contains one, as
     a tool that post-processes a workflow's result does.
     """
     hashes: set[str] = set()
