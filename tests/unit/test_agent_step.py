@@ -105,7 +105,7 @@ def test_agent_step_tools_loaded_up_front(workflow_folder) -> None:
 def test_missing_tool_fails_build(workflow_folder) -> None:
     (workflow_folder / "workflow.toml").write_text(WORKFLOW.replace("tools:capital_of", "tools:population_of"))
 
-    with pytest.raises(WorkflowError, match="has no attribute 'population_of'"):
+    with pytest.raises(WorkflowError, match="agent step 'answer', tool 'tools:population_of': .*has no attribute"):
         build_steps(load_workflow(workflow_folder))
 
 

@@ -215,7 +215,7 @@ async def test_agent_plan_runs_earlier_tools(folder) -> None:
     ("change", "fragment"),
     [
         (("max_steps = 3", 'max_steps = 3\ntool_choice = "capital_off"'), "tool_choice 'capital_off' is not auto"),
-        (("max_steps = 3", 'max_steps = 3\noutput_schema = "tools:Missing"'), "has no attribute 'Missing'"),
+        (("max_steps = 3", 'max_steps = 3\noutput_schema = "tools:Missing"'), "step 'answer', output_schema: tools has no attribute 'Missing'"),
         (('tools = ["tools:capital_of"]', 'tools = ["tools:capital_of", "tools:capital_of"]'), "more than once"),
     ],
 )

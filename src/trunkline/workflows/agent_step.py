@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from trunkline.agents import Agent, AgentResult
-from trunkline.errors import TrunklineError, WorkflowError
+from trunkline.errors import ConfigError, TrunklineError, WorkflowError
 from trunkline.prompts import PromptVersion
 from trunkline.routing.router import Router
 from trunkline.tools import Tool, load_tool
@@ -47,7 +47,12 @@ class AgentStep(ModelStep):
     def __init__(self, spec: StepSpec, workflow: WorkflowSpec, registered: PromptVersion | None = None) -> None:
         super().__init__(spec, workflow, registered)
         # Loaded up front, so a missing tool fails the run before any row is paid for.
-        self.tools: list[Tool] = [load_tool(reference, workflow.folder) for reference in spec.tools]
+        self.tools: list[Tool] = []
+        for reference in spec.tools:
+            try:
+                self.tools.append(load_tool(reference, workflow.folder))
+            except (WorkflowError, ConfigError) as error:
+                raise type(error)(f"agent step {spec.name!r}, tool {reference!r}: {error}") from error
         names = [tool.name for tool in self.tools]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:

@@ -125,7 +125,10 @@ class ModelStep(Step):
         self.schema_template: jinja2.Template | None = None
         self.schema_model: type[BaseModel] | None = None
         if spec.output_schema and ":" in spec.output_schema:
-            model = load_object(spec.output_schema, workflow.folder)
+            try:
+                model = load_object(spec.output_schema, workflow.folder)
+            except WorkflowError as error:
+                raise WorkflowError(f"step {spec.name!r}, output_schema: {error}") from error
             if not (isinstance(model, type) and issubclass(model, BaseModel)):
                 raise WorkflowError(f"step {spec.name!r}: {spec.output_schema} is not a Pydantic model")
             self.schema_model = model
