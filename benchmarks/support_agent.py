@@ -19,6 +19,11 @@ agent-to-workflow ratios. It exits with a message, and status 0, when the
 BANKING77 files are missing.
 
     python benchmarks/support_agent.py [--rows 30] [--every 103] [--route ROUTE] [--store URL] [--json]
+
+With ``--vote-shares``, it instead measures the classifier's confidence
+threshold, with no model call: on every 6th test message, for each
+threshold, the share of messages whose strongest retrieval intent holds at
+least that share of the vote, and how often that intent is right.
 """
 
 from __future__ import annotations
@@ -214,6 +219,24 @@ def show(report: dict[str, Any]) -> None:
     print(f"agent / workflow: {ratios}")
 
 
+def vote_shares(every: int, thresholds: tuple[float, ...] = (0.3, 0.4, 0.5)) -> None:
+    sys.path.insert(0, str(TRIAGE))
+    from tools import retrieve  # the intent-triage example's retrieval step
+
+    with (DATA / "test.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[::every]
+    shares = []
+    for row in rows:
+        found = retrieve(row["text"], str(TRIAGE / "memory.csv"), 8, 4)
+        total = sum(found["votes"])
+        shares.append((found["votes"][0] / total if total else 0.0, found["candidates"][0] == row["category"]))
+    print(f"retrieval vote on {len(rows)} BANKING77 test messages (every {every}th)")
+    for threshold in thresholds:
+        confident = [right for share, right in shares if share >= threshold]
+        accuracy = sum(confident) / len(confident) if confident else 0.0
+        print(f"  share >= {threshold:.1f}: {len(confident) / len(rows):.1%} of messages, right {accuracy:.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=30, help="messages to run")
@@ -223,9 +246,15 @@ def main() -> None:
     parser.add_argument("--config", help="trunkline.toml to load; by default the usual search")
     parser.add_argument("--store", help="store URL to keep the runs in; by default a throwaway SQLite file")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--vote-shares", action="store_true", help="measure the classifier's confidence threshold only"
+    )
     args = parser.parse_args()
     if not (DATA / "test.csv").is_file():
         print(f"BANKING77 data not found in {DATA}; nothing to measure")
+        return
+    if args.vote_shares:
+        vote_shares(6)
         return
     report = asyncio.run(measure(args))
     if args.json:

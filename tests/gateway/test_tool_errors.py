@@ -208,3 +208,12 @@ def test_tools_with_response_format(client: httpx.Client, fake_server: FakeServe
     assert response.status_code == 400
     assert "cannot send tools and an output schema together" in response.json()["error"]["message"]
     assert fake_server.requests == []
+
+
+def test_parallel_switch_must_be_boolean(client: httpx.Client, fake_server: FakeServer) -> None:
+    body = chat(tools=[OPENAI_TOOL], parallel_tool_calls="yes")
+    response = client.post("/v1/chat/completions", json=body)
+
+    assert response.status_code == 422
+    assert "parallel_tool_calls" in response.text
+    assert fake_server.requests == []

@@ -8,7 +8,7 @@ from gateway.agent_trace import record_agent_trace
 from trunkline.agents import Agent
 from trunkline.providers.fake import FakeReply, ScriptedModel
 from trunkline.server.dashboard.agents import find_agents
-from trunkline.server.dashboard.traces import load_trace_view
+from trunkline.server.dashboard.traces import load_trace_view, trace_json
 from trunkline.store.database import open_store
 from trunkline.store.traces import load_trace
 from trunkline.store.writer import StoreWriter
@@ -87,3 +87,6 @@ async def test_answer_asked_again_shows_both_calls(exported, tmp_path: Path) -> 
     [step] = agent.steps
     assert [record.output_text for _, record in step.model_calls] == ["forty-two", '{"total": 42}']
     assert step.call.output_text == "forty-two"
+    [step_json] = trace_json(view)["agents"][0]["steps"]
+    assert [call["call_id"] for call in step_json["calls"]] == [record.call_id for _, record in step.model_calls]
+    assert step_json["call"] == step_json["calls"][0]

@@ -1,4 +1,4 @@
-"""What an agent step of a workflow used per row in earlier runs: model calls, tokens and cost.
+"""Per-row usage of a workflow's agent step in earlier runs: model calls, tokens and cost.
 
 A row's calls are linked to it through spans, because a call record names
 its span, not its row. Each call's parent chain leads to the workflow step's

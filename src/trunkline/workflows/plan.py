@@ -315,6 +315,7 @@ class _Planner:
     def _estimate_agent(self, step: StepSpec, plan: StepPlan, max_output_tokens: int) -> None:
         """Fill `plan` with the agent step's estimate, setting its tokens and cost to the typical run's."""
         definitions = [load_tool(name, self.spec.folder).definition for name in step.tools]
+
         try:
             per_row, missing = self._rendered_row_tokens(step)
         except (jinja2.TemplateError, TypeError, ValueError) as error:
@@ -335,9 +336,11 @@ class _Planner:
                 "its prompt is registered (prompt_ref), which the plan does not render, so there "
                 "is no worst case"
             )
+
         recorded = []
         if self.store is not None:
             recorded = agent_row_usage(self.store, self.spec.name, step.name)
+
         # An answer that misses the output schema costs one more call, without tools.
         estimate = estimate_agent(
             max_steps=step.max_steps + (1 if step.output_schema else 0),
@@ -351,6 +354,7 @@ class _Planner:
             ).total_usd,
         )
         plan.agent = estimate
+
         if estimate.typical_run is not None:
             plan.input_tokens = round(estimate.typical_run.input_tokens)
             plan.output_tokens = round(estimate.typical_run.output_tokens)

@@ -103,7 +103,7 @@ class StepSpec(BaseModel):
     #: Whether an agent step runs a tool call again that the row's agent
     #: already made with the same arguments.
     allow_repeated_calls: bool = True
-    #: False asks an agent step's model for at most one tool call a step.
+    #: False requests at most one tool call a step from an agent step's model.
     parallel_tool_calls: bool | None = None
 
     @field_validator("threshold", mode="before")
